@@ -1,0 +1,235 @@
+"""alexnet_raw.emu: run CUDA C kernels on the CPU, with a CuPy-shaped API.
+
+    from alexnet_raw import emu
+    mod = emu.RawModule(code=source, options=("-std=c++17",), name_expressions=("scale<float>",))
+    k = mod.get_function("scale<float>")
+    k((blocks,), (256,), (y, x, np.float32(2.0), np.int32(n)), shared_mem=0)
+
+Arrays are NumPy arrays, scalars must be NumPy scalars of the parameter's exact type. Kernels run
+on all cores (blocks spread over OS threads); inside a block every CUDA thread is a fiber and
+``__syncthreads()`` is a real barrier. ``set_schedule`` changes the order in which a block's
+threads resume after each barrier, so that a missing barrier changes the result instead of hiding.
+
+Environment: ALEXNET_RAW_EMU_SCHEDULE (forward | reverse | random[:seed]), ALEXNET_RAW_EMU_THREADS,
+ALEXNET_RAW_EMU_POISON (0 turns off shared-memory poisoning),
+ALEXNET_RAW_EMU_SANITIZE (1: compile with AddressSanitizer and UBSan; run Python with libasan
+preloaded), ALEXNET_RAW_EMU_DEBUG (1: -O0 for stepping in gdb), ALEXNET_RAW_CACHE_DIR, ALEXNET_RAW_CXX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .. import kernel_args
+from ._jit import CompileError, LaunchOptions, build, cache_dir
+from ._translate import TranslationError
+
+__all__ = [
+    "RawModule",
+    "RawKernel",
+    "KernelError",
+    "DivergenceError",
+    "CompileError",
+    "TranslationError",
+    "set_schedule",
+    "get_schedule",
+    "schedule",
+    "set_num_threads",
+    "cache_dir",
+]
+
+SCHEDULES = ("forward", "reverse", "random")
+GPU_DEFAULT_SHARED_BYTES = 48 * 1024  # without opting in, as on every GPU since Volta
+GPU_MAX_SHARED_BYTES = 227 * 1024  # sm_90 opt-in limit per block
+
+
+class KernelError(RuntimeError):
+    """A kernel failed while running on the CPU runtime (assert, trap, bad launch, ...)."""
+
+
+class DivergenceError(KernelError):
+    """Threads of one block waited at different barriers: a hang or undefined behaviour on a GPU."""
+
+
+class _Settings(threading.local):
+    def __init__(self):
+        self.schedule, self.seed = _schedule_from_env()
+        threads = os.environ.get("ALEXNET_RAW_EMU_THREADS")
+        self.num_threads = int(threads) if threads else 0
+
+
+def _schedule_from_env():
+    raw = os.environ.get("ALEXNET_RAW_EMU_SCHEDULE", "forward").strip() or "forward"
+    kind, _, seed = raw.partition(":")
+    if kind not in SCHEDULES:
+        raise ValueError(f"ALEXNET_RAW_EMU_SCHEDULE must be one of {SCHEDULES} (random may take ':seed'), got {raw!r}")
+    return kind, int(seed) if seed else 0
+
+
+_settings = _Settings()
+
+
+def set_schedule(kind: str, seed: int = 0) -> None:
+    """Order in which a block's threads run between barriers: 'forward', 'reverse' or 'random'."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"schedule seed must be a non-negative int, got {seed!r}")
+    _settings.schedule, _settings.seed = kind, int(seed)
+
+
+def get_schedule():
+    """(kind, seed) of the current thread's schedule."""
+    return _settings.schedule, _settings.seed
+
+
+@contextlib.contextmanager
+def schedule(kind: str, seed: int = 0):
+    """Run the body under another thread schedule."""
+    old = get_schedule()
+    set_schedule(kind, seed)
+    try:
+        yield
+    finally:
+        set_schedule(*old)
+
+
+def set_num_threads(n: int) -> None:
+    """OS threads that run blocks (0: one per core)."""
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"number of threads must be a non-negative int, got {n!r}")
+    _settings.num_threads = int(n)
+
+
+def launch_options(max_shared_bytes: int = GPU_DEFAULT_SHARED_BYTES) -> LaunchOptions:
+    o = LaunchOptions()
+    o.schedule = SCHEDULES.index(_settings.schedule)
+    o.seed = _settings.seed
+    o.num_threads = _settings.num_threads
+    o.poison = 0 if os.environ.get("ALEXNET_RAW_EMU_POISON", "1") in ("0", "false", "no") else 1
+    o.max_shared_bytes = max_shared_bytes
+    return o
+
+
+def raise_launch_error(message: str):
+    if message.startswith("barrier divergence"):
+        raise DivergenceError(message)
+    raise KernelError(message)
+
+
+class Function:
+    """A kernel of a RawModule, called like a CuPy RawKernel: k(grid, block, args, shared_mem=0)."""
+
+    def __init__(self, module, name, index, codes):
+        self._module = module
+        self.name = name
+        self._index = index
+        self.param_codes = codes
+        self.max_dynamic_shared_size_bytes = 0
+
+    @property
+    def signature(self) -> str:
+        return kernel_args.signature(self.name, self.param_codes)
+
+    def __call__(self, grid, block, args, *, shared_mem=0, stream=None):
+        grid = kernel_args.normalise_dim3(grid, "grid")
+        block = kernel_args.normalise_dim3(block, "block")
+        if not isinstance(shared_mem, (int, np.integer)) or shared_mem < 0:
+            raise ValueError(f"shared_mem must be a non-negative int, got {shared_mem!r}")
+        blob, offsets, keep = kernel_args.pack(self.name, self.param_codes, args)
+        buf = (ctypes.c_char * max(len(blob), 1)).from_buffer(blob) if blob else (ctypes.c_char * 1)()
+        base = ctypes.addressof(buf)
+        pointers = (ctypes.c_void_p * max(len(offsets), 1))(*[base + o for o in offsets])
+        limit = GPU_DEFAULT_SHARED_BYTES
+        if self.max_dynamic_shared_size_bytes:
+            limit = min(GPU_MAX_SHARED_BYTES, max(limit, int(self.max_dynamic_shared_size_bytes)))
+        rc, message = self._module._compiled.launch(
+            self._index, grid, block, int(shared_mem), pointers, launch_options(limit)
+        )
+        del keep, buf
+        if rc:
+            raise_launch_error(message)
+
+
+class RawModule:
+    """CUDA source compiled for the CPU runtime. Mirrors cupy.RawModule.
+
+    ``code``: the source text; or ``path``: a .cu file (its directory is searched for includes).
+    ``options``: NVRTC-style options; -I, -D, -U and -std= are honoured, GPU code-generation
+    options are ignored. ``name_expressions``: template instantiations to export, as for CuPy.
+    """
+
+    def __init__(self, code=None, *, path=None, options=(), name_expressions=None, backend="nvrtc",
+                 translate_cucomplex=False, enable_cooperative_groups=False, jitify=False, name=None):
+        if (code is None) == (path is None):
+            raise ValueError("give exactly one of code= or path=")
+        if path is not None:
+            path = str(Path(path).resolve())
+            code = Path(path).read_text(encoding="utf-8")
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        if enable_cooperative_groups:
+            raise ValueError("the CPU runtime does not support cooperative groups")
+        self.code = code
+        self.path = path
+        self.options = tuple(options) if not isinstance(options, str) else (options,)
+        self.name_expressions = tuple(name_expressions or ())
+        self._name = name or (Path(path).name if path else "<RawModule>")
+        self._compiled = None
+        self._functions = {}
+
+    def compile(self):
+        if self._compiled is None:
+            self._compiled = build(self.code, self._name, self.options, self.name_expressions, path=self.path)
+        return self
+
+    @property
+    def kernel_names(self):
+        return list(self.compile()._compiled.kernels)
+
+    def get_function(self, name: str) -> Function:
+        self.compile()
+        if name not in self._functions:
+            if name not in self._compiled.kernels:
+                known = ", ".join(self._compiled.kernels) or "none"
+                raise KeyError(
+                    f"kernel '{name}' is not in module {self._name} (kernels: {known}); template kernels must be "
+                    "listed in name_expressions"
+                )
+            index, codes = self._compiled.kernels[name]
+            self._functions[name] = Function(self, name, index, codes)
+        return self._functions[name]
+
+
+class RawKernel:
+    """One kernel from source. Mirrors cupy.RawKernel(code, name, options=())."""
+
+    def __init__(self, code, name, options=(), backend="nvrtc", translate_cucomplex=False,
+                 enable_cooperative_groups=False, jitify=False):
+        self._module = RawModule(code=code, options=options, name_expressions=(name,) if "<" in name else (),
+                                 enable_cooperative_groups=enable_cooperative_groups)
+        self.name = name
+        self.max_dynamic_shared_size_bytes = 0
+
+    def compile(self):
+        self._module.get_function(self.name)
+        return self
+
+    @property
+    def param_codes(self):
+        return self._module.get_function(self.name).param_codes
+
+    @property
+    def signature(self) -> str:
+        return self._module.get_function(self.name).signature
+
+    def __call__(self, grid, block, args, *, shared_mem=0, stream=None):
+        f = self._module.get_function(self.name)
+        f.max_dynamic_shared_size_bytes = self.max_dynamic_shared_size_bytes
+        f(grid, block, args, shared_mem=shared_mem, stream=stream)
