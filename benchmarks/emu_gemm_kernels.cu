@@ -20,20 +20,23 @@ extern "C" __global__ void sgemm_register_tiled(const float* __restrict__ A, con
   const int tid = threadIdx.x;             // 0..63
   const int tr = tid / (RT_BN / RT_TN);    // 0..7: row of 8x8 tiles
   const int tc = tid % (RT_BN / RT_TN);    // 0..7
-  const int row0 = blockIdx.y * RT_BM, col0 = blockIdx.x * RT_BN;
+  // Each thread loads 8 elements of A (rows a_row + 8*i, column a_col) and 8 of B (row i,
+  // column tid) per k-slice; offsets are computed once and the A and B pointers advance.
+  const int a_row = tid / RT_BK, a_col = tid % RT_BK;
+  A += (long long)blockIdx.y * RT_BM * K;
+  B += blockIdx.x * RT_BN;
+  C += (long long)blockIdx.y * RT_BM * N + blockIdx.x * RT_BN;
   float acc[RT_TM][RT_TN] = {};
   float a[RT_TM], b[RT_TN];
   for (int k0 = 0; k0 < K; k0 += RT_BK) {
-    // 64 threads load 64x8 of A and 8x64 of B: 8 elements each.
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      int e = tid + i * 64;          // 0..511
-      int am = e / RT_BK, ak = e % RT_BK;
-      As[ak][am] = A[(long long)(row0 + am) * K + k0 + ak];
-      int bk = e / RT_BN, bn = e % RT_BN;
-      Bs[bk][bn] = B[(long long)(k0 + bk) * N + col0 + bn];
+      As[a_col][a_row + 8 * i] = A[(long long)(a_row + 8 * i) * K + a_col];
+      Bs[i][tid] = B[(long long)i * N + tid];
     }
     __syncthreads();
+    A += RT_BK;
+    B += (long long)RT_BK * N;
 #pragma unroll
     for (int k = 0; k < RT_BK; ++k) {
 #pragma unroll
@@ -47,9 +50,10 @@ extern "C" __global__ void sgemm_register_tiled(const float* __restrict__ A, con
     }
     __syncthreads();
   }
+#pragma unroll
   for (int i = 0; i < RT_TM; ++i)
-    for (int j = 0; j < RT_TN; ++j)
-      C[(long long)(row0 + tr * RT_TM + i) * N + col0 + tc * RT_TN + j] = acc[i][j];
+#pragma unroll
+    for (int j = 0; j < RT_TN; ++j) C[(long long)(tr * RT_TM + i) * N + tc * RT_TN + j] = acc[i][j];
 }
 
 extern "C" __global__ void sgemm_shared_16x16(const float* __restrict__ A, const float* __restrict__ B,

@@ -615,7 +615,8 @@ inline ThreadState* next_runnable(Worker& w) {
 
 // `t` has stopped (waiting or finished): run whoever is next, or return to the scheduler.
 inline void stop_and_continue(Worker& w, ThreadState& t, bool finished) {
-  after_stop(w, t);
+  // Common case first: a block barrier that still waits for others needs no bookkeeping.
+  if (!(w.states[t.linear] == kWaitBlock && w.block_arrived < w.live)) after_stop(w, t);
   ThreadState* next = w.aborted ? nullptr : next_runnable(w);
   if (next == &t) return;  // released and first in the new round: keep running
   switch_fiber(w, &t, next, finished);
