@@ -34,6 +34,8 @@
 #include <vector>
 
 #include "cuda_emu.h"
+#include "cuda_emu_launch.h"
+#include "kernel_signature.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
@@ -48,84 +50,6 @@
 namespace emu {
 
 enum ThreadRunState : unsigned char { kRunnable = 0, kWaitBlock = 1, kWaitWarp = 2, kDone = 3 };
-enum ScheduleKind { kForward = 0, kReverse = 1, kRandom = 2 };
-
-struct LaunchOptions {
-  int schedule;             // ScheduleKind
-  unsigned long long seed;  // for kRandom
-  int num_threads;          // OS worker threads; <= 0: all cores
-  int poison;               // fill shared memory with 0xFF at each block start
-  size_t max_shared_bytes;  // shared memory per block a GPU would allow (default 48 KB)
-};
-
-using Thunk = void (*)(void** args);
-
-struct KernelEntry {
-  const char* name;
-  Thunk thunk;
-  bool fibers;  // the kernel's source uses barriers or warp primitives
-};
-
-// ---------------------------------------------------------------------------------------------
-// Parameter type codes: the Python side checks every argument against them (alexnet_raw/kernel_args.py).
-template <class T, class = void>
-struct TypeCode {
-  static std::string get() { return "?" + std::to_string(sizeof(T)); }
-};
-#define EMU_CODE(T, C)                        \
-  template <>                                 \
-  struct TypeCode<T> {                        \
-    static std::string get() { return C; }    \
-  };
-EMU_CODE(bool, "b8")
-EMU_CODE(char, "i8")
-EMU_CODE(signed char, "i8")
-EMU_CODE(unsigned char, "u8")
-EMU_CODE(short, "i16")
-EMU_CODE(unsigned short, "u16")
-EMU_CODE(int, "i32")
-EMU_CODE(unsigned int, "u32")
-EMU_CODE(long, sizeof(long) == 8 ? "i64" : "i32")
-EMU_CODE(unsigned long, sizeof(long) == 8 ? "u64" : "u32")
-EMU_CODE(long long, "i64")
-EMU_CODE(unsigned long long, "u64")
-EMU_CODE(float, "f32")
-EMU_CODE(double, "f64")
-EMU_CODE(void, "void")
-EMU_CODE(float2, "f32x2")
-EMU_CODE(float4, "f32x4")
-EMU_CODE(double2, "f64x2")
-EMU_CODE(int2, "i32x2")
-EMU_CODE(int4, "i32x4")
-EMU_CODE(uint2, "u32x2")
-EMU_CODE(uint4, "u32x4")
-#undef EMU_CODE
-template <class T>
-struct TypeCode<T*> {
-  static std::string get() {
-    return std::string(std::is_const<T>::value ? "pc:" : "p:") + TypeCode<std::remove_cv_t<T>>::get();
-  }
-};
-template <class... Args>
-inline std::string param_codes(void (*)(Args...)) {
-  std::string s;
-  ((s += (s.empty() ? "" : ","), s += TypeCode<std::remove_cv_t<Args>>::get()), ...);
-  return s;
-}
-template <class... Args>
-constexpr size_t arity(void (*)(Args...)) {
-  return sizeof...(Args);
-}
-template <class... Args, size_t... I>
-inline void call_with(void (*f)(Args...), void** a, std::index_sequence<I...>) {
-  f(*static_cast<std::remove_cv_t<std::remove_reference_t<Args>>*>(a[I])...);
-}
-// The launch thunk of kernel F: unpacks a cuLaunchKernel-style argument array.
-template <auto F>
-void thunk(void** a) {
-  call_with(F, a, std::make_index_sequence<arity(F)>{});
-}
-
 // ---------------------------------------------------------------------------------------------
 // Context switch. x86-64: save the six callee-saved registers on the current stack, swap stack
 // pointers, restore. A new fiber starts in emu_fiber_start with its ThreadState in r12 and the
@@ -790,8 +714,8 @@ inline int default_threads() {
 }
 
 // Launch `kernel` and wait for it. Returns 0, or 1 with `*error` set.
-inline int launch(const KernelEntry& kernel, dim3 grid, dim3 block, size_t dynamic_shared, void** args,
-                  const LaunchOptions& options, std::string* error) {
+int launch(const KernelEntry& kernel, dim3 grid, dim3 block, size_t dynamic_shared, void** args,
+           const LaunchOptions& options, std::string* error) {
   char msg[320];
   const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0) {

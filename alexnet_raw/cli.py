@@ -1,0 +1,37 @@
+"""The `alexnet-raw` command.
+
+    alexnet-raw verify     every kernel against PyTorch, pass/fail table with the largest errors
+    alexnet-raw kernels    registers, shared memory and spills of every kernel for sm_80 and sm_90
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = {
+    "verify": ("alexnet_raw.verify", "run every kernel against PyTorch and print a pass/fail table"),
+    "kernels": ("alexnet_raw.kernel_report", "static report of every kernel for sm_80 and sm_90 (no GPU needed)"),
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="alexnet-raw",
+        description="AlexNet from hand-written CUDA kernels, on GPUs and on the CPU runtime.",
+        epilog="Run 'alexnet-raw COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv[:1])
+    import importlib
+
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

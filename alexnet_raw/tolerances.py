@@ -1,0 +1,45 @@
+"""Tolerance policy: how close a kernel must be to PyTorch, per op and dtype.
+
+A result passes when |ours - torch| <= atol + rtol * |torch| elementwise (numpy.allclose's rule).
+The bounds follow from how each op computes: elementwise selections (relu, max pooling, dropout
+masks) are exact; reductions reorder sums, so their error grows with the summed length K like
+sqrt(K) * eps, which the per-op rtol allows for AlexNet's largest K (conv2: 48*5*5 = 1200 per
+tower, fc6: 9216) with margin. Tests and `alexnet-raw verify` both read this table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# op -> {dtype: (atol, rtol)}
+TOLERANCES = {
+    "relu": {np.float32: (0.0, 0.0), np.float64: (0.0, 0.0)},
+}
+
+
+def tolerance(op: str, dtype):
+    """(atol, rtol) for op at dtype."""
+    table = TOLERANCES[op]
+    return table[np.dtype(dtype).type]
+
+
+def max_errors(ours, reference):
+    """(largest absolute error, largest error relative to |reference|); equal values (infinities
+    of the same sign included) and NaN against NaN count as no error, NaN against a number as inf."""
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if ours.size == 0:
+        return 0.0, 0.0
+    same = (ours == reference) | (np.isnan(ours) & np.isnan(reference))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        diff = np.where(same, 0.0, np.abs(ours - reference))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        rel = np.where(same, 0.0, diff / np.maximum(np.abs(reference), np.finfo(np.float64).tiny))
+    return float(diff.max()), float(np.nan_to_num(rel, nan=np.inf).max())
+
+
+def close(ours, reference, op: str, dtype) -> bool:
+    atol, rtol = tolerance(op, dtype)
+    ours = np.asarray(ours)
+    reference = np.asarray(reference)
+    return ours.shape == reference.shape and bool(np.allclose(ours, reference, atol=atol, rtol=rtol, equal_nan=True))

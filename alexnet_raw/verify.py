@@ -1,0 +1,108 @@
+"""Run every kernel against PyTorch on the CPU and print a pass/fail table with the largest errors.
+
+    alexnet-raw verify [--backend emu|emu_ext]
+
+Each check draws inputs, runs our kernel through the chosen backend and the same computation in
+PyTorch (float32 and float64), and compares them under the tolerance policy (tolerances.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from . import backends, tolerances
+from . import functional as F
+
+CHECKS = []  # (name, tolerance key, function(rng, dtype, torch) -> (ours, reference))
+
+
+def check(name: str, op: str):
+    def register(fn):
+        CHECKS.append((name, op, fn))
+        return fn
+
+    return register
+
+
+def _with_specials(x):
+    flat = x.reshape(-1)
+    flat[: min(4, flat.size)] = np.array([np.nan, 0.0, -0.0, np.inf], dtype=x.dtype)[: min(4, flat.size)]
+    return x
+
+
+@check("relu forward", "relu")
+def _relu_forward(rng, dtype, torch):
+    x = _with_specials(rng.standard_normal((2, 3, 17, 19)).astype(dtype))
+    return F.relu(x), torch.relu(torch.from_numpy(x)).numpy()
+
+
+@check("relu backward", "relu")
+def _relu_backward(rng, dtype, torch):
+    x = torch.from_numpy(rng.standard_normal((2, 3, 17, 19)).astype(dtype)).requires_grad_()
+    y = torch.relu(x)
+    g = torch.from_numpy(rng.standard_normal(y.shape).astype(dtype))
+    y.backward(g)
+    ours = F.relu_backward(g.numpy(), y.detach().numpy())
+    return ours, x.grad.numpy()
+
+
+def run(dtypes=(np.float32, np.float64), seed=0):
+    import torch
+
+    rows = []
+    for name, op, fn in CHECKS:
+        for dtype in dtypes:
+            rng = np.random.default_rng(seed)
+            t0 = time.perf_counter()
+            ours, reference = fn(rng, dtype, torch)
+            seconds = time.perf_counter() - t0
+            abs_err, rel_err = tolerances.max_errors(ours, reference)
+            atol, rtol = tolerances.tolerance(op, dtype)
+            rows.append({
+                "check": name,
+                "dtype": np.dtype(dtype).name,
+                "max_abs_error": abs_err,
+                "max_rel_error": rel_err,
+                "atol": atol,
+                "rtol": rtol,
+                "passed": tolerances.close(ours, reference, op, dtype),
+                "seconds": seconds,
+            })
+    return rows
+
+
+def format_table(rows) -> str:
+    head = f"{'check':34s} {'dtype':8s} {'max abs err':>12s} {'max rel err':>12s} {'atol':>8s} {'rtol':>8s} {'result':>7s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['check']:34s} {r['dtype']:8s} {r['max_abs_error']:12.3e} {r['max_rel_error']:12.3e} "
+            f"{r['atol']:8.1e} {r['rtol']:8.1e} {'pass' if r['passed'] else 'FAIL':>7s}"
+        )
+    failed = sum(not r["passed"] for r in rows)
+    lines.append("")
+    lines.append(f"{len(rows) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="alexnet-raw verify", description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=backends.CPU_BACKENDS, default=None,
+                    help="CPU backend to run the kernels on (default: emu, the CPU runtime's JIT)")
+    args = ap.parse_args(argv)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("error: verify compares with PyTorch: pip install 'torch==2.13.0'", file=sys.stderr)
+        return 2
+    if args.backend:
+        backends.set_backend(args.backend)
+    cpu, _ = backends.current_backends()
+    print(f"kernels run on the '{cpu}' backend (CPU); reference: PyTorch {torch.__version__} on the CPU")
+    rows = run()
+    print(format_table(rows))
+    return 0 if all(r["passed"] for r in rows) else 1

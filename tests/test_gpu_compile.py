@@ -1,0 +1,68 @@
+"""The GPU paths, checked without a GPU: every kernel compiles for sm_80 and sm_90 with NVRTC (the
+exact program the cupy backend builds) and with nvcc (as the cuda extension builds it), without
+spills; the installed nvcc extension holds every kernel for both architectures; and the three
+builds agree on every kernel's parameter types."""
+
+import importlib
+
+import pytest
+
+from alexnet_raw import gpu_compile, kernel_sources
+from alexnet_raw.backends import get_backend
+
+FILES = kernel_sources.kernel_files()
+ARCHS = gpu_compile.ARCHITECTURES
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", FILES)
+def test_nvrtc_compiles_every_instantiation_without_spills(source, arch):
+    build = gpu_compile.nvrtc_compile(source, arch)
+    assert set(build.kernels) == set(kernel_sources.instantiations(source))
+    assert build.cubin[:4] == b"\x7fELF"
+    spilling = [k for k, r in build.kernels.items() if r.spills]
+    assert not spilling, f"{source} spills on {arch}: {spilling}"
+
+
+@pytest.mark.skipif(gpu_compile.nvcc_path() is None, reason="nvcc is not installed on this machine")
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", FILES)
+def test_nvcc_compiles_every_instantiation_without_spills(source, arch):
+    build = gpu_compile.nvcc_compile(source, arch)
+    assert set(build.kernels) == set(kernel_sources.instantiations(source))
+    assert not [k for k, r in build.kernels.items() if r.spills]
+
+
+def _all_instantiations():
+    return {n for f in FILES for n in kernel_sources.instantiations(f)}
+
+
+def test_installed_cuda_extension_holds_every_kernel_for_both_architectures():
+    try:
+        cuda_ext = importlib.import_module("alexnet_raw._cuda")
+    except ImportError:
+        if gpu_compile.nvcc_path() is not None:
+            pytest.fail("nvcc is installed but the _cuda extension was not built by the install")
+        pytest.skip("no nvcc here, so no _cuda extension")
+    per_arch = gpu_compile.binary_kernels(cuda_ext.__file__)
+    for arch in ARCHS:
+        assert arch in per_arch, f"_cuda has no {arch} code (has {sorted(per_arch)})"
+        assert set(per_arch[arch]) == _all_instantiations(), f"_cuda {arch} kernels differ from kernels/*.cu"
+    assert set(cuda_ext.kernels()) == _all_instantiations()
+    count, status = cuda_ext.device_count()
+    assert count == 0 and "cudaError" in status  # no GPU here: reported, not a crash
+
+
+def test_extension_and_jit_agree_on_parameter_types():
+    emu_ext = importlib.import_module("alexnet_raw._emu_ext")
+    assert set(emu_ext.kernels()) == _all_instantiations()
+    jit = get_backend("emu")
+    for source in FILES:
+        module = jit.module(source)
+        for name in kernel_sources.instantiations(source):
+            assert ",".join(module.get_function(name).param_codes) == emu_ext.kernels()[name], name
+    try:
+        cuda_ext = importlib.import_module("alexnet_raw._cuda")
+    except ImportError:
+        return
+    assert cuda_ext.kernels() == emu_ext.kernels()
