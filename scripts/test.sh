@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets up .venv with the package (built from this checkout, installed like a user's) and its test
+# dependencies, runs the whole test suite, then runs the kernel and CPU-runtime tests again with
+# the CPU runtime and the extension built with AddressSanitizer and UBSan.
+#   bash scripts/test.sh [pytest arguments for the first run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet ".[test]"
+# -P: import the installed package, not the checkout in the current directory
+.venv/bin/python -P -m pytest "$@"
+.venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
+  .venv/bin/python -P -m pytest -q tests/kernels tests/emu

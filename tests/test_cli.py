@@ -1,0 +1,41 @@
+"""The alexnet-raw command: help, the kernel report and verify."""
+
+import json
+import subprocess
+import sys
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-P", "-m", "alexnet_raw.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_commands():
+    out = cli("--help")
+    assert out.returncode == 0
+    for command in ("verify", "kernels"):
+        assert command in out.stdout
+
+
+def test_unknown_command_fails_clearly():
+    out = cli("frobnicate")
+    assert out.returncode != 0 and "invalid choice" in out.stderr
+
+
+def test_kernel_report_lists_every_kernel_for_both_architectures(tmp_path):
+    from alexnet_raw import kernel_sources
+
+    out = cli("kernels", "--json", str(tmp_path / "k.json"))
+    assert out.returncode == 0, out.stderr
+    assert "kernels that spill: none" in out.stdout
+    rows = json.loads((tmp_path / "k.json").read_text())
+    names = {n for f in kernel_sources.kernel_files() for n in kernel_sources.instantiations(f)}
+    for arch in ("sm_80", "sm_90"):
+        assert {r["kernel"] for r in rows if r["arch"] == arch} == names
+    assert all(r["registers"] > 0 for r in rows)
+
+
+def test_verify_passes_on_both_cpu_paths():
+    for backend in ("emu", "emu_ext"):
+        out = cli("verify", "--backend", backend)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "0 failed" in out.stdout and f"'{backend}' backend" in out.stdout
