@@ -60,8 +60,8 @@ def test_set_backend_switches_cpu_path():
 def test_environment_variable_chooses_backend():
     code = "from alexnet_raw import backends; import numpy; print(backends.backend_for(numpy.zeros(1)).name)"
     env = dict(os.environ, ALEXNET_RAW_BACKEND="emu_ext")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "emu_ext"
     env["ALEXNET_RAW_BACKEND"] = "bogus"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown backend 'bogus'" in bad.stderr
