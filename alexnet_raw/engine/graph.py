@@ -1,0 +1,257 @@
+"""The network as a graph: where each layer runs, what shape it produces, which edges cross devices.
+
+Placement follows the original: a layer runs on the logical device its `gpu=` names; without it,
+on the device of its first input; data layers live on the host and are copied to every device that
+reads them. With single_device=True everything runs on device 0.
+
+Shapes are per image: (channels, height, width) for image layers, (features,) after an fc layer.
+Output sizes follow each layer's rule: cuda-convnet's ceil rule (conv: 1 + ceil((2*pad + in - f) /
+stride); pool: ceil((in - size) / stride) + 1) or PyTorch's floor rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from . import cfg
+
+HOST = "host"
+
+
+class ShapeError(ValueError):
+    """The input size does not fit the network (a window larger than its padded input, ...)."""
+
+
+def conv_output_size(size: int, filter_size: int, stride: int, padding: int, rule: str) -> int:
+    span = size + 2 * padding - filter_size
+    if span < 0:
+        raise ShapeError(f"a {filter_size}-wide window does not fit {size} pixels with padding {padding}")
+    if rule == "ceil":
+        return 1 + -(-span // stride)
+    return 1 + span // stride
+
+
+def pool_output_size(size: int, window: int, stride: int, rule: str) -> int:
+    span = size - window
+    if span < 0:
+        raise ShapeError(f"a {window}-wide pooling window does not fit {size} pixels")
+    if rule == "ceil":
+        return 1 + -(-span // stride)
+    return 1 + span // stride
+
+
+@dataclasses.dataclass
+class Node:
+    spec: cfg.LayerSpec
+    device: object  # int logical device, or HOST for data layers
+    consumers: list = dataclasses.field(default_factory=list)
+
+    @property
+    def name(self):
+        return self.spec.name
+
+
+class Graph:
+    def __init__(self, layers, source="network", single_device=False):
+        self.source = source
+        self.nodes = {}
+        for spec in layers:
+            if isinstance(spec, cfg.DataSpec):
+                device = HOST
+            elif single_device:
+                device = 0
+            elif spec.gpu is not None:
+                device = spec.gpu
+            else:
+                first = self.nodes[spec.inputs[0]]
+                device = 0 if first.device == HOST else first.device
+            self.nodes[spec.name] = Node(spec, device)
+            for i in spec.inputs:
+                self.nodes[i].consumers.append(spec.name)
+        self.order = list(self.nodes)
+        self.devices = sorted({n.device for n in self.nodes.values() if n.device != HOST})
+        data = [n for n in self.nodes.values() if isinstance(n.spec, cfg.DataSpec)]
+        self.image_input = next((n.name for n in data if n.spec.data_idx == 0), None)
+        self.label_input = next((n.name for n in data if n.spec.data_idx == 1), None)
+        if self.image_input is None:
+            raise cfg.CfgError(source, None, "dataIdx", "no data layer with dataIdx=0 (the images)")
+        costs = [n for n in self.nodes.values() if isinstance(n.spec, cfg.CostSpec)]
+        if len(costs) > 1:
+            raise cfg.CfgError(source, costs[1].name, None, "only one cost layer is supported")
+        self.cost = costs[0].name if costs else None
+        if self.cost is not None:
+            labels, probs = self.nodes[self.cost].spec.inputs
+            if labels != self.label_input:
+                raise cfg.CfgError(source, self.cost, "inputs", f"first input must be the labels data layer, got {labels}")
+            if not isinstance(self.nodes[probs].spec, cfg.SoftmaxSpec):
+                raise cfg.CfgError(source, self.cost, "inputs", f"second input must be a softmax layer, got {probs}")
+        softmaxes = [n for n in self.nodes.values() if isinstance(n.spec, cfg.SoftmaxSpec)]
+        if len(softmaxes) != 1:
+            raise cfg.CfgError(source, None, "type", f"the network needs exactly one softmax layer, has {len(softmaxes)}")
+        self.softmax = softmaxes[0].name
+        self.logits = self.nodes[self.softmax].spec.inputs[0]
+        self._check_channels_statically()
+
+    # ------------------------------------------------------------------------------------------
+    def _check_channels_statically(self):
+        """Catch channel mismatches declared in the file before any input size is known."""
+        declared = {}
+        for name in self.order:
+            spec = self.nodes[name].spec
+            if isinstance(spec, cfg.DataSpec):
+                declared[name] = spec.channels
+            elif isinstance(spec, cfg.ConvSpec):
+                for i, (inp, ch, g) in enumerate(zip(spec.inputs, spec.channels, spec.groups)):
+                    have = declared.get(inp)
+                    if have is not None and have != ch:
+                        raise cfg.CfgError(self.source, name, "channels",
+                                           f"input {i} ({inp}) has {have} channels but channels={ch}")
+                    if ch % g or spec.filters % g:
+                        raise cfg.CfgError(self.source, name, "groups",
+                                           f"groups={g} must divide channels={ch} and filters={spec.filters}")
+                declared[name] = spec.filters
+            elif isinstance(spec, (cfg.PoolSpec, cfg.NormSpec)):
+                have = declared.get(spec.inputs[0])
+                if spec.channels is not None and have is not None and have != spec.channels:
+                    raise cfg.CfgError(self.source, name, "channels",
+                                       f"input {spec.inputs[0]} has {have} channels but channels={spec.channels}")
+                declared[name] = have if have is not None else spec.channels
+            elif isinstance(spec, (cfg.HsSpec, cfg.SoftmaxSpec)):
+                declared[name] = declared.get(spec.inputs[0])
+            else:
+                declared[name] = None
+
+    def default_image_size(self):
+        spec = self.nodes[self.image_input].spec
+        return spec.img_size or 224
+
+    def input_channels(self):
+        spec = self.nodes[self.image_input].spec
+        if spec.channels:
+            return spec.channels
+        for consumer in self.nodes[self.image_input].consumers:
+            c = self.nodes[consumer].spec
+            if isinstance(c, cfg.ConvSpec):
+                return c.channels[c.inputs.index(self.image_input)]
+        return 3
+
+    def shapes(self, image_size):
+        """{layer: per-image output shape} for square images of `image_size` (or an (h, w) pair)."""
+        h, w = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+        shapes = {}
+        for name in self.order:
+            spec = self.nodes[name].spec
+            try:
+                shapes[name] = self._shape(spec, shapes, h, w)
+            except ShapeError as e:
+                raise ShapeError(f"{self.source}: [{name}] {e} (input images {h}x{w})") from None
+        return shapes
+
+    def _shape(self, spec, shapes, h, w):
+        if isinstance(spec, cfg.DataSpec):
+            return (self.input_channels(), h, w) if spec.data_idx == 0 else ()
+        ins = [shapes[i] for i in spec.inputs]
+        if isinstance(spec, cfg.ConvSpec):
+            out = None
+            for i, (shape, ch) in enumerate(zip(ins, spec.channels)):
+                if len(shape) != 3:
+                    raise ShapeError(f"input {i} ({spec.inputs[i]}) is not an image (shape {shape})")
+                if shape[0] != ch:
+                    raise ShapeError(f"input {i} ({spec.inputs[i]}) has {shape[0]} channels but channels={ch}")
+                size = (
+                    conv_output_size(shape[1], spec.filter_size[i], spec.stride[i], spec.padding[i], spec.size_rule),
+                    conv_output_size(shape[2], spec.filter_size[i], spec.stride[i], spec.padding[i], spec.size_rule),
+                )
+                if out is not None and size != out:
+                    raise ShapeError(f"inputs give different output sizes {out} and {size}")
+                out = size
+            return (spec.filters, *out)
+        if isinstance(spec, cfg.PoolSpec):
+            c, ih, iw = self._image(spec, ins[0])
+            return (c, pool_output_size(ih, spec.size, spec.stride, spec.size_rule),
+                    pool_output_size(iw, spec.size, spec.stride, spec.size_rule))
+        if isinstance(spec, cfg.NormSpec):
+            return self._image(spec, ins[0])
+        if isinstance(spec, cfg.FcSpec):
+            return (spec.outputs,)
+        if isinstance(spec, (cfg.HsSpec, cfg.SoftmaxSpec)):
+            return ins[0]
+        return ()  # cost
+
+    def _image(self, spec, shape):
+        if len(shape) != 3:
+            raise ShapeError(f"input {spec.inputs[0]} is not an image (shape {shape})")
+        if getattr(spec, "channels", None) is not None and shape[0] != spec.channels:
+            raise ShapeError(f"input has {shape[0]} channels but channels={spec.channels}")
+        return shape
+
+    # ------------------------------------------------------------------------------------------
+    def weight_shapes(self, shapes):
+        """{layer: ([weight shape per input], bias shape)} for layers with parameters."""
+        out = {}
+        for name in self.order:
+            spec = self.nodes[name].spec
+            if isinstance(spec, cfg.ConvSpec):
+                ws = [(spec.filters, ch // g, f, f) for ch, g, f in zip(spec.channels, spec.groups, spec.filter_size)]
+                out[name] = (ws, (spec.filters,))
+            elif isinstance(spec, cfg.FcSpec):
+                ws = [(spec.outputs, int(np.prod(shapes[i]))) for i in spec.inputs]
+                out[name] = (ws, (spec.outputs,))
+        return out
+
+    def transfers(self):
+        """[(producer, destination device, [consumers on it])]: every copy between devices."""
+        result = []
+        for name in self.order:
+            node = self.nodes[name]
+            by_device = {}
+            for consumer in node.consumers:
+                d = self.nodes[consumer].device
+                if d != node.device:
+                    by_device.setdefault(d, []).append(consumer)
+            for d, consumers in by_device.items():
+                result.append((name, d, consumers))
+        return result
+
+    def split_report(self, batch_size: int, image_size=None, itemsize: int = 4):
+        """Bytes on every cross-device edge per training step, and memory per device."""
+        image_size = image_size or self.default_image_size()
+        shapes = self.shapes(image_size)
+        edges = []
+        for producer, device, consumers in self.transfers():
+            per_image = math.prod(shapes[producer]) if shapes[producer] else 1
+            is_data = self.nodes[producer].device == HOST
+            label = producer == self.label_input
+            forward = batch_size * per_image * (8 if label else itemsize)
+            edges.append({
+                "src": producer,
+                "dst": ",".join(consumers),
+                "src_device": self.nodes[producer].device,
+                "dst_device": device,
+                "forward_bytes": forward,
+                "backward_bytes": 0 if is_data else batch_size * per_image * itemsize,
+            })
+        weights = self.weight_shapes(shapes)
+        devices = []
+        for d in self.devices:
+            params = sum(
+                sum(math.prod(w) for w in ws) + math.prod(b)
+                for name, (ws, b) in weights.items() if self.nodes[name].device == d
+            )
+            local = [n for n in self.order if self.nodes[n].device == d]
+            activations = sum(math.prod(shapes[n]) for n in local if shapes[n])
+            mirrors = sum(math.prod(shapes[p]) for p, dev, _ in self.transfers() if dev == d and shapes[p])
+            devices.append({
+                "device": d,
+                "layers": local,
+                "parameters": params,
+                "parameter_bytes": params * itemsize,
+                "gradient_bytes": params * itemsize,
+                "momentum_bytes": params * itemsize,
+                # outputs and their gradients of the layers here, plus the copies of remote inputs
+                "activation_bytes": 2 * batch_size * (activations + mirrors) * itemsize,
+            })
+        return {"batch_size": batch_size, "image_size": image_size, "edges": edges, "devices": devices}
