@@ -53,6 +53,15 @@ def elementwise(n: int, threads: int = THREADS_PER_BLOCK):
     return (blocks, 1, 1), (threads, 1, 1)
 
 
+def per_row(rows: int, row_length: int, max_threads: int = THREADS_PER_BLOCK):
+    """(grid, block) for row reductions: one block per row in a grid-stride loop over rows, its
+    threads (a multiple of 32, warp-shuffle friendly, up to max_threads) striding over the row.
+    per_row(1, n) is one block reducing n values."""
+    threads = min(max_threads, max(32, ceil_div(row_length, 32) * 32))
+    blocks = max(1, min(int(rows), MAX_GRID_STRIDE_BLOCKS))
+    return (blocks, 1, 1), (threads, 1, 1)
+
+
 def c_type(dtype) -> str:
     """Template argument for a dtype: the kernels are instantiated for float and double."""
     dtype = np.dtype(dtype)

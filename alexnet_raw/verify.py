@@ -50,6 +50,61 @@ def _relu_backward(rng, dtype, torch):
     return ours, x.grad.numpy()
 
 
+@check("dropout forward (inverted)", "dropout")
+def _dropout_forward(rng, dtype, torch):
+    x = rng.standard_normal((2, 4096)).astype(dtype)
+    y = F.dropout(x, p=0.5, seed=7, offset=3)
+    mask = torch.from_numpy((y != 0).astype(dtype))  # our mask, applied with torch's arithmetic
+    return y, (torch.from_numpy(x) * mask.div_(1 - 0.5)).numpy()
+
+
+@check("dropout backward (original)", "dropout")
+def _dropout_backward(rng, dtype, torch):
+    g = rng.standard_normal((2, 4096)).astype(dtype)
+    y = F.dropout(np.ones_like(g), p=0.5, seed=7, offset=3, mode="original")
+    return F.dropout_backward(g, p=0.5, seed=7, offset=3, mode="original"), (torch.from_numpy(g) * torch.from_numpy(y)).numpy()
+
+
+@check("softmax cross-entropy loss", "cross_entropy")
+def _cross_entropy(rng, dtype, torch):
+    x = (4 * rng.standard_normal((2, 1000))).astype(dtype)
+    t = rng.integers(0, 1000, 2)
+    ref = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t))
+    return F.cross_entropy(x, t), ref.numpy()
+
+
+@check("softmax cross-entropy backward", "cross_entropy")
+def _cross_entropy_backward(rng, dtype, torch):
+    x = torch.from_numpy((4 * rng.standard_normal((2, 1000))).astype(dtype)).requires_grad_()
+    t = torch.from_numpy(rng.integers(0, 1000, 2))
+    torch.nn.functional.cross_entropy(x, t).backward()
+    return F.cross_entropy_backward(x.detach().numpy(), t.numpy()), x.grad.numpy()
+
+
+@check("top-5 correct count", "topk_correct")
+def _topk(rng, dtype, torch):
+    x = rng.standard_normal((64, 1000)).astype(dtype)
+    t = rng.integers(0, 1000, 64)
+    t[:8] = np.argmax(x[:8], axis=1)  # some hits
+    ref = (torch.topk(torch.from_numpy(x), 5).indices == torch.from_numpy(t)[:, None]).any(1).sum().item()
+    return np.array(F.topk_correct(x, t, 5), dtype), np.array(ref, dtype)
+
+
+@check("sgd step (torch convention)", "sgd")
+def _sgd(rng, dtype, torch):
+    w0 = (0.05 * rng.standard_normal(4096)).astype(dtype)
+    grads = [rng.standard_normal(4096).astype(dtype) for _ in range(3)]
+    w, buf = w0.copy(), np.zeros_like(w0)
+    for g in grads:
+        F.sgd_update(w, g, buf, lr=0.01, momentum=0.9, weight_decay=5e-4, convention="torch")
+    p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    opt = torch.optim.SGD([p], lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for g in grads:
+        p.grad = torch.from_numpy(g)
+        opt.step()
+    return w, p.detach().numpy()
+
+
 def run(dtypes=(np.float32, np.float64), seed=0):
     import torch
 

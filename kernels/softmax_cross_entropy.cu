@@ -1,0 +1,161 @@
+// softmax_cross_entropy.cu: softmax cross-entropy of logits against class indices (its mean loss and
+// the gradient of that mean), and the top-k correct count.
+//
+//   row loss      l_r  = log(sum_j exp(x_rj - m_r)) - (x_r,t_r - m_r),  m_r = max_j x_rj
+//                        (log-sum-exp shifted by the row max: finite for any finite logits)
+//   mean loss          = (sum_r l_r) / N                 (xent_mean, a second kernel: fixed order)
+//   gradient      g_rj = (exp(x_rj - m_r) / s_r - [j == t_r]) * (1 / N),  s_r = sum_j exp(x_rj - m_r)
+//   top-k flag    f_r  = 1 if fewer than k entries of row r are strictly larger than x_r,t_r
+//                        (ties count in the target's favour), NaN ordered above every number as
+//                        torch.topk does; correct count = sum_r f_r (xent_count, a second kernel)
+// NaN in a row makes its max, sum, loss and whole gradient row NaN (and so the mean), as PyTorch.
+// A target outside [0, C) (the host rejects it first) gives a NaN row loss and flag 0, never a read
+// out of bounds.
+//
+// Layout: x is (N, C) row-major, one row per example; target is (N,) int64. Tiling: one block per
+// row (grid-stride over rows), its threads striding over the C columns, each keeping a partial
+// result in a fixed order; partials are combined by a warp xor-butterfly then across warps through
+// 32 shared slots (block_allreduce): the same tree on every run and schedule, so results are
+// bit-identical, and every thread ends with the same value. Block size: a multiple of 32, at most
+// 1024; the final reductions over N use one block. Launch geometry: per_row() of
+// alexnet_raw/launch.py, in alexnet_raw/ops/cross_entropy.py.
+// Reference and tests: tests/kernels/test_cross_entropy.py (torch.nn.functional.cross_entropy and
+// its autograd gradient, torch.topk).
+#include "common.cuh"
+
+__device__ __forceinline__ float xent_exp(float v) { return expf(v); }
+__device__ __forceinline__ double xent_exp(double v) { return exp(v); }
+__device__ __forceinline__ float xent_log(float v) { return logf(v); }
+__device__ __forceinline__ double xent_log(double v) { return log(v); }
+__device__ __forceinline__ float xent_nan(float) { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ double xent_nan(double) { return __longlong_as_double(0x7ff8000000000000LL); }
+__device__ __forceinline__ float xent_neg_inf(float) { return __int_as_float((int)0xff800000u); }
+__device__ __forceinline__ double xent_neg_inf(double) { return __longlong_as_double((long long)0xfff0000000000000ULL); }
+
+struct XentSum {
+  template <typename V>
+  __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
+  template <typename V>
+  __device__ __forceinline__ V identity() const { return V(0); }
+};
+// max that propagates NaN from either side (fmax would drop it)
+struct XentMax {
+  template <typename V>
+  __device__ __forceinline__ V operator()(V a, V b) const { return (a > b || a != a) ? a : b; }
+  template <typename V>
+  __device__ __forceinline__ V identity() const { return xent_neg_inf(V(0)); }
+};
+
+// Combine v over the block with op; every thread returns the same value. All threads of the block
+// must call it (blockDim.x a multiple of 32, at most 1024); `slots` is 32 values of shared memory.
+// Stage 1: xor butterfly within each warp; lane 0 of warp w stores slot w. Stage 2: every warp
+// reads the slots (identity past the warp count) and runs the same butterfly. The tree depends on
+// blockDim.x only, and each butterfly step combines the same two values on both lanes.
+template <typename V, typename Op>
+__device__ __forceinline__ V block_allreduce(V v, V* slots, Op op) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, d));
+  if (lane == 0) slots[warp] = v;
+  __syncthreads();
+  v = lane < warps ? slots[lane] : op.template identity<V>();
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, d));
+  __syncthreads();  // every thread has read the slots before a next call overwrites them
+  return v;
+}
+
+// Row statistics: m = max_j x_j, s = sum_j exp(x_j - m), each thread strides j = tid, tid + B, ...
+template <typename T>
+__device__ __forceinline__ void row_stats(const T* __restrict__ xr, int C, T* slots, T& m, T& s) {
+  XentMax vmax;
+  m = xent_neg_inf(T(0));
+  for (int j = threadIdx.x; j < C; j += blockDim.x) m = vmax(m, xr[j]);
+  m = block_allreduce(m, slots, vmax);
+  s = T(0);
+  for (int j = threadIdx.x; j < C; j += blockDim.x) s += xent_exp(xr[j] - m);
+  s = block_allreduce(s, slots, XentSum());
+}
+
+template <typename T>
+__global__ void xent_forward_rows(T* __restrict__ row_loss, const T* __restrict__ x,
+                                  const long long* __restrict__ target, alx_index rows, int C) {
+  __shared__ T slots[32];
+  for (alx_index r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * (alx_index)C;
+    T m, s;
+    row_stats(xr, C, slots, m, s);
+    if (threadIdx.x == 0) {
+      const long long t = target[r];
+      row_loss[r] = (t >= 0 && t < C) ? xent_log(s) - (xr[t] - m) : xent_nan(T(0));
+    }
+  }
+}
+
+template <typename T>
+__global__ void xent_backward(T* __restrict__ grad, const T* __restrict__ x, const long long* __restrict__ target,
+                              alx_index rows, int C, T inv_n) {
+  __shared__ T slots[32];
+  for (alx_index r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * (alx_index)C;
+    T* gr = grad + r * (alx_index)C;
+    T m, s;
+    row_stats(xr, C, slots, m, s);
+    const long long t = target[r];
+    for (int j = threadIdx.x; j < C; j += blockDim.x) {
+      const T p = xent_exp(xr[j] - m) / s;
+      gr[j] = (j == t ? p - T(1) : p) * inv_n;
+    }
+  }
+}
+
+// out[0] = (sum_i v[i]) / n in a fixed order; one block (n == 0 gives NaN, as torch's mean).
+template <typename T>
+__global__ void xent_mean(T* __restrict__ out, const T* __restrict__ v, alx_index n) {
+  __shared__ T slots[32];
+  T acc = T(0);
+  for (alx_index i = threadIdx.x; i < n; i += blockDim.x) acc += v[i];
+  acc = block_allreduce(acc, slots, XentSum());
+  if (threadIdx.x == 0) out[0] = acc / T(n);
+}
+
+// a strictly before b in torch.topk's descending order: NaN above everything, NaNs tie
+template <typename T>
+__device__ __forceinline__ bool xent_ranks_above(T a, T b) {
+  return b == b && (a > b || a != a);
+}
+
+template <typename T>
+__global__ void xent_topk_rows(int* __restrict__ correct, const T* __restrict__ x,
+                               const long long* __restrict__ target, alx_index rows, int C, int k) {
+  __shared__ int slots[32];
+  for (alx_index r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * (alx_index)C;
+    const long long t = target[r];
+    const bool valid = t >= 0 && t < C;
+    const T v = valid ? xr[t] : T(0);
+    int above = 0;
+    for (int j = threadIdx.x; j < C; j += blockDim.x) above += xent_ranks_above(xr[j], v) ? 1 : 0;
+    above = block_allreduce(above, slots, XentSum());
+    if (threadIdx.x == 0) correct[r] = (valid && above < k) ? 1 : 0;
+  }
+}
+
+// out[0] = sum_i flags[i]; one block.
+__global__ void xent_count(long long* __restrict__ out, const int* __restrict__ flags, alx_index n) {
+  __shared__ long long slots[32];
+  long long acc = 0;
+  for (alx_index i = threadIdx.x; i < n; i += blockDim.x) acc += flags[i];
+  acc = block_allreduce(acc, slots, XentSum());
+  if (threadIdx.x == 0) out[0] = acc;
+}
+
+ALX_INSTANTIATE(xent_forward_rows<float>)
+ALX_INSTANTIATE(xent_forward_rows<double>)
+ALX_INSTANTIATE(xent_backward<float>)
+ALX_INSTANTIATE(xent_backward<double>)
+ALX_INSTANTIATE(xent_mean<float>)
+ALX_INSTANTIATE(xent_mean<double>)
+ALX_INSTANTIATE(xent_topk_rows<float>)
+ALX_INSTANTIATE(xent_topk_rows<double>)
+ALX_INSTANTIATE(xent_count)
