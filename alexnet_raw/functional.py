@@ -3,7 +3,8 @@ CuPy in and out on a GPU; float32 and float64; NCHW). Backward functions are exp
 no autograd. Each op lives in alexnet_raw/ops/<op>.py, its kernel in kernels/<op>.cu."""
 
 # one import line per op module (keep sorted)
-from .ops.cross_entropy import cross_entropy, cross_entropy_backward, topk_correct  # noqa: F401
+from .ops.accumulate import accumulate  # noqa: F401
+from .ops.cross_entropy import cross_entropy, cross_entropy_backward, softmax, topk_correct  # noqa: F401
 from .ops.dropout import dropout, dropout_backward  # noqa: F401
 from .ops.relu import relu, relu_backward  # noqa: F401
 from .ops.sgd import sgd_update  # noqa: F401

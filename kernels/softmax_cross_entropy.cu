@@ -1,6 +1,7 @@
 // softmax_cross_entropy.cu: softmax cross-entropy of logits against class indices (its mean loss and
-// the gradient of that mean), and the top-k correct count.
+// the gradient of that mean), the top-k correct count, and the softmax itself (for predictions).
 //
+//   softmax       p_rj = exp(x_rj - m_r) / s_r           (xent_softmax_rows)
 //   row loss      l_r  = log(sum_j exp(x_rj - m_r)) - (x_r,t_r - m_r),  m_r = max_j x_rj
 //                        (log-sum-exp shifted by the row max: finite for any finite logits)
 //   mean loss          = (sum_r l_r) / N                 (xent_mean, a second kernel: fixed order)
@@ -109,6 +110,18 @@ __global__ void xent_backward(T* __restrict__ grad, const T* __restrict__ x, con
   }
 }
 
+template <typename T>
+__global__ void xent_softmax_rows(T* __restrict__ probs, const T* __restrict__ x, alx_index rows, int C) {
+  __shared__ T slots[32];
+  for (alx_index r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * (alx_index)C;
+    T* pr = probs + r * (alx_index)C;
+    T m, s;
+    row_stats(xr, C, slots, m, s);
+    for (int j = threadIdx.x; j < C; j += blockDim.x) pr[j] = xent_exp(xr[j] - m) / s;
+  }
+}
+
 // out[0] = (sum_i v[i]) / n in a fixed order; one block (n == 0 gives NaN, as torch's mean).
 template <typename T>
 __global__ void xent_mean(T* __restrict__ out, const T* __restrict__ v, alx_index n) {
@@ -154,6 +167,8 @@ ALX_INSTANTIATE(xent_forward_rows<float>)
 ALX_INSTANTIATE(xent_forward_rows<double>)
 ALX_INSTANTIATE(xent_backward<float>)
 ALX_INSTANTIATE(xent_backward<double>)
+ALX_INSTANTIATE(xent_softmax_rows<float>)
+ALX_INSTANTIATE(xent_softmax_rows<double>)
 ALX_INSTANTIATE(xent_mean<float>)
 ALX_INSTANTIATE(xent_mean<double>)
 ALX_INSTANTIATE(xent_topk_rows<float>)

@@ -38,6 +38,12 @@ def backward_launch(grad, x, target) -> Launch:
                   (grad, x, target, np.int64(n), np.int32(c), t(1) / t(n)))
 
 
+def softmax_launch(probs, x) -> Launch:
+    n, c = x.shape
+    grid, block = per_row(n, c)
+    return Launch(SOURCE, f"xent_softmax_rows<{c_type(x.dtype)}>", grid, block, (probs, x, np.int64(n), np.int32(c)))
+
+
 def topk_rows_launch(flags, x, target, k: int) -> Launch:
     n, c = x.shape
     grid, block = per_row(n, c)
@@ -74,6 +80,17 @@ def _check(input, target):
         if lo < 0 or hi >= c:
             raise ValueError(f"target must hold class indices in [0, {c - 1}] (C = {c}), got values in [{lo}, {hi}]")
     return backend
+
+
+def softmax(input):
+    """Row-wise softmax of (N, C) logits (torch.softmax(input, dim=1)), shifted by each row's max."""
+    backend = _checks.tensor(input, "input", ndim=2)
+    if input.shape[1] < 1 or input.shape[1] > INT32_MAX:
+        raise ValueError(f"input must have between 1 and {INT32_MAX} classes (shape (N, C)), got shape {input.shape}")
+    probs = backend.empty(input.shape, input.dtype)
+    if input.shape[0]:
+        backend.launch(softmax_launch(probs, input))
+    return probs
 
 
 def cross_entropy(input, target):

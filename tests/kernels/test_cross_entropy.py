@@ -179,3 +179,22 @@ def test_rejects_bad_input(cpu_backend):
         F.topk_correct(x, t, 11)
     with pytest.raises(TypeError, match="k must be an int, got 1.0"):
         F.topk_correct(x, t, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_matches_torch(cpu_backend, under_schedules, dtype, shape):
+    x, _ = logits(np.random.default_rng(5), shape, dtype)
+    x[0, 0] = 80.0  # exp would overflow float32 without the max shift
+    probs = under_schedules(lambda: F.softmax(x))
+    ref = torch.softmax(torch.from_numpy(x), dim=1).numpy()
+    assert probs.shape == x.shape and probs.dtype == dtype
+    assert_close(probs, ref, dtype, "softmax")
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=10 * np.finfo(dtype).eps * shape[1])
+
+
+def test_softmax_rejects_bad_input(cpu_backend):
+    with pytest.raises(ValueError, match="2 dimensions"):
+        F.softmax(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        F.softmax(np.zeros((2, 3), np.int64))
