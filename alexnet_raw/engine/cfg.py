@@ -128,18 +128,24 @@ def read_sections(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CfgError(path, None, None, "no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CfgError(path, None, None, f"not a text file: {e}") from None
+    return read_sections_text(text, path)
+
+
+def read_sections_text(text: str, source) -> dict:
+    """read_sections for the text of a file; `source` names it in errors."""
     parser = configparser.ConfigParser(
         strict=True, interpolation=None, comment_prefixes=("#", ";"), inline_comment_prefixes=None,
         empty_lines_in_values=False, delimiters=("=",)
     )
     parser.optionxform = str  # cuda-convnet's keys are case-sensitive (filterSize, epsW)
     try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f, source=str(path))
+        parser.read_string(text, source=str(source))
     except configparser.Error as e:
-        raise CfgError(path, None, None, f"not a valid layer file: {e}") from None
-    except UnicodeDecodeError as e:
-        raise CfgError(path, None, None, f"not a text file: {e}") from None
+        raise CfgError(source, None, None, f"not a valid layer file: {e}") from None
     return {s: dict(parser.items(s)) for s in parser.sections()}
 
 
@@ -308,7 +314,14 @@ def _layer(file, name, values, known_layers):
 
 def read_layers(path) -> list:
     """The layers of a layers-*.cfg file, checked, in file order."""
-    sections = read_sections(path)
+    return _layers(read_sections(path), path)
+
+
+def read_layers_text(text: str, source) -> list:
+    return _layers(read_sections_text(text, source), source)
+
+
+def _layers(sections, path) -> list:
     if not sections:
         raise CfgError(path, None, None, "defines no layers")
     layers, known = [], set()
@@ -321,7 +334,14 @@ def read_layers(path) -> list:
 def read_params(path, layers) -> dict:
     """{layer name: LearnSpec} for layers with weights, and normalisation constants filled into
     the cmrnorm/rnorm specs. Every layer with weights or normalisation must have its section."""
-    sections = read_sections(path)
+    return _params(read_sections(path), path, layers)
+
+
+def read_params_text(text: str, layers, source) -> dict:
+    return _params(read_sections_text(text, source), source, layers)
+
+
+def _params(sections, path, layers) -> dict:
     learn = {}
     for spec in layers:
         values = sections.get(spec.name)

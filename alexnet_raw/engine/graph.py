@@ -232,7 +232,9 @@ class Graph:
                 "src_device": self.nodes[producer].device,
                 "dst_device": device,
                 "forward_bytes": forward,
-                "backward_bytes": 0 if is_data else batch_size * per_image * itemsize,
+                # each consumer sends its gradient back (summed on the producer's device, in the
+                # backward order, as the original did)
+                "backward_bytes": 0 if is_data else len(consumers) * batch_size * per_image * itemsize,
             })
         weights = self.weight_shapes(shapes)
         devices = []
