@@ -1,0 +1,37 @@
+"""alexnet-raw split: the placement table, traffic per step and the diagram."""
+
+import json
+
+from conftest import reference_files
+
+from alexnet_raw import split
+
+
+def test_split_of_145_prints_traffic_and_draws(tmp_path, capsys):
+    png, js = tmp_path / "s.png", tmp_path / "s.json"
+    assert split.main(["--batch-size", "128", "--png", str(png), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "device 1: conv1b, rnorm1b" in out
+    line = next(l for l in out.splitlines() if l.startswith("pool2a -> conv3b"))
+    mib = 128 * 128 * 13 * 13 * 4 / 2**20  # 128 images x 128 maps x 13 x 13 floats
+    assert line.split()[-2:] == [f"{mib:.2f}", f"{mib:.2f}"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    report = json.loads(js.read_text())
+    assert {e["src"] for e in report["edges"]} >= {"pool2a", "pool3b", "hs2b"}
+
+
+def test_split_of_one_column_run_and_single_device(tmp_path, capsys):
+    layers, params = reference_files("145-half")
+    assert split.main(["--cfg", str(layers), str(params), "--png", str(tmp_path / "h.png")]) == 0
+    assert split.main(["--network", "mini", "--single-device", "--png", str(tmp_path / "m.png")]) == 0
+    out = capsys.readouterr().out
+    assert "1 device(s)" in out
+
+
+def test_split_reports_bad_files_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("[conv]\ntype=deconv\n")
+    assert split.main(["--cfg", str(bad), str(bad), "--png", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.cfg: [conv] type: unsupported layer type 'deconv'" in err
+    assert not (tmp_path / "x.png").exists()
