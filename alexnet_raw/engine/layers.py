@@ -1,0 +1,148 @@
+"""What each layer type computes, forward and backward, as explicit calls of our kernels.
+
+Every layer gets its inputs on its own device (the model copies remote ones over) and returns its
+output; backward gets the gradient of its output and returns the gradient for each input (None
+for data layers), writing parameter gradients into the device's gradient block. A layer's
+`neuron=relu` is applied to its output; backward starts by undoing it.
+"""
+
+from __future__ import annotations
+
+from .. import functional as F
+from . import cfg
+
+
+class Layer:
+    def __init__(self, spec, device, params=None, grads=None):
+        self.spec, self.device = spec, device
+        self.params, self.grads = params, grads  # dicts of views, for layers with weights
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    def forward(self, xs, ctx):
+        out = self.compute(xs, ctx)
+        return F.relu(out) if self.spec.neuron == "relu" else out
+
+    def backward(self, grad, xs, out, ctx, needs):
+        """needs[i]: whether input i wants a gradient. Returns [grad or None per input]."""
+        if self.spec.neuron == "relu":
+            grad = F.relu_backward(grad, out)
+        return self.compute_backward(grad, xs, out, ctx, needs)
+
+
+def _weights(layer, i):
+    return layer.params[f"{layer.name}.weights.{i}"]
+
+
+def _store(target, value):
+    """Copy a computed parameter gradient into its view of the flat gradient block."""
+    target[...] = value
+
+
+class Conv(Layer):
+    def _args(self, i):
+        s = self.spec
+        return dict(stride=s.stride[i], padding=s.padding[i], groups=s.groups[i], ceil_mode=s.size_rule == "ceil")
+
+    def compute(self, xs, ctx):
+        out = None
+        for i, x in enumerate(xs):
+            bias = self.params[f"{self.name}.biases"] if i == 0 else None
+            y = F.conv2d(x, _weights(self, i), bias, **self._args(i))
+            out = y if out is None else F.accumulate(out, y)
+        return out
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        grads_in = []
+        for i, x in enumerate(xs):
+            gi, gw, gb = F.conv2d_backward(grad, x, _weights(self, i), bias=i == 0, **self._args(i))
+            _store(self.grads[f"{self.name}.weights.{i}"], gw)
+            if i == 0:
+                _store(self.grads[f"{self.name}.biases"], gb)
+            grads_in.append(gi if needs[i] else None)
+        return grads_in
+
+
+class Fc(Layer):
+    def compute(self, xs, ctx):
+        out = None
+        for i, x in enumerate(xs):
+            bias = self.params[f"{self.name}.biases"] if i == 0 else None
+            y = F.linear(x.reshape(x.shape[0], -1), _weights(self, i), bias)
+            out = y if out is None else F.accumulate(out, y)
+        return out
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        grads_in = []
+        for i, x in enumerate(xs):
+            gi, gw, gb = F.linear_backward(grad, x.reshape(x.shape[0], -1), _weights(self, i), bias=i == 0)
+            _store(self.grads[f"{self.name}.weights.{i}"], gw)
+            if i == 0:
+                _store(self.grads[f"{self.name}.biases"], gb)
+            grads_in.append(gi.reshape(x.shape) if needs[i] else None)
+        return grads_in
+
+
+class Pool(Layer):
+    def _args(self):
+        s = self.spec
+        return dict(kernel_size=s.size, stride=s.stride, padding=0, ceil_mode=s.size_rule == "ceil")
+
+    def compute(self, xs, ctx):
+        return F.max_pool2d(xs[0], **self._args())
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        return [F.max_pool2d_backward(grad, xs[0], **self._args()) if needs[0] else None]
+
+
+class CrossMapNorm(Layer):  # cmrnorm: cuda-convnet's scale/pow/minDiv are torch's alpha/beta/k
+    def _args(self):
+        s = self.spec
+        return dict(size=s.size, alpha=s.scale, beta=s.pow, k=s.min_div)
+
+    def compute(self, xs, ctx):
+        return F.local_response_norm(xs[0], **self._args())
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        return [F.local_response_norm_backward(grad, xs[0], **self._args()) if needs[0] else None]
+
+
+class SameMapNorm(CrossMapNorm):  # rnorm
+    def compute(self, xs, ctx):
+        return F.same_map_norm(xs[0], **self._args())
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        return [F.same_map_norm_backward(grad, xs[0], **self._args()) if needs[0] else None]
+
+
+class Dropout(Layer):  # hs; `index` numbers the network's hs layers for their random streams
+    index = 0
+
+    def _args(self, ctx):
+        return dict(p=1.0 - self.spec.keep, seed=ctx.seed, offset=ctx.dropout_offset(self.index), mode=self.spec.mode)
+
+    def compute(self, xs, ctx):
+        if not ctx.train:
+            return F.dropout(xs[0], p=1.0 - self.spec.keep, training=False, mode=self.spec.mode)
+        return F.dropout(xs[0], training=True, **self._args(ctx))
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        return [F.dropout_backward(grad, **self._args(ctx)) if needs[0] else None]
+
+
+LAYER_CLASSES = {
+    cfg.ConvSpec: Conv,
+    cfg.FcSpec: Fc,
+    cfg.PoolSpec: Pool,
+    cfg.HsSpec: Dropout,
+}
+
+
+def make_layer(spec, device, params=None, grads=None):
+    if isinstance(spec, cfg.NormSpec):
+        cls = CrossMapNorm if spec.type == "cmrnorm" else SameMapNorm
+    else:
+        cls = LAYER_CLASSES[type(spec)]
+    return cls(spec, device, params, grads)

@@ -1,0 +1,403 @@
+"""AlexNet by hand: a network read from cuda-convnet's layer files, run layer by layer on its
+logical devices with every cross-device copy explicit and counted. No autograd: forward and
+backward are flat sequences of our kernels (alexnet_raw.functional).
+
+Conventions:
+- The loss is the mean over the batch of the cost layer's log loss; backward leaves in each
+  device's gradient block the gradient of that mean, and step() applies cuda-convnet's update
+  inc = momW*inc - epsW*(grad + wc*W); W += inc per weight matrix (biases: epsB, momB, no decay),
+  which equals the original's eps*grad_sum/N form.
+- A layer's output feeding consumers on several devices is copied once to each of them; in
+  backward each consumer's gradient is copied back and summed on the producer's device in the
+  fixed order of the backward pass, so one placement or another gives bit-identical results.
+- Dropout masks come from (seed, offset) with offset = step * (number of hs layers) + index of the
+  hs layer: every (layer, step) draws its own mask, the same on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import functional as F
+from . import cfg, graph as graph_mod, layers as layers_mod
+from .devices import Devices
+from .parameters import ParameterBlock
+
+NETWORKS_DIR = Path(__file__).parent / "networks"
+NETWORKS = {
+    "krizhevsky2012": ("krizhevsky2012/layers-145.cfg", "krizhevsky2012/layer-params-145.cfg"),
+    "torchvision": ("torchvision.cfg", "torchvision-params.cfg"),
+    "mini": ("mini.cfg", "mini-params.cfg"),
+}
+# torchvision.models.alexnet's parameter names -> ours, for the "torchvision" network
+TORCHVISION_KEYS = {
+    "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
+    "features.10": "conv5", "classifier.1": "fc6", "classifier.4": "fc7", "classifier.6": "fc8",
+}
+
+
+def network_files(name):
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
+    layers, params = NETWORKS[name]
+    return NETWORKS_DIR / layers, NETWORKS_DIR / params
+
+
+class _StepContext:
+    def __init__(self, seed, step, dropout_layers, train):
+        self.seed, self.step, self.dropout_layers, self.train = seed, step, dropout_layers, train
+
+    def dropout_offset(self, index):
+        return self.step * self.dropout_layers + index
+
+
+class Model:
+    """A network from cuda-convnet layer files, on the CPU runtime (NumPy) or GPUs (CuPy)."""
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_cfg(cls, layers_path, params_path, seed=0, single_device=False, backend=None, dtype=np.float32,
+                 num_classes=None):
+        layers_path, params_path = Path(layers_path), Path(params_path)
+        layer_specs = cfg.read_layers(layers_path)
+        learn = cfg.read_params(params_path, layer_specs)
+        texts = (layers_path.read_text(encoding="utf-8"), params_path.read_text(encoding="utf-8"))
+        return cls(layer_specs, learn, str(layers_path), seed, single_device, backend, dtype, num_classes, texts)
+
+    @classmethod
+    def named(cls, name, seed=0, single_device=False, backend=None, dtype=np.float32, num_classes=None):
+        layers_path, params_path = network_files(name)
+        model = cls.from_cfg(layers_path, params_path, seed, single_device, backend, dtype, num_classes)
+        model.network_name = name
+        return model
+
+    @classmethod
+    def from_cfg_text(cls, layers_text, params_text, seed=0, single_device=False, backend=None, dtype=np.float32,
+                      num_classes=None, source="<checkpoint>"):
+        """A model from the texts of a layers file and a params file (as checkpoints store them)."""
+        layer_specs = cfg.read_layers_text(layers_text, f"{source} layers")
+        learn = cfg.read_params_text(params_text, layer_specs, f"{source} params")
+        return cls(layer_specs, learn, source, seed, single_device, backend, dtype, num_classes,
+                   (layers_text, params_text))
+
+    def __init__(self, layer_specs, learn, source, seed, single_device, backend, dtype, num_classes, texts):
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+        self.graph = graph_mod.Graph(layer_specs, source, single_device)
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+                raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+            logits_spec = self.graph.nodes[self.graph.logits].spec
+            if not isinstance(logits_spec, cfg.FcSpec):
+                raise cfg.CfgError(source, logits_spec.name, "outputs", "num_classes needs an fc layer before the softmax")
+            logits_spec.outputs = int(num_classes)
+        for name in self.graph.order:
+            spec = self.graph.nodes[name].spec
+            if isinstance(spec, cfg.CostSpec) and spec.coeff != 1.0:
+                raise cfg.CfgError(source, name, "coeff", f"only coeff=1 is supported, got {spec.coeff}")
+        self.source, self.seed, self.dtype = source, int(seed), dtype
+        self.single_device = bool(single_device)
+        self.network_name = None
+        self.texts = texts
+        self.learn = learn
+        self.image_size = self.graph.default_image_size()
+        self.input_channels = self.graph.input_channels()
+        self.shapes = self.graph.shapes(self.image_size)
+        self.num_classes = self.shapes[self.graph.logits][0]
+        self.devices = Devices(self.graph.devices, backend)
+        self.steps = 0  # optimisation steps taken (dropout streams and checkpoints use it)
+        self.lr_scale = lambda epoch: 1.0  # the trainer may set a schedule: epoch -> factor on eps
+        self._build(layer_specs)
+        self._last = None
+        self.traffic = {}
+
+    def _build(self, layer_specs):
+        weight_shapes = self.graph.weight_shapes(self.shapes)
+        entries = {d: [] for d in self.graph.devices}
+        for name in self.graph.order:
+            if name in weight_shapes:
+                ws, b = weight_shapes[name]
+                device = self.graph.nodes[name].device
+                entries[device] += [(f"{name}.weights.{i}", w) for i, w in enumerate(ws)]
+                entries[device].append((f"{name}.biases", b))
+        self.blocks = {d: ParameterBlock(self.devices, d, e, self.dtype) for d, e in entries.items()}
+        self.layers = []
+        dropout_index = 0
+        for name in self.graph.order:
+            node = self.graph.nodes[name]
+            if isinstance(node.spec, (cfg.DataSpec, cfg.SoftmaxSpec, cfg.CostSpec)):
+                continue
+            block = self.blocks[node.device]
+            layer = layers_mod.make_layer(node.spec, node.device, block.params, block.grads)
+            if isinstance(layer, layers_mod.Dropout):
+                layer.index = dropout_index
+                dropout_index += 1
+            self.layers.append(layer)
+        self.dropout_layers = dropout_index
+        self._initialise(weight_shapes)
+
+    def _initialise(self, weight_shapes):
+        """Gaussian weights of standard deviation initW, constant biases initB, drawn in layer
+        order from one generator (so placement does not change them), in float64, then cast."""
+        rng = np.random.default_rng(self.seed)
+        values = {}
+        for name in self.graph.order:
+            if name not in weight_shapes:
+                continue
+            spec = self.graph.nodes[name].spec
+            ws, b = weight_shapes[name]
+            for i, shape in enumerate(ws):
+                values[f"{name}.weights.{i}"] = rng.standard_normal(shape) * spec.init_w[i]
+            values[f"{name}.biases"] = np.full(b, spec.init_b)
+        self.load_state_dict(values)
+
+    # ------------------------------------------------------------------------------------------
+    def parameter_keys(self):
+        return [k for d in self.graph.devices for k in self.blocks[d].shapes]
+
+    def _block_of(self, key):
+        for block in self.blocks.values():
+            if key in block.shapes:
+                return block
+        raise KeyError(key)
+
+    def state_dict(self):
+        """{"<layer>.weights.<i>": array, "<layer>.biases": array} as host NumPy copies."""
+        return {k: self.devices.to_host(self._block_of(k).params[k]) for k in self.parameter_keys()}
+
+    def momentum_state_dict(self):
+        """The momentum buffers (cuda-convnet's `inc`), same keys as state_dict."""
+        return {k: self.devices.to_host(self._block_of(k).momentum[k]) for k in self.parameter_keys()}
+
+    def gradient_dict(self):
+        """The gradients left by the last backward(), same keys as state_dict (host copies)."""
+        return {k: self.devices.to_host(self._block_of(k).grads[k]) for k in self.parameter_keys()}
+
+    def load_state_dict(self, state, momentum=False):
+        """Copy parameters (or, with momentum=True, momentum buffers) in; keys and shapes must match
+        exactly; values must be finite real numbers (they are cast to the model's dtype)."""
+        self._check_state(state, "momentum state" if momentum else "state dict")
+        for key in self.parameter_keys():
+            block = self._block_of(key)
+            target = (block.momentum if momentum else block.params)[key]
+            value = np.asarray(_to_numpy(state[key]), dtype=self.dtype)
+            with self.devices.context(block.device):
+                target[...] = self.devices.xp.asarray(value)
+
+    def load_momentum_state_dict(self, state):
+        self.load_state_dict(state, momentum=True)
+
+    def _check_state(self, state, what):
+        if not isinstance(state, dict):
+            raise TypeError(f"{what} must be a dict of arrays, got {type(state).__name__}")
+        keys = self.parameter_keys()
+        missing = [k for k in keys if k not in state]
+        unexpected = [k for k in state if k not in set(keys)]
+        if missing or unexpected:
+            raise KeyError(f"{what} does not fit the network {self.source}: missing {missing[:6]}"
+                           f"{'...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+                           f"{'...' if len(unexpected) > 6 else ''}")
+        for key in keys:
+            value = _to_numpy(state[key])
+            shape = self._block_of(key).shapes[key]
+            if tuple(value.shape) != tuple(shape):
+                raise ValueError(f"{what}[{key!r}] must have shape {tuple(shape)}, got {tuple(value.shape)}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"{what}[{key!r}] must hold real numbers, got dtype {value.dtype}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"{what}[{key!r}] holds non-finite values (NaN or Inf)")
+
+    def torchvision_state_dict(self):
+        """Parameters under torchvision.models.alexnet's names (for the "torchvision" network)."""
+        self._require_torchvision_layout()
+        ours = self.state_dict()
+        out = {}
+        for tv, name in TORCHVISION_KEYS.items():
+            out[f"{tv}.weight"] = ours[f"{name}.weights.0"]
+            out[f"{tv}.bias"] = ours[f"{name}.biases"]
+        return out
+
+    def load_torchvision_state_dict(self, state):
+        """Load a torchvision AlexNet state_dict (torch tensors or arrays) into this network."""
+        self._require_torchvision_layout()
+        if not isinstance(state, dict):
+            raise TypeError(f"expected a state_dict (dict), got {type(state).__name__}")
+        expected = {f"{tv}.{kind}" for tv in TORCHVISION_KEYS for kind in ("weight", "bias")}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise KeyError(f"not a torchvision AlexNet state_dict: missing {missing}, unexpected {unexpected}")
+        ours = {}
+        for tv, name in TORCHVISION_KEYS.items():
+            ours[f"{name}.weights.0"] = _to_numpy(state[f"{tv}.weight"])
+            ours[f"{name}.biases"] = _to_numpy(state[f"{tv}.bias"])
+        self.load_state_dict(ours)
+
+    def _require_torchvision_layout(self):
+        names = set(self.graph.order)
+        needed = set(TORCHVISION_KEYS.values())
+        if not needed <= names or any(len(self.graph.nodes[n].spec.inputs) != 1 for n in needed):
+            raise ValueError(f"{self.source} does not have the torchvision layout (layers {sorted(needed)} "
+                             "with one input each): use Model.named('torchvision')")
+
+    # ------------------------------------------------------------------------------------------
+    def _check_images(self, x):
+        xp = self.devices.xp
+        if not isinstance(x, (np.ndarray, xp.ndarray)):
+            raise TypeError(f"x must be a {'cupy' if self.devices.on_gpu else 'numpy'}.ndarray of images, "
+                            f"got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"x must be {self.dtype} (the model's dtype), got {x.dtype}")
+        if x.ndim != 4 or x.shape[1] != self.input_channels or x.shape[0] < 1:
+            raise ValueError(f"x must have shape (N >= 1, {self.input_channels}, H, W), got {tuple(x.shape)}")
+        if (x.shape[2], x.shape[3]) != (self.image_size, self.image_size):
+            raise ValueError(f"{self.source} takes {self.image_size}x{self.image_size} images, "
+                             f"got {x.shape[2]}x{x.shape[3]}")
+        if not bool(xp.isfinite(x).all()):
+            raise ValueError("x holds non-finite values (NaN or Inf)")
+
+    def _count(self, src, device, direction, nbytes):
+        entry = self.traffic.setdefault((src, device), {"forward_bytes": 0, "backward_bytes": 0})
+        entry[f"{direction}_bytes"] += nbytes
+
+    def forward(self, x, train=False):
+        """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
+        draws dropout masks; train=False is the cfg's test behaviour."""
+        self._check_images(x)
+        host_x = x if isinstance(x, np.ndarray) else None
+        ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
+        self.traffic = {}
+        outputs = {}  # (layer name, device) -> output there
+        image = self.graph.image_input
+        for device in self.graph.devices:
+            if any(self.graph.nodes[c].device == device for c in self.graph.nodes[image].consumers):
+                src = host_x if host_x is not None else self.devices.to_host(x)
+                outputs[(image, device)] = self.devices.from_host(device, src)
+                self._count(image, device, "forward", src.nbytes)
+        inputs_of = {}
+        for layer in self.layers:
+            xs = [self._input(p, layer.device, outputs) for p in layer.spec.inputs]
+            with self.devices.context(layer.device):
+                outputs[(layer.name, layer.device)] = layer.forward(xs, ctx)
+            inputs_of[layer.name] = xs
+        logits_node = self.graph.nodes[self.graph.logits]
+        logits = outputs[(self.graph.logits, logits_node.device)]
+        self._last = (ctx, outputs, inputs_of) if train else None
+        return logits
+
+    def _input(self, producer, device, outputs):
+        key = (producer, device)
+        if key not in outputs:
+            src_device = self.graph.nodes[producer].device
+            src = outputs[(producer, src_device)]
+            outputs[key] = self.devices.copy(src, device)
+            self._count(producer, device, "forward", src.nbytes)
+        return outputs[key]
+
+    def backward(self, labels):
+        """Mean log loss of the last forward(train=True) against `labels` (N,) class indices;
+        leaves the gradient of that mean in every parameter's gradient view. Returns the loss."""
+        if self._last is None:
+            raise RuntimeError("backward() needs a forward(x, train=True) first (and one backward per forward)")
+        ctx, outputs, inputs_of = self._last
+        logits_device = self.graph.nodes[self.graph.logits].device
+        logits = outputs[(self.graph.logits, logits_device)]
+        labels = self._labels(labels, logits.shape[0], logits_device)
+        with self.devices.context(logits_device):
+            loss = F.cross_entropy(logits, labels)
+            grads = {self.graph.logits: F.cross_entropy_backward(logits, labels)}
+        for layer in reversed(self.layers):
+            grad = grads.pop(layer.name, None)
+            if grad is None:
+                raise RuntimeError(f"layer {layer.name} does not reach the cost layer")
+            xs = inputs_of[layer.name]
+            needs = [self.graph.nodes[p].device != graph_mod.HOST for p in layer.spec.inputs]
+            with self.devices.context(layer.device):
+                out = outputs[(layer.name, layer.device)]
+                grads_in = layer.backward(grad, xs, out, ctx, needs)
+            for producer, g in zip(layer.spec.inputs, grads_in):
+                if g is None:
+                    continue
+                home = self.graph.nodes[producer].device
+                if home != layer.device:
+                    g = self.devices.copy(g, home)
+                    self._count(producer, layer.device, "backward", g.nbytes)
+                if producer in grads:
+                    with self.devices.context(home):
+                        F.accumulate(grads[producer], g)
+                else:
+                    grads[producer] = g
+        self._last = None
+        return float(loss)
+
+    def _labels(self, labels, n, device):
+        array = labels if isinstance(labels, np.ndarray) else None
+        if array is None:
+            if self.devices.on_gpu and isinstance(labels, self.devices.xp.ndarray):
+                array = labels.get()
+            else:
+                raise TypeError(f"labels must be an array of class indices, got {type(labels).__name__}")
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers (class indices), got dtype {array.dtype}")
+        if array.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},) (one per image of the batch), got {array.shape}")
+        if n and (array.min() < 0 or array.max() >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes - 1}], got values in "
+                             f"[{array.min()}, {array.max()}]")
+        array = np.ascontiguousarray(array, dtype=np.int64)
+        self._count(self.graph.label_input or "labels", device, "forward", array.nbytes)
+        return self.devices.from_host(device, array)
+
+    def step(self, epoch=0):
+        """One SGD step with each layer's epsW/epsB/momW/momB/wc, eps scaled by lr_scale(epoch)."""
+        scale = float(self.lr_scale(epoch))
+        for layer in self.layers:
+            learn = self.learn.get(layer.name)
+            if learn is None:
+                continue
+            block = self.blocks[layer.device]
+            with self.devices.context(layer.device):
+                for i in range(len(layer.spec.inputs)):
+                    key = f"{layer.name}.weights.{i}"
+                    F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=learn.eps_w[i] * scale,
+                                 momentum=learn.mom_w[i], weight_decay=learn.wc[i], batch_size=1)
+                key = f"{layer.name}.biases"
+                F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=learn.eps_b * scale,
+                             momentum=learn.mom_b, weight_decay=0.0, batch_size=1)
+        self.steps += 1
+
+    def train_step(self, x, labels, epoch=0):
+        """forward(train=True), backward, step; returns (loss, logits)."""
+        logits = self.forward(x, train=True)
+        loss = self.backward(labels)
+        self.step(epoch)
+        return loss, logits
+
+    def predict_proba(self, x):
+        """Softmax probabilities (N, classes) of the test-mode forward pass."""
+        logits = self.forward(x, train=False)
+        with self.devices.context(self.graph.nodes[self.graph.logits].device):
+            return F.softmax(logits)
+
+    # ------------------------------------------------------------------------------------------
+    def split_report(self, batch_size):
+        """Bytes on every cross-device edge per training step, and memory per device."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        return self.graph.split_report(int(batch_size), self.image_size, self.dtype.itemsize)
+
+    def parameter_count(self):
+        return sum(b.size for b in self.blocks.values())
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    if hasattr(value, "get") and not isinstance(value, (np.ndarray, dict)):  # a CuPy array
+        return value.get()
+    return np.asarray(value)
