@@ -2,6 +2,7 @@
 
     alexnet-raw verify     every kernel against PyTorch, pass/fail table with the largest errors
     alexnet-raw kernels    registers, shared memory and spills of every kernel for sm_80 and sm_90
+    alexnet-raw gradcheck  float64 central-difference checks of the engine's gradients
     alexnet-raw split      placement of a network on devices and the bytes crossing between them
 """
 
@@ -13,6 +14,7 @@ import sys
 COMMANDS = {
     "verify": ("alexnet_raw.verify", "run every kernel against PyTorch and print a pass/fail table"),
     "kernels": ("alexnet_raw.kernel_report", "static report of every kernel for sm_80 and sm_90 (no GPU needed)"),
+    "gradcheck": ("alexnet_raw.gradcheck", "float64 gradient checks of a network's layers against central differences"),
     "split": ("alexnet_raw.split", "placement of a network's layers on devices and the traffic between them"),
 }
 
