@@ -22,6 +22,9 @@ TOLERANCES = {
     "cross_entropy": {np.float32: (1e-6, 1e-5), np.float64: (1e-14, 1e-12)},
     # in * (mask ? T(1) / T(1 - p) : 0): the same multiplication as torch's input * noise: exact
     "dropout": {np.float32: (0.0, 0.0), np.float64: (0.0, 0.0)},
+    # selection of a window's maximum (its first, or its last NaN, as torch), and a backward that sums
+    # the gradients reaching an input in torch's order (increasing output index): exact
+    "max_pool2d": {np.float32: (0.0, 0.0), np.float64: (0.0, 0.0)},
     # elementwise selection: exact
     "relu": {np.float32: (0.0, 0.0), np.float64: (0.0, 0.0)},
     # SGD step: torch rounds param + (-lr) * buf and grad + wd * param once (fused multiply-add in

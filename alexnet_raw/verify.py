@@ -105,6 +105,23 @@ def _sgd(rng, dtype, torch):
     return w, p.detach().numpy()
 
 
+@check("max_pool2d forward (#145 pool1)", "max_pool2d")
+def _max_pool2d_forward(rng, dtype, torch):
+    x = _with_specials(rng.standard_normal((2, 48, 55, 55)).astype(dtype))
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True)
+    return F.max_pool2d(x, 3, 2, ceil_mode=True), ref.numpy()
+
+
+@check("max_pool2d backward (torchvision)", "max_pool2d")
+def _max_pool2d_backward(rng, dtype, torch):
+    x = rng.integers(0, 8, (2, 64, 55, 55)).astype(dtype)  # many ties: the first maximum takes the gradient
+    xt = torch.from_numpy(x).requires_grad_()
+    y = torch.nn.functional.max_pool2d(xt, 3, 2)
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    y.backward(torch.from_numpy(g))
+    return F.max_pool2d_backward(g, x, 3, 2), xt.grad.numpy()
+
+
 def run(dtypes=(np.float32, np.float64), seed=0):
     import torch
 
