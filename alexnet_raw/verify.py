@@ -105,6 +105,22 @@ def _sgd(rng, dtype, torch):
     return w, p.detach().numpy()
 
 
+@check("LRN forward (#145 LRN1)", "local_response_norm")
+def _lrn_forward(rng, dtype, torch):
+    x = (30 * rng.standard_normal((2, 48, 55, 55))).astype(dtype)
+    ref = torch.nn.functional.local_response_norm(torch.from_numpy(x), 5, 1e-4, 0.75, 2.0)
+    return F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), ref.numpy()
+
+
+@check("LRN backward (#145 LRN2)", "local_response_norm")
+def _lrn_backward(rng, dtype, torch):
+    x = (30 * rng.standard_normal((2, 128, 27, 27))).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.local_response_norm(xt, 5, 1e-4, 0.75, 2.0).backward(torch.from_numpy(g))
+    return F.local_response_norm_backward(g, x, 5, 1e-4, 0.75, 2.0), xt.grad.numpy()
+
+
 @check("max_pool2d forward (#145 pool1)", "max_pool2d")
 def _max_pool2d_forward(rng, dtype, torch):
     x = _with_specials(rng.standard_normal((2, 48, 55, 55)).astype(dtype))

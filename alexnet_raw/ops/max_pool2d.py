@@ -5,8 +5,10 @@ Output size, PyTorch's rule (dilation 1), per dimension:
     out = floor((in + 2*pad - kernel + (stride - 1 if ceil_mode else 0)) / stride) + 1
     and with ceil_mode, out -= 1 if the last window would start at or past in + pad (PyTorch's rule:
     the last window starts inside the input or the left padding).
-With padding 0, ceil_mode=True is cuda-convnet's rule `ceil((in - size) / stride) + 1` (run #145:
-55 -> 27, 27 -> 13, 13 -> 6 with 3x3 windows at stride 2; floor gives the same there).
+With padding 0 and stride <= kernel, ceil_mode=True is cuda-convnet's rule
+`ceil((in - size) / stride) + 1` (run #145: 55 -> 27, 27 -> 13, 13 -> 6 with 3x3 windows at
+stride 2; floor gives the same there). With stride > kernel cuda-convnet can add a window starting
+past the input, which PyTorch's rule drops.
 Gradient tie rule: PyTorch's (the first maximum of a window takes it; cuda-convnet gives it to
 every maximum). The backward recomputes every window's argmax from `input` into a temporary int32
 array (the forward keeps no indices), then gathers.
