@@ -138,6 +138,29 @@ def _max_pool2d_backward(rng, dtype, torch):
     return F.max_pool2d_backward(g, x, 3, 2), xt.grad.numpy()
 
 
+def _torch_same_map_norm(torch, x, size, alpha, beta, k):
+    """rnorm in PyTorch: avg_pool2d (divisor size^2) of the squares, zero-padded size//2 before and
+    (size-1)//2 after."""
+    lo, hi = size // 2, (size - 1) // 2
+    mean = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x * x, (lo, hi, lo, hi)), size, stride=1)
+    return x / (mean * alpha + k).pow(beta)
+
+
+@check("rnorm forward (#145 cnorm2)", "same_map_norm")
+def _same_map_norm_forward(rng, dtype, torch):
+    x = torch.from_numpy((20 * rng.standard_normal((2, 128, 27, 27))).astype(dtype))
+    return F.same_map_norm(x.numpy(), 5, 1e-3, 0.75, 1.0), _torch_same_map_norm(torch, x, 5, 1e-3, 0.75, 1.0).numpy()
+
+
+@check("rnorm backward (#145 cnorm2)", "same_map_norm")
+def _same_map_norm_backward(rng, dtype, torch):
+    x = (20 * rng.standard_normal((2, 128, 27, 27))).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    _torch_same_map_norm(torch, xt, 5, 1e-3, 0.75, 1.0).backward(torch.from_numpy(g))
+    return F.same_map_norm_backward(g, x, 5, 1e-3, 0.75, 1.0), xt.grad.numpy()
+
+
 def run(dtypes=(np.float32, np.float64), seed=0):
     import torch
 
