@@ -2,6 +2,8 @@
 its autograd backward: AlexNet's pooling layers at batch 2, ties, NaN, random shapes, output-size
 rules, a float64 central-difference check and bad input."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -61,13 +63,18 @@ def test_alexnet_output_sizes():
 
 
 def test_output_size_rule_is_torchs():
-    # PyTorch's rule, including ceil_mode's "the last window starts inside the input or left padding"
+    # PyTorch's rule, including ceil_mode's "the last window starts inside the input or left padding".
+    # Under the sanitizers (CI's second run of tests/kernels) a C++ exception thrown by torch aborts
+    # the process (ASan's __cxa_throw interceptor), so only the sizes torch accepts are compared there.
+    sanitized = os.environ.get("ALEXNET_RAW_EMU_SANITIZE") not in (None, "", "0")
     for size in range(1, 12):
         for k in range(1, 6):
             for s in range(1, 5):
                 for p in range(0, k // 2 + 1):
                     for ceil_mode in (False, True):
                         ours = output_size(size, k, s, p, ceil_mode)
+                        if sanitized and ours < 1:
+                            continue
                         x = torch.zeros(1, 1, size, 1)
                         try:
                             ref = torch.nn.functional.max_pool2d(x, (k, 1), (s, 1), (p, 0), ceil_mode=ceil_mode).shape[2]
