@@ -5,7 +5,8 @@
 * ``nvcc_compile``: the kernel file as the ``cuda`` extension compiles it (nvcc, -lineinfo).
 
 Both return, per kernel instantiation, the registers, static shared memory, stack frame and spill
-bytes ptxas reports, plus the cubin.
+bytes ptxas reports, plus the cubin. ``disassemble`` reads a cubin's SASS with nvdisasm, and
+``hot_loop`` finds a kernel's innermost loop with the most FMAs and counts what it is made of.
 """
 
 from __future__ import annotations
@@ -104,8 +105,15 @@ def _check(result, what, prog=None, nvrtc=None):
 
 def nvrtc_compile(source: str, arch: str) -> GpuBuild:
     """Compile kernels/<source> with NVRTC for `arch` exactly as the cupy backend does."""
-    nvrtc = _nvrtc()
     text, options, names = kernel_sources.nvrtc_program(source)
+    return nvrtc_compile_text(text, names, arch, options, source)
+
+
+def nvrtc_compile_text(text: str, names, arch: str, options=kernel_sources.COMPILE_OPTIONS,
+                       source: str = "program.cu") -> GpuBuild:
+    """Compile a self-contained CUDA program with NVRTC for `arch`, generating the kernels named by
+    the name expressions `names` (e.g. "scale<float>")."""
+    nvrtc = _nvrtc()
     prog = _check(nvrtc.nvrtcCreateProgram(text.encode(), source.encode(), 0, [], []), "nvrtcCreateProgram")[0]
     try:
         for n in names:
@@ -242,3 +250,172 @@ def binary_kernels(path) -> dict:
     for (a, _, res), demangled in zip(pending, names):
         result.setdefault(a, {})[name_expression(demangled)] = res
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# SASS: the instructions of each kernel (nvdisasm), its loops and the mix of its hot loop
+_SASS_SECTION = re.compile(r"^\.text\.(\S+):\s*$")
+_SASS_LABEL = re.compile(r"^(\.L\w+|\$\S+):\s*$")
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+_SASS_TARGET = re.compile(r"`\(([^)]+)\)")
+
+
+@dataclasses.dataclass
+class Instruction:
+    address: int
+    opcode: str  # with modifiers, e.g. LDS.128, FFMA.FTZ
+    operands: str
+    predicate: str = ""
+
+    @property
+    def base(self) -> str:
+        return self.opcode.split(".")[0]
+
+
+@dataclasses.dataclass
+class SassFunction:
+    name: str  # name expression, e.g. relu_forward<float>
+    instructions: list
+    labels: dict  # label -> address
+    body_end: int  # address where the kernel's own code ends (internal subroutines follow)
+
+    def loops(self):
+        """(start, end) address ranges of the loops: a backward branch at `end` to `start`
+        (the one-instruction `BRA self` that pads the end of every kernel is not a loop)."""
+        out = set()
+        for ins in self.instructions:
+            if ins.base != "BRA" or ins.address >= self.body_end:
+                continue
+            m = _SASS_TARGET.search(ins.operands)
+            target = self.labels.get(m.group(1)) if m else None
+            if target is None or target > ins.address or (target == ins.address and not ins.predicate):
+                continue
+            out.add((target, ins.address))
+        return sorted(out)
+
+    def innermost_loops(self):
+        loops = self.loops()
+        return [a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops)]
+
+    def between(self, start, end):
+        return [i for i in self.instructions if start <= i.address <= end]
+
+
+def parse_sass(text: str) -> dict:
+    """{mangled kernel name: SassFunction} from `nvdisasm -c` output."""
+    functions, current = {}, None
+    pending = []
+    for line in text.splitlines():
+        m = _SASS_SECTION.match(line.strip())
+        if m:
+            current = functions.setdefault(m.group(1), SassFunction(m.group(1), [], {}, 1 << 62))
+            pending = []
+            continue
+        if current is None:
+            continue
+        m = _SASS_LABEL.match(line.strip())
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = _SASS_INSTRUCTION.match(line)
+        if m:
+            ins = Instruction(int(m.group(1), 16), m.group(3), m.group(4).strip(), (m.group(2) or "").strip())
+            for label in pending:
+                current.labels[label] = ins.address
+                if label.startswith("$") and current.body_end > ins.address:
+                    current.body_end = ins.address
+            pending = []
+            current.instructions.append(ins)
+    return functions
+
+
+def disassemble(cubin: bytes) -> dict:
+    """{name expression: SassFunction} of every kernel in a cubin, read with nvdisasm (from the
+    nvidia-cuda-nvdisasm PyPI package)."""
+    tool = cuda_tool("nvdisasm")
+    if tool is None:
+        raise GpuCompileError("nvdisasm is not installed (pip install 'nvidia-cuda-nvdisasm>=13.2,<14')")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        proc = subprocess.run([tool, "-c", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise GpuCompileError(f"nvdisasm failed: {proc.stderr.strip()}")
+    functions = parse_sass(proc.stdout)
+    mangled = list(functions)
+    out = {}
+    for m, demangled in zip(mangled, demangle(mangled)):
+        fn = functions[m]
+        fn.name = name_expression(demangled)
+        out[fn.name] = fn
+    return out
+
+
+@dataclasses.dataclass
+class LoopMix:
+    """The instruction mix of a kernel's hot loop (NOPs not counted)."""
+
+    start: int
+    end: int
+    instructions: int
+    fma: int  # FFMA (float kernels) or DFMA (double kernels)
+    fma_opcode: str
+    shared_loads: int  # LDS*
+    shared_loads_vector: int  # LDS.64 / LDS.128
+    global_loads: int  # LDG*
+    barriers: int  # BAR*
+    counts: dict  # base opcode -> count
+    unexpected: list  # strings
+
+    @property
+    def fma_share(self) -> float:
+        return self.fma / self.instructions if self.instructions else 0.0
+
+
+_DOUBLE_OPS = ("DADD", "DMUL", "DFMA", "DSETP", "DMNMX")
+
+
+def unexpected_instructions(instructions, is_double: bool) -> list:
+    """What a well-written kernel should not have in its hot loop: local memory traffic, integer
+    division (inline reciprocal sequence or a call), subroutine calls, double arithmetic in a
+    float kernel."""
+    notes, opcodes = [], [i.opcode for i in instructions]
+    local = sum(1 for o in opcodes if o.split(".")[0] in ("LDL", "STL"))
+    if local:
+        notes.append(f"{local} local-memory accesses (LDL/STL)")
+    division = sum(1 for o in opcodes if o.startswith("I2F") and ".RP" in o)
+    if division:
+        notes.append(f"{division} integer division sequence(s) (I2F.RP/MUFU.RCP)")
+    calls = [i for i in instructions if i.base == "CALL"]
+    if calls:
+        targets = sorted({(_SASS_TARGET.search(c.operands) or re.search(r"(\S+)", c.operands)).group(1) for c in calls})
+        notes.append(f"{len(calls)} call(s): {', '.join(t.split('__cuda_')[-1] for t in targets)}")
+    if not is_double:
+        doubles = sum(1 for o in opcodes if o.split(".")[0] in _DOUBLE_OPS or o.startswith("F2F.F64"))
+        if doubles:
+            notes.append(f"{doubles} double-precision instruction(s) in a float kernel")
+    return notes
+
+
+def hot_loop(fn: SassFunction, is_double: bool):
+    """The innermost loop with the most FMAs (ties: the longest), and its mix; None without loops."""
+    fma_opcode = "DFMA" if is_double else "FFMA"
+    best, best_key = None, None
+    for start, end in fn.innermost_loops():
+        body = [i for i in fn.between(start, end) if i.base != "NOP"]
+        key = (sum(1 for i in body if i.base == fma_opcode), len(body))
+        if best_key is None or key > best_key:
+            best, best_key = (start, end, body), key
+    if best is None:
+        return None
+    start, end, body = best
+    counts = {}
+    for i in body:
+        counts[i.base] = counts.get(i.base, 0) + 1
+    lds = [i for i in body if i.base == "LDS"]
+    return LoopMix(
+        start, end, len(body), best_key[0], fma_opcode, len(lds),
+        sum(1 for i in lds if ".64" in i.opcode or ".128" in i.opcode),
+        counts.get("LDG", 0), counts.get("BAR", 0), dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        unexpected_instructions(body, is_double),
+    )

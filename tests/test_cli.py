@@ -32,6 +32,15 @@ def test_kernel_report_lists_every_kernel_for_both_architectures(tmp_path):
     for arch in ("sm_80", "sm_90"):
         assert {r["kernel"] for r in rows if r["arch"] == arch} == names
     assert all(r["registers"] > 0 for r in rows)
+    fields = {"kernel", "arch", "registers", "shared_bytes", "spill_bytes", "occupancy", "ffma_share", "flags",
+              "threads_per_block", "block_size_from", "hot_loop"}
+    for r in rows:
+        assert fields <= set(r), sorted(fields - set(r))
+        assert 0 < r["occupancy"] <= 1
+        assert r["ffma_share"] is None or 0 <= r["ffma_share"] <= 1
+        assert (r["hot_loop"] is None) == (r["ffma_share"] is None)
+    assert any(r["hot_loop"] for r in rows)
+    assert "theoretical occupancy on sm_90" in out.stdout and "Roofline, forward, H100 SXM" in out.stdout
 
 
 def test_verify_passes_on_both_cpu_paths():
