@@ -4,6 +4,7 @@
     alexnet-raw kernels    registers, shared memory and spills of every kernel for sm_80 and sm_90
     alexnet-raw gradcheck  float64 central-difference checks of the engine's gradients
     alexnet-raw split      placement of a network on devices and the bytes crossing between them
+    alexnet-raw bench      every AlexNet layer and a training step against PyTorch (CPU figures without a GPU)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ COMMANDS = {
     "kernels": ("alexnet_raw.kernel_report", "static report of every kernel for sm_80 and sm_90 (no GPU needed)"),
     "gradcheck": ("alexnet_raw.gradcheck", "float64 gradient checks of a network's layers against central differences"),
     "split": ("alexnet_raw.split", "placement of a network's layers on devices and the traffic between them"),
+    "bench": ("alexnet_raw.bench", "time every AlexNet layer and a training step against PyTorch (cuDNN on a GPU)"),
 }
 
 

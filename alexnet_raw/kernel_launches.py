@@ -114,27 +114,36 @@ def layer_bytes(case: LayerCase, batch: int, itemsize: int = 4) -> dict:
         "pool", "lrn", "rnorm") else 0)), "backward_weights": itemsize * (y + x + w)}
 
 
-class _Sink:
-    """Stands in for a gradient view: the engine copies parameter gradients into it; here they go nowhere."""
+class _Capture:
+    """Stands in for a gradient view: the engine copies a parameter gradient into it; here the
+    computed array is kept (no copy) in the LayerRun's weight_grads."""
 
-    def __setitem__(self, key, value):
-        pass
+    def __init__(self, store, key):
+        self.store, self.key = store, key
+
+    def __setitem__(self, index, value):
+        self.store[self.key] = value
 
 
-class _Sinks(dict):
+class _Captures(dict):
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
     def __missing__(self, key):
-        return _Sink()
+        return _Capture(self.store, key)
 
 
 @dataclasses.dataclass
 class LayerRun:
-    """One layer built for running: forward() -> output; backward(grad) -> input gradients
-    (weight gradients are computed, then dropped). Both call exactly what the engine calls."""
+    """One layer built for running: forward() -> output; backward(grad) -> input gradients, the
+    parameter gradients left in weight_grads. Both call exactly what the engine calls."""
 
     case: LayerCase
     layer: object
     xs: list
     ctx: object
+    weight_grads: dict
 
     def forward(self):
         return self.layer.compute(self.xs, self.ctx)
@@ -165,9 +174,10 @@ def make_layer_run(case: LayerCase, batch: int, xp=np, dtype=np.float32, fill="r
         params[f"{case.name}.weights.{i}"] = array(w, case.spec.init_w[i] if case.spec.init_w else 0.01)
     if case.bias_shape:
         params[f"{case.name}.biases"] = array(case.bias_shape, 0.01)
-    layer = layers_mod.make_layer(case.spec, 0, params, _Sinks())
+    weight_grads = {}
+    layer = layers_mod.make_layer(case.spec, 0, params, _Captures(weight_grads))
     xs = [array((batch, *s)) for s in case.input_shapes]
-    return LayerRun(case, layer, xs, _Ctx())
+    return LayerRun(case, layer, xs, _Ctx(), weight_grads)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ def cli(*args):
 def test_help_lists_commands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("verify", "kernels"):
+    for command in ("verify", "kernels", "bench"):
         assert command in out.stdout
 
 
