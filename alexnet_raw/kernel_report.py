@@ -237,6 +237,37 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(rows, archs=gpu_compile.ARCHITECTURES) -> str:
+    """One Markdown row per kernel, the architectures side by side (a/b = sm_80/sm_90)."""
+    by_kernel = {}
+    for r in rows:
+        by_kernel.setdefault(r["kernel"], {})[r["arch"]] = r
+    tag = "/".join(a.replace("sm_", "") for a in archs)
+    lines = [f"| kernel | regs {tag} | shared B | spills | block | occupancy {tag} | hot loop instr. {tag} | "
+             f"FMA % {tag} | vector/all LDS {archs[-1]} | flags |", "|" + "---|" * 10]
+
+    def both(fn):
+        return "/".join(fn(by[a]) if a in by else "–" for a in archs)
+
+    for kernel, by in by_kernel.items():
+        first = by[archs[0]] if archs[0] in by else next(iter(by.values()))
+        loop = lambda r: str(r["hot_loop"]["instructions"]) if r.get("hot_loop") else "–"  # noqa: E731
+        share = lambda r: f"{100 * r['ffma_share']:.0f}" if r.get("ffma_share") is not None else "–"  # noqa: E731
+        occ = lambda r: f"{100 * r['occupancy']:.0f}%"  # noqa: E731
+        last = by.get(archs[-1], {})
+        lds = f"{last['hot_loop']['shared_loads_vector']}/{last['hot_loop']['shared_loads']}" if last.get("hot_loop") \
+            else "–"
+        notes = sorted({f for r in by.values() for f in r["flags"]} | {n for r in by.values()
+                                                                     for n in r.get("sass_notes", []) if n != "no loop"})
+        lines.append(
+            f"| `{kernel}` | {both(lambda r: str(r['registers']))} | "
+            f"{both(lambda r: str(r['shared_bytes'] + r['dynamic_shared_bytes']))} | "
+            f"{both(lambda r: str(r['spill_bytes']))} | {first['threads_per_block']}{'' if first['block_size_recorded'] else '*'} | "
+            f"{both(occ)} | {both(loop)} | {both(share)} | {lds} | "
+            f"{'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------
 # Roofline for an H100 SXM
 H100_SXM = {
@@ -339,6 +370,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compiler", choices=("nvrtc", "nvcc"), default="nvrtc",
                     help="nvrtc: what the cupy backend builds; nvcc: what the cuda extension builds")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as a JSON list (one object per kernel and arch)")
+    ap.add_argument("--markdown", metavar="FILE", help="also write a Markdown table (one row per kernel)")
     ap.add_argument("--no-sass", action="store_true", help="skip the disassembly (no hot-loop mix)")
     ap.add_argument("--no-roofline", action="store_true", help="skip the per-layer H100 roofline")
     ap.add_argument("--batch", type=int, default=128, help="batch size of the roofline (default 128)")
@@ -362,6 +394,9 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(format_markdown(rows) + "\n")
     return 0
 
 

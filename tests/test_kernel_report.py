@@ -183,3 +183,15 @@ def test_roofline_traffic_model_for_a_tiled_fc_layer(monkeypatch):
     pool = rows["torchvision/pool1"]
     assert pool["bound"] == "memory" and pool["dram_bytes"] == 4 * 128 * 64 * (55 * 55 + 27 * 27)
     assert rows["torchvision/conv2"]["traffic_model"].startswith("compulsory")
+
+
+def test_markdown_table_puts_the_architectures_side_by_side():
+    def row(arch, regs, occ, share, flags):
+        return {"kernel": "k<float>", "arch": arch, "registers": regs, "shared_bytes": 1024, "dynamic_shared_bytes": 0,
+                "spill_bytes": 0, "threads_per_block": 256, "block_size_recorded": True, "occupancy": occ,
+                "hot_loop": {"instructions": 40, "shared_loads": 4, "shared_loads_vector": 3}, "ffma_share": share,
+                "flags": flags, "sass_notes": []}
+
+    md = kernel_report.format_markdown([row("sm_80", 64, 0.5, 0.8, []), row("sm_90", 72, 0.375, 0.75, ["OCC<50%"])])
+    assert md.splitlines()[2] == ("| `k<float>` | 64/72 | 1024/1024 | 0/0 | 256 | 50%/38% | 40/40 | 80/75 | 3/4 "
+                                  "| OCC<50% |")
