@@ -603,9 +603,15 @@ def machine_line(result) -> str:
     return f"GPU figures, measured on {m['name']} (compute capability {m['compute_capability']}); {result['clock']}"
 
 
+def _impls(rows):
+    """Implementations in order of appearance, ours first."""
+    names = list(dict.fromkeys(r["impl"] for r in rows))
+    return [n for n in names if n.startswith("ours")] + [n for n in names if not n.startswith("ours")]
+
+
 def format_markdown(result) -> str:
     rows, m = result["rows"], result["machine"]
-    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    impls = _impls(rows)
     peak = f"{m['peak_gflops']:.0f} GFLOP/s" if m.get("peak_gflops") else "unknown"
     lines = ["# alexnet-raw bench", "", f"**{machine_line(result)}.**", "",
              f"FP32 peak used for the % columns: {peak} ({m['peak_source']}).", ""]
@@ -677,7 +683,7 @@ def write_chart(result, path):
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    impls = _impls(rows)
     fig, (a, b) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     layer_rows = [r for r in rows if r["phase"] != "train_step"]
     if layer_rows:

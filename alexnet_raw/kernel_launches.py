@@ -57,8 +57,10 @@ class LayerCase:
                 f" groups {s.groups[0]}" if s.groups[0] > 1 else "")
         if self.kind == "pool":
             return f"{shape} -> {out}, {s.size}x{s.size}/{s.stride}"
-        if self.kind in ("lrn", "rnorm"):
-            return f"{shape}, size {s.size}"
+        if self.kind == "lrn":
+            return f"{shape}, across {s.size} channels"
+        if self.kind == "rnorm":
+            return f"{shape}, same map {s.size}x{s.size}"
         return f"{ins}{math.prod(self.input_shapes[0])} -> {out}"
 
 
