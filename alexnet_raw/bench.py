@@ -16,7 +16,9 @@ for the FP32 comparison, and a TF32 column), CUDA events, warm-up, the L2 cache 
 every repeat, batch sizes 1 to 256. Without a GPU: the CPU runtime against PyTorch's CPU kernels,
 labelled as CPU figures, with the list of comparisons that need a GPU. Each row: median and
 spread (interquartile range) of the repeats, achieved GFLOP/s, and the percentage of the device's
-nominal FP32 peak. Writes DIR/bench.json, DIR/bench.md and DIR/bench.png.
+nominal FP32 peak. Our per-layer times are the sums of our kernels' times (on the CPU each
+includes its launch's Python overhead); PyTorch's are its calls' times. Writes DIR/bench.json,
+DIR/bench.md and DIR/bench.png.
 """
 
 from __future__ import annotations
@@ -176,6 +178,32 @@ class CudaEventClock:
 
     def synchronize(self):
         self._sync()
+
+
+class SyncedWallClock(CpuClock):
+    """Wall clock between points where every GPU is idle: for a whole training step, whose towers
+    may run on two devices and which includes host work."""
+
+    name = "wall clock, all GPUs synchronized"
+
+    def __init__(self):
+        import cupy
+
+        self._cupy = cupy
+        self._count = cupy.cuda.runtime.getDeviceCount()
+
+    def synchronize(self):
+        for d in range(self._count):
+            with self._cupy.cuda.Device(d):
+                self._cupy.cuda.Device(d).synchronize()
+
+    def start(self):
+        self.synchronize()
+        return time.perf_counter()
+
+    def stop(self, token):
+        self.synchronize()
+        return time.perf_counter() - token
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,10 +419,10 @@ def torch_alexnet(device="cpu"):
     ).to(device)
 
 
-def measure_train_ours(network, batch, backend, clock, warmup, repeats, flush=None):
+def measure_train_ours(network, batch, backend, clock, warmup, repeats, flush=None, single_device=False):
     from .engine.model import Model
 
-    model = Model.named(network, backend=backend)
+    model = Model.named(network, backend=backend, single_device=single_device)
     xp = model.devices.xp
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, model.input_channels, model.image_size, model.image_size),
@@ -563,17 +591,28 @@ def run_gpu(config: Config, log=print) -> dict:
                     rows.append(_row(network, case, batch, phase, impl, secs, flops.get(phase), peak))
             log(f"  {network}/{case.name} batch {batch}: done")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    count = cupy.cuda.runtime.getDeviceCount()
+    notes.append(f"{count} GPU(s): the two-tower network's towers run on GPUs {'0 and 1' if count > 1 else '0 (both)'}; "
+                 "transfers are not overlapped with compute (the engine copies synchronously)")
+    step_clock = SyncedWallClock()
     if config.train_step:
         for network in config.networks:
             for batch in config.train_batches:
                 flop = train_step_flop(network, batch)
                 for backend in gpu_backends:
-                    secs = measure_train_ours(network, batch, backend, ours_clock, config.warmup, config.repeats, flush)
+                    secs = measure_train_ours(network, batch, backend, step_clock, config.warmup, config.repeats, flush)
                     rows.append(_row(network, None, batch, "train_step", f"ours ({backend})", secs, flop, peak))
+                    if network == "krizhevsky2012":  # the split network (towers on GPUs d % count) vs one device
+                        secs = measure_train_ours(network, batch, backend, step_clock, config.warmup, config.repeats,
+                                                  flush, single_device=True)
+                        rows.append(_row(network, None, batch, "train_step", f"ours ({backend}, one device)", secs,
+                                         flop, peak))
                 if network == "torchvision":
-                    secs = measure_train_torch(batch, "cuda", torch_clock, config.warmup, config.repeats, flush)
+                    secs = measure_train_torch(batch, "cuda", step_clock, config.warmup, config.repeats, flush)
                     rows.append(_row(network, None, batch, "train_step", "cuDNN/cuBLAS (FP32)", secs, flop, peak))
-    return {"mode": "gpu", "machine": machine, "clock": "CUDA events, L2 flushed before every repeat", "rows": rows,
+    return {"mode": "gpu", "machine": machine, "rows": rows,
+            "clock": "CUDA events per kernel or call (training step: wall clock with all GPUs synchronized), "
+                     "L2 flushed before every repeat",
             "notes": sorted(set(notes)), "needs_gpu": [], "config": dataclasses.asdict(config)}
 
 
