@@ -19,7 +19,7 @@ Background loading: whole batches are built by `workers` threads (ThreadPoolExec
 any number of workers.
 
 Unreadable images (a corrupt JPEG in a big folder) do not stop a run: the image is left out of its
-batch with a warning naming the file, and recorded in `skipped` as (dataset index, message); a
+batch with a warning naming the file, and recorded in `skipped` as (dataset index, message) for the latest pass; a
 batch in which every image fails is not yielded at all."""
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class Batches:
         return x, labels, failures
 
     def __iter__(self):
+        self.skipped = []
         for x, labels, failures in ordered_map(self.build, range(self.start, len(self)),
                                                workers=self.workers, ahead=self.prefetch):
             for i, message in failures:

@@ -186,7 +186,10 @@ def digits_split_indices(labels, seed=DIGITS_SPLIT_SEED, train_fraction=DIGITS_T
 
 
 def digits(split):
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise DataError(f"the built-in 'digits' dataset needs scikit-learn ({e}); pip install scikit-learn") from e
 
     bunch = load_digits()
     grey = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)

@@ -22,7 +22,8 @@
 Each training image's random draws (crop offsets, flip, alpha, in that order) come from
 numpy.random.Generator(Philox(SeedSequence([IMAGE_TAG, seed, epoch, index]))), keyed only by the
 run's seed, the epoch and the image's dataset index: the result does not depend on the batch size,
-the number of workers or where a run resumed.
+the number of workers or where a run resumed. (Crop and flip are drawn per image, as cuda-convnet's
+CIFAR provider does; the 2012 ImageNet code drew them once per chunk of 32 images.)
 
 Statistics (compute_statistics) are deterministic: up to max_images images at evenly spaced indices,
 accumulated in index order in float64."""
@@ -74,7 +75,7 @@ class Statistics:
     """Training-set statistics: the mean image and the RGB covariance's eigen-decomposition.
 
     mean: (3, S, S) float32, 0..255 units. eigenvalues: (3,) float64, descending, of the covariance
-    of pixels scaled to [0, 1]; eigenvectors: (3, 3) float64, column k for eigenvalue k, each column's
+    of pixels scaled to [0, 1] (those below 1e-12 of the largest set to 0); eigenvectors: (3, 3) float64, column k for eigenvalue k, each column's
     largest-magnitude entry positive. count: images used."""
 
     def __init__(self, mean, eigenvalues, eigenvectors, count=0):
@@ -277,7 +278,8 @@ def compute_statistics(ds, preprocess, max_images=10000, workers=2):
     cov = outer_sum / pixels - np.outer(mu, mu)
     values, vectors = np.linalg.eigh((cov + cov.T) / 2)
     order = np.argsort(values)[::-1]
-    values = np.maximum(values[order], 0.0)
+    values = values[order]
+    values = np.where(values > 1e-12 * max(values[0], 0.0), values, 0.0)  # grey data: exactly 0, not rounding noise
     vectors = vectors[:, order]
     signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(3)])
     vectors = vectors * np.where(signs == 0, 1.0, signs)
