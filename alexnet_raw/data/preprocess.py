@@ -210,24 +210,25 @@ class Preprocess:
 
     def full(self, image, stats=None):
         """The mean-subtracted S x S image, (3, S, S) float32: what ten_views() crops."""
-        x = self.resize(image).transpose(2, 0, 1).astype(np.float32)
+        return self._window(image, stats, 0, 0, self.image_size)
+
+    def _window(self, image, stats, top, left, size):
+        """(image - mean)[:, top:top+size, left:left+size] as float32, cropping before converting."""
+        x = self.resize(image)[top:top + size, left:left + size].transpose(2, 0, 1).astype(np.float32, order="C")
         mean = self.mean_image(stats)
         if mean is not None:
-            x -= mean
+            x -= mean[:, top:top + size, left:left + size] if mean.shape[1] > 1 else mean
         return x
 
     def test_input(self, image, stats=None):
         """Centre crop, (3, crop, crop) float32."""
-        c, o = self.crop_size, self.centre
-        return np.ascontiguousarray(self.full(image, stats)[:, o:o + c, o:o + c])
+        return self._window(image, stats, self.centre, self.centre, self.crop_size)
 
     def train_input(self, image, stats, augment):
         """The crop, flip and lighting of `augment`, (3, crop, crop) float32."""
-        c = self.crop_size
-        x = self.full(image, stats)[:, augment.top:augment.top + c, augment.left:augment.left + c]
+        x = self._window(image, stats, augment.top, augment.left, self.crop_size)
         if augment.flip:
-            x = x[:, :, ::-1]
-        x = np.ascontiguousarray(x)
+            x = np.ascontiguousarray(x[:, :, ::-1])
         pca = self.pca_of(stats)
         if pca is not None:
             values, vectors = pca
