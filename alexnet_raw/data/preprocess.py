@@ -75,8 +75,9 @@ class Statistics:
     """Training-set statistics: the mean image and the RGB covariance's eigen-decomposition.
 
     mean: (3, S, S) float32, 0..255 units. eigenvalues: (3,) float64, descending, of the covariance
-    of pixels scaled to [0, 1] (those below 1e-12 of the largest set to 0); eigenvectors: (3, 3) float64, column k for eigenvalue k, each column's
-    largest-magnitude entry positive. count: images used."""
+    of pixels scaled to [0, 1] (those below 1e-12 of the largest set to 0); eigenvectors: (3, 3)
+    float64, column k for eigenvalue k, each column's largest-magnitude entry positive.
+    count: images used."""
 
     def __init__(self, mean, eigenvalues, eigenvectors, count=0):
         self.mean = np.ascontiguousarray(mean, dtype=np.float32)
@@ -149,12 +150,14 @@ class Preprocess:
         self.crop_size = int(crop_size)
         self.mean = mean if mean is None or mean is False else np.asarray(mean, dtype=np.float32)
         if isinstance(self.mean, np.ndarray) and self.mean.shape not in ((3,), (3, image_size, image_size)):
-            raise DataError(f"Preprocess mean has shape {self.mean.shape}; expected (3,) or (3, {image_size}, {image_size})")
+            raise DataError(f"Preprocess mean has shape {self.mean.shape}; expected (3,) or "
+                            f"(3, {image_size}, {image_size})")
         if pca is None or pca is False:
             self.pca = pca
         else:
             values, vectors = pca
-            self.pca = (np.asarray(values, dtype=np.float64).reshape(3), np.asarray(vectors, dtype=np.float64).reshape(3, 3))
+            self.pca = (np.asarray(values, dtype=np.float64).reshape(3),
+                        np.asarray(vectors, dtype=np.float64).reshape(3, 3))
         self.lighting_std = float(lighting_std)
 
     def __repr__(self):
@@ -174,7 +177,8 @@ class Preprocess:
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise DataError(f"image of dtype {image.dtype} and shape {image.shape}; expected uint8 H x W x 3 (or H x W)")
+            raise DataError(f"image of dtype {image.dtype} and shape {image.shape}; expected uint8 H x W x 3 "
+                            f"(or H x W)")
         s = self.image_size
         h, w = image.shape[:2]
         if (h, w) == (s, s):

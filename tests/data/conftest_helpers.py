@@ -1,7 +1,5 @@
 """Helpers of the data tests (writing images and CIFAR-10 batches); fixtures are in conftest.py."""
 
-import pickle
-
 import numpy as np
 from PIL import Image
 

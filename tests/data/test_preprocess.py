@@ -49,8 +49,8 @@ def test_resize_takes_the_centre_of_the_longer_side():
 
 def test_statistics_match_numpy(digits_train):
     pre = Preprocess(crop_size=8)  # image_size 9
-    ds = ArrayDataset("t", "t", "train", ["a"], np.random.default_rng(0).integers(0, 256, (30, 9, 9, 3), dtype=np.uint8),
-                      np.zeros(30))
+    images = np.random.default_rng(0).integers(0, 256, (30, 9, 9, 3), dtype=np.uint8)
+    ds = ArrayDataset("t", "t", "train", ["a"], images, np.zeros(30))
     stats = data.compute_statistics(ds, pre, workers=0)
     np.testing.assert_allclose(stats.mean, ds.images.mean(0).transpose(2, 0, 1), rtol=1e-6)
     pixels = ds.images.reshape(-1, 3) / 255.0
@@ -145,7 +145,8 @@ def test_mean_subtraction_and_centre_crop(tmp_path):
     expect = (image.transpose(2, 0, 1) - mean.astype(np.float32))[:, 1:5, 1:5]
     np.testing.assert_allclose(x[0], expect, rtol=1e-6)
     per_channel = data.load_image(path, Preprocess(s, crop, mean=[1.0, 2.0, 3.0]), stats)
-    np.testing.assert_array_equal(per_channel[0], image.transpose(2, 0, 1)[:, 1:5, 1:5] - np.array([1, 2, 3.0])[:, None, None])
+    channel_means = np.array([1, 2, 3.0])[:, None, None]
+    np.testing.assert_array_equal(per_channel[0], image.transpose(2, 0, 1)[:, 1:5, 1:5] - channel_means)
     with pytest.raises(DataError, match="Statistics are for 7 x 7"):
         data.load_image(path, Preprocess(8, crop), stats)
     (tmp_path / "b.jpg").write_bytes(b"nope")
