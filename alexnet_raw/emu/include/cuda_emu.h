@@ -189,8 +189,10 @@ inline T shuffle(unsigned mask, T var, int kind, int arg, int width, const char*
   } else if (kind == 2) {
     src = (long(in_seg) + arg < width) ? long(lane) + arg : long(lane);
   } else {
+    // PTX shfl.sync.bfly: the source is valid up to the last lane of the caller's segment, so a
+    // lane may read an earlier segment (not a later one), as CUDA documents for __shfl_xor_sync
     long s = long(lane ^ unsigned(arg));
-    src = (unsigned(s) & ~unsigned(width - 1)) == seg ? s : long(lane);
+    src = s <= long(seg | unsigned(width - 1)) ? s : long(lane);
   }
   T result = var;
   if (base + unsigned(src) < fiber_header()->block->nthreads) result = from_bits<T>(warp_slot(base + unsigned(src)));
