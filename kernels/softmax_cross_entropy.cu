@@ -16,12 +16,13 @@
 // Layout: x is (N, C) row-major, one row per example; target is (N,) int64. Tiling: one block per
 // row (grid-stride over rows), its threads striding over the C columns, each keeping a partial
 // result in a fixed order; partials are combined by a warp xor-butterfly then across warps through
-// 32 shared slots (block_allreduce): the same tree on every run and schedule, so results are
+// 32 shared slots (block_allreduce, kernels/block_reduce.cuh): the same tree on every run and schedule, so results are
 // bit-identical, and every thread ends with the same value. Block size: a multiple of 32, at most
 // 1024; the final reductions over N use one block. Launch geometry: per_row() of
 // alexnet_raw/launch.py, in alexnet_raw/ops/cross_entropy.py.
 // Reference and tests: tests/kernels/test_cross_entropy.py (torch.nn.functional.cross_entropy and
 // its autograd gradient, torch.topk).
+#include "block_reduce.cuh"
 #include "common.cuh"
 
 __device__ __forceinline__ float xent_exp(float v) { return expf(v); }
@@ -33,12 +34,6 @@ __device__ __forceinline__ double xent_nan(double) { return __longlong_as_double
 __device__ __forceinline__ float xent_neg_inf(float) { return __int_as_float((int)0xff800000u); }
 __device__ __forceinline__ double xent_neg_inf(double) { return __longlong_as_double((long long)0xfff0000000000000ULL); }
 
-struct XentSum {
-  template <typename V>
-  __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
-  template <typename V>
-  __device__ __forceinline__ V identity() const { return V(0); }
-};
 // max that propagates NaN from either side (fmax would drop it)
 struct XentMax {
   template <typename V>
@@ -46,25 +41,6 @@ struct XentMax {
   template <typename V>
   __device__ __forceinline__ V identity() const { return xent_neg_inf(V(0)); }
 };
-
-// Combine v over the block with op; every thread returns the same value. All threads of the block
-// must call it (blockDim.x a multiple of 32, at most 1024); `slots` is 32 values of shared memory.
-// Stage 1: xor butterfly within each warp; lane 0 of warp w stores slot w. Stage 2: every warp
-// reads the slots (identity past the warp count) and runs the same butterfly. The tree depends on
-// blockDim.x only, and each butterfly step combines the same two values on both lanes.
-template <typename V, typename Op>
-__device__ __forceinline__ V block_allreduce(V v, V* slots, Op op) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, d));
-  if (lane == 0) slots[warp] = v;
-  __syncthreads();
-  v = lane < warps ? slots[lane] : op.template identity<V>();
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, d));
-  __syncthreads();  // every thread has read the slots before a next call overwrites them
-  return v;
-}
 
 // Row statistics: m = max_j x_j, s = sum_j exp(x_j - m), each thread strides j = tid, tid + B, ...
 template <typename T>
@@ -75,7 +51,7 @@ __device__ __forceinline__ void row_stats(const T* __restrict__ xr, int C, T* sl
   m = block_allreduce(m, slots, vmax);
   s = T(0);
   for (int j = threadIdx.x; j < C; j += blockDim.x) s += xent_exp(xr[j] - m);
-  s = block_allreduce(s, slots, XentSum());
+  s = block_allreduce(s, slots, BlockSum());
 }
 
 template <typename T>
@@ -128,7 +104,7 @@ __global__ void xent_mean(T* __restrict__ out, const T* __restrict__ v, alx_inde
   __shared__ T slots[32];
   T acc = T(0);
   for (alx_index i = threadIdx.x; i < n; i += blockDim.x) acc += v[i];
-  acc = block_allreduce(acc, slots, XentSum());
+  acc = block_allreduce(acc, slots, BlockSum());
   if (threadIdx.x == 0) out[0] = acc / T(n);
 }
 
@@ -149,7 +125,7 @@ __global__ void xent_topk_rows(int* __restrict__ correct, const T* __restrict__ 
     const T v = valid ? xr[t] : T(0);
     int above = 0;
     for (int j = threadIdx.x; j < C; j += blockDim.x) above += xent_ranks_above(xr[j], v) ? 1 : 0;
-    above = block_allreduce(above, slots, XentSum());
+    above = block_allreduce(above, slots, BlockSum());
     if (threadIdx.x == 0) correct[r] = (valid && above < k) ? 1 : 0;
   }
 }
@@ -159,7 +135,7 @@ __global__ void xent_count(long long* __restrict__ out, const int* __restrict__ 
   __shared__ long long slots[32];
   long long acc = 0;
   for (alx_index i = threadIdx.x; i < n; i += blockDim.x) acc += flags[i];
-  acc = block_allreduce(acc, slots, XentSum());
+  acc = block_allreduce(acc, slots, BlockSum());
   if (threadIdx.x == 0) out[0] = acc;
 }
 

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ..ops import conv2d as conv2d_ops
 from . import cfg
 
 HOST = "host"
@@ -26,12 +27,10 @@ class ShapeError(ValueError):
 
 
 def conv_output_size(size: int, filter_size: int, stride: int, padding: int, rule: str) -> int:
-    span = size + 2 * padding - filter_size
-    if span < 0:
+    """The conv kernels' own rule (alexnet_raw/ops/conv2d.py), with the graph's error."""
+    if size + 2 * padding < filter_size:
         raise ShapeError(f"a {filter_size}-wide window does not fit {size} pixels with padding {padding}")
-    if rule == "ceil":
-        return 1 + -(-span // stride)
-    return 1 + span // stride
+    return conv2d_ops.output_size(size, filter_size, stride, padding, rule == "ceil")
 
 
 def pool_output_size(size: int, window: int, stride: int, rule: str) -> int:

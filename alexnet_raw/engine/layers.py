@@ -57,11 +57,12 @@ class Conv(Layer):
     def compute_backward(self, grad, xs, out, ctx, needs):
         grads_in = []
         for i, x in enumerate(xs):
-            gi, gw, gb = F.conv2d_backward(grad, x, _weights(self, i), bias=i == 0, **self._args(i))
+            gi, gw, gb = F.conv2d_backward(grad, x, _weights(self, i), bias=i == 0, input_grad=bool(needs[i]),
+                                           **self._args(i))
             _store(self.grads[f"{self.name}.weights.{i}"], gw)
             if i == 0:
                 _store(self.grads[f"{self.name}.biases"], gb)
-            grads_in.append(gi if needs[i] else None)
+            grads_in.append(gi)
         return grads_in
 
 

@@ -1,0 +1,79 @@
+"""Fully connected layer, forward and both backwards, on the hand-written tiled GEMM of
+kernels/gemm.cu, and kernels/bias_grad.cu. Reference: torch.nn.functional.linear and its autograd
+gradients; tests: tests/kernels/test_linear.py.
+
+    forward          y  = x W^T + b     (batch, out)
+    backward input   gx = gy W          (batch, in)
+    backward weight  gW = gy^T x        (out, in)
+    backward bias    gb = sum over the batch of gy
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..launch import Launch, c_type
+from . import _checks, gemm_tiles
+from .bias_grad import bias_grad_launch
+
+SOURCE = "gemm.cu"
+TILE_M, TILE_N = gemm_tiles.GENERAL  # the tile of fc layers at AlexNet's batch 128 (the kernel report's roofline)
+
+
+def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
+    """c (M, N) = opA(a) opB(b) (+ bias[n]): a is (M, K), or (K, M) with trans_a; b is (K, N), or
+    (N, K) with trans_b."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    tile = gemm_tiles.choose(m, n)
+    name = f"gemm<{c_type(c.dtype)}, {tile[0]}, {tile[1]}, {str(trans_a).lower()}, {str(trans_b).lower()}>"
+    has_bias = bias is not None
+    return Launch(SOURCE, name, gemm_tiles.grid(m, n, tile), (gemm_tiles.THREADS, 1, 1),
+                  (c, a, b, bias if has_bias else c, np.int32(has_bias), np.int64(m), np.int64(n), np.int64(k)))
+
+
+def _check(input, weight):
+    backend = _checks.tensor(input, "input", ndim=2)
+    _checks.tensor(weight, "weight", ndim=2, like=input)
+    if weight.shape[1] != input.shape[1]:
+        raise ValueError(f"weight must be (out_features, in_features) with in_features = input.shape[1] = "
+                         f"{input.shape[1]}, got weight shape {weight.shape} for input shape {input.shape}")
+    return backend
+
+
+def linear(input, weight, bias=None):
+    """y = input weight^T + bias for input (N, in), weight (out, in), bias (out,) or None."""
+    backend = _check(input, weight)
+    out_features = weight.shape[0]
+    if bias is not None:
+        _checks.tensor(bias, "bias", ndim=1, like=input)
+        _checks.same_shape(bias, "bias", (out_features,), "the output features (out,)")
+    out = backend.empty((input.shape[0], out_features), input.dtype)
+    if out.size:
+        backend.launch(gemm_launch(out, input, weight, bias, False, True))
+    return out
+
+
+def linear_backward(grad_output, input, weight, bias=True):
+    """Gradients of linear for grad_output (N, out): (grad_input (N, in), grad_weight (out, in),
+    grad_bias (out,) or None when bias=False)."""
+    backend = _check(input, weight)
+    _checks.tensor(grad_output, "grad_output", ndim=2, like=input)
+    _checks.same_shape(grad_output, "grad_output", (input.shape[0], weight.shape[0]), "the output (N, out)")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be a bool (whether to return the bias gradient), got {bias!r}")
+    grad_input = backend.empty(input.shape, input.dtype)
+    if grad_input.size:
+        backend.launch(gemm_launch(grad_input, grad_output, weight, None, False, False))
+    grad_weight = backend.empty(weight.shape, input.dtype)
+    if grad_weight.size:
+        backend.launch(gemm_launch(grad_weight, grad_output, input, None, True, False))
+    grad_bias = None
+    if bias:
+        grad_bias = backend.empty((weight.shape[0],), input.dtype)
+        if grad_bias.size:
+            if grad_output.size:
+                backend.launch(bias_grad_launch(grad_bias, grad_output))
+            else:
+                grad_bias[...] = 0
+    return grad_input, grad_weight, grad_bias
