@@ -388,11 +388,22 @@ __forceinline__ double __dadd_rn(double a, double b) { return a + b; }
 __forceinline__ double __dmul_rn(double a, double b) { return a * b; }
 __forceinline__ double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
 __forceinline__ float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
-__forceinline__ int __float2int_rn(float x) { return int(nearbyintf(x)); }
-__forceinline__ int __float2int_rz(float x) { return int(x); }
-__forceinline__ int __float2int_rd(float x) { return int(floorf(x)); }
-__forceinline__ int __float2int_ru(float x) { return int(ceilf(x)); }
-__forceinline__ unsigned __float2uint_rn(float x) { return unsigned(nearbyintf(x)); }
+namespace emu {
+// PTX cvt from float to an integer type clamps to the destination's range and turns NaN into 0;
+// a C++ cast of an out-of-range value is undefined behaviour. `r` is already rounded to an integer.
+template <class I>
+__forceinline__ I saturate_to(float r) {
+  if (r != r) return I(0);
+  if (r <= float(std::numeric_limits<I>::min())) return std::numeric_limits<I>::min();
+  if (r >= float(std::numeric_limits<I>::max())) return std::numeric_limits<I>::max();  // 2^31 or 2^32
+  return I(r);
+}
+}  // namespace emu
+__forceinline__ int __float2int_rn(float x) { return ::emu::saturate_to<int>(rintf(x)); }
+__forceinline__ int __float2int_rz(float x) { return ::emu::saturate_to<int>(truncf(x)); }
+__forceinline__ int __float2int_rd(float x) { return ::emu::saturate_to<int>(floorf(x)); }
+__forceinline__ int __float2int_ru(float x) { return ::emu::saturate_to<int>(ceilf(x)); }
+__forceinline__ unsigned __float2uint_rn(float x) { return ::emu::saturate_to<unsigned>(rintf(x)); }
 __forceinline__ float __int2float_rn(int x) { return float(x); }
 __forceinline__ float __uint2float_rn(unsigned x) { return float(x); }
 __forceinline__ int __float_as_int(float x) { int i; memcpy(&i, &x, 4); return i; }
