@@ -161,6 +161,67 @@ def _same_map_norm_backward(rng, dtype, torch):
     return F.same_map_norm_backward(g, x, 5, 1e-3, 0.75, 1.0), xt.grad.numpy()
 
 
+def _conv1_145(rng, dtype, torch):
+    """#145's conv1 on one tower at batch 2 (the ceil rule: torch's input padded by 3 on the right
+    and bottom gives the same 55 x 55), with an upstream gradient."""
+    x = rng.standard_normal((2, 3, 224, 224)).astype(dtype)
+    w = (0.1 * rng.standard_normal((48, 3, 11, 11))).astype(dtype)
+    b = rng.standard_normal(48).astype(dtype)
+    g = rng.standard_normal((2, 48, 55, 55)).astype(dtype)
+    tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w, b)]
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(tensors[0], (0, 3, 0, 3)), tensors[1], tensors[2], 4)
+    y.backward(torch.from_numpy(g))
+    return (x, w, b, g), y.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+@check("conv2d forward (#145 conv1)", "conv2d")
+def _conv2d_forward(rng, dtype, torch):
+    (x, w, b, _), y, _ = _conv1_145(rng, dtype, torch)
+    return F.conv2d(x, w, b, 4, 0, 1, True), y
+
+
+@check("conv2d backward input (#145 conv1)", "conv2d")
+def _conv2d_backward_input(rng, dtype, torch):
+    (x, w, _, g), _, grads = _conv1_145(rng, dtype, torch)
+    return F.conv2d_backward(g, x, w, 4, 0, 1, True)[0], grads[0]
+
+
+@check("conv2d backward weights (#145 conv1)", "conv2d")
+def _conv2d_backward_weight(rng, dtype, torch):
+    (x, w, _, g), _, grads = _conv1_145(rng, dtype, torch)
+    return F.conv2d_backward(g, x, w, 4, 0, 1, True)[1], grads[1]
+
+
+@check("conv2d backward input (torchvision conv2)", "conv2d")
+def _conv2d_backward_torchvision(rng, dtype, torch):
+    x = rng.standard_normal((2, 64, 27, 27)).astype(dtype)
+    w = (0.1 * rng.standard_normal((192, 64, 5, 5))).astype(dtype)
+    g = rng.standard_normal((2, 192, 27, 27)).astype(dtype)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    torch.nn.functional.conv2d(xt, wt, None, 1, 2).backward(torch.from_numpy(g))
+    return F.conv2d_backward(g, x, w, 1, 2, bias=False)[0], xt.grad.numpy()
+
+
+@check("linear forward (#145 fc6)", "linear")
+def _linear_forward(rng, dtype, torch):
+    x = rng.standard_normal((2, 4608)).astype(dtype)
+    w = (0.01 * rng.standard_normal((2048, 4608))).astype(dtype)
+    b = rng.standard_normal(2048).astype(dtype)
+    return F.linear(x, w, b), torch.nn.functional.linear(*(torch.from_numpy(a) for a in (x, w, b))).numpy()
+
+
+@check("linear backward (torchvision fc8)", "linear")
+def _linear_backward(rng, dtype, torch):
+    x = rng.standard_normal((2, 4096)).astype(dtype)
+    w = (0.01 * rng.standard_normal((1000, 4096))).astype(dtype)
+    g = rng.standard_normal((2, 1000)).astype(dtype)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    torch.nn.functional.linear(xt, wt).backward(torch.from_numpy(g))
+    grad_x, grad_w, _ = F.linear_backward(g, x, w, bias=False)
+    return np.concatenate([grad_x.ravel(), grad_w.ravel()]), np.concatenate([xt.grad.numpy().ravel(),
+                                                                            wt.grad.numpy().ravel()])
+
+
 def run(dtypes=(np.float32, np.float64), seed=0):
     import torch
 
@@ -172,6 +233,8 @@ def run(dtypes=(np.float32, np.float64), seed=0):
             ours, reference = fn(rng, dtype, torch)
             seconds = time.perf_counter() - t0
             abs_err, rel_err = tolerances.max_errors(ours, reference)
+            scale = tolerances.atol_scale(reference, op)
+            abs_err = abs_err / scale if scale else abs_err
             atol, rtol = tolerances.tolerance(op, dtype)
             rows.append({
                 "check": name,
@@ -187,14 +250,16 @@ def run(dtypes=(np.float32, np.float64), seed=0):
 
 
 def format_table(rows) -> str:
-    head = f"{'check':34s} {'dtype':8s} {'max abs err':>12s} {'max rel err':>12s} {'atol':>8s} {'rtol':>8s} {'result':>7s}"
+    head = f"{'check':38s} {'dtype':8s} {'max abs err':>12s} {'max rel err':>12s} {'atol':>8s} {'rtol':>8s} {'result':>7s}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['check']:34s} {r['dtype']:8s} {r['max_abs_error']:12.3e} {r['max_rel_error']:12.3e} "
+            f"{r['check']:38s} {r['dtype']:8s} {r['max_abs_error']:12.3e} {r['max_rel_error']:12.3e} "
             f"{r['atol']:8.1e} {r['rtol']:8.1e} {'pass' if r['passed'] else 'FAIL':>7s}"
         )
     failed = sum(not r["passed"] for r in rows)
+    normwise = ", ".join(sorted(tolerances.NORMWISE))
+    lines.append(f"({normwise}: abs err and atol relative to the largest |reference| entry, a normwise bound)")
     lines.append("")
     lines.append(f"{len(rows) - failed} passed, {failed} failed")
     return "\n".join(lines)

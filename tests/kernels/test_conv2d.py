@@ -1,0 +1,250 @@
+"""Convolution (kernels/conv2d.cu, kernels/bias_grad.cu) on both CPU paths against
+torch.nn.functional.conv2d and its autograd gradients: AlexNet's conv layers, random shapes (batch
+1, odd and non-square sizes, strides, padding, groups, both output-size rules), every tile and the
+split-K path, non-finite values, a float64 central-difference check and bad input."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alexnet_raw import functional as F
+from alexnet_raw import tolerances
+from alexnet_raw.ops import conv2d as conv_ops
+from alexnet_raw.ops import gemm_tiles
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def torch_conv(x, w, b, g, stride, padding, groups, ceil_mode):
+    """torch's output and, for upstream gradient g, its (input, weight, bias) gradients; the ceil rule's
+    extra right/bottom outputs as zero padding past the input (cuda-convnet's)."""
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    bt = None if b is None else torch.from_numpy(b).requires_grad_()
+    padded = xt
+    if ceil_mode:
+        oh = conv_ops.output_size(x.shape[2], w.shape[2], sh, ph, True)
+        ow = conv_ops.output_size(x.shape[3], w.shape[3], sw, pw, True)
+        extra_h = (oh - 1) * sh + w.shape[2] - (x.shape[2] + 2 * ph)
+        extra_w = (ow - 1) * sw + w.shape[3] - (x.shape[3] + 2 * pw)
+        padded = torch.nn.functional.pad(xt, (0, extra_w, 0, extra_h))
+    y = torch.nn.functional.conv2d(padded, wt, bt, (sh, sw), (ph, pw), groups=groups)
+    if g is None:
+        return y.detach().numpy(), None
+    y.backward(torch.from_numpy(g))
+    return y.detach().numpy(), (xt.grad.numpy(), wt.grad.numpy(), None if b is None else bt.grad.numpy())
+
+
+def assert_close(ours, ref, what):
+    assert ours.shape == ref.shape, (what, ours.shape, ref.shape)
+    assert tolerances.close(ours, ref, "conv2d", ours.dtype), (what, tolerances.max_errors(ours, ref))
+
+
+def check_against_torch(under_schedules, x, w, b, stride=1, padding=0, groups=1, ceil_mode=False):
+    ref_y, _ = torch_conv(x, w, b, None, stride, padding, groups, ceil_mode)
+    g = np.random.default_rng(x.size + w.size).standard_normal(ref_y.shape).astype(x.dtype)
+    _, ref_grads = torch_conv(x, w, b, g, stride, padding, groups, ceil_mode)
+    y, grads = under_schedules(lambda: (F.conv2d(x, w, b, stride, padding, groups, ceil_mode),
+                                        F.conv2d_backward(g, x, w, stride, padding, groups, ceil_mode,
+                                                          bias=b is not None)))
+    assert y.dtype == x.dtype and all(r is None or r.dtype == x.dtype for r in grads)
+    assert_close(y, ref_y, "output")
+    for name, ours, ref in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads):
+        if ref is None:
+            assert ours is None, name
+        else:
+            assert_close(ours, ref, name)
+
+
+# (input shape at batch 1, filters, kernel, stride, padding, groups, ceil_mode)
+ALEXNET_CONVS = [
+    ((1, 3, 224, 224), 48, 11, 4, 0, 1, True),   # #145 conv1 (one tower): the ceil rule gives 55
+    ((1, 48, 27, 27), 128, 5, 1, 2, 1, False),   # #145 conv2 (one tower)
+    ((1, 256, 13, 13), 192, 3, 1, 1, 1, False),  # #145 conv3 (one tower, both towers' inputs)
+    ((1, 3, 224, 224), 64, 11, 4, 2, 1, False),  # torchvision features[0]
+    ((1, 96, 27, 27), 256, 5, 1, 2, 2, False),   # the paper's conv2 on one device as two groups
+    ((1, 384, 13, 13), 256, 3, 1, 1, 1, False),  # torchvision features[8]
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups,ceil_mode", ALEXNET_CONVS)
+def test_alexnet_convs_match_torch(cpu_backend, under_schedules, dtype, shape, filters, kernel, stride, padding,
+                                   groups, ceil_mode):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
+    check_against_torch(under_schedules, x, w, b, stride, padding, groups, ceil_mode)
+
+
+def test_alexnet_output_sizes():
+    assert conv_ops.output_size(224, 11, 4, 0, True) == 55  # #145 conv1
+    assert conv_ops.output_size(224, 11, 4, 0, False) == 54
+    assert conv_ops.output_size(224, 11, 4, 2, False) == 55  # torchvision conv1
+    assert conv_ops.output_size(224, 11, 4, 2, True) == 56  # the cfg rule on torchvision's layer
+    assert conv_ops.output_size(27, 5, 1, 2, True) == 27
+    assert conv_ops.output_size(4, 5, 1, 0, False) == 0  # kernel larger than the input
+
+
+def test_both_tiles_and_the_split_k_path_are_exercised():
+    # the shapes above reach every tile conv2d.cu instantiates, and both backward-to-weights paths
+    def geometry(shape, filters, kernel, stride, padding, groups, ceil_mode):
+        x = np.empty(shape, np.float32)
+        w = np.empty((filters, shape[1] // groups, kernel, kernel), np.float32)
+        return conv_ops.geometry(x, w, stride, padding, groups, ceil_mode)[1]
+
+    tiles, splits = set(), set()
+    for layer in ALEXNET_CONVS:
+        g = geometry(*layer)
+        tiles.add(gemm_tiles.choose(g.filters_per_group, g.batch * g.out_height * g.out_width, conv_ops.TILES))
+        tile = gemm_tiles.choose(g.filters_per_group, g.channels_per_group * g.taps, conv_ops.TILES)
+        splits.add(conv_ops.weight_splits(g, tile)[0] > 1)
+    small = geometry((2, 3, 9, 9), 5, 3, 1, 1, 1, False)
+    tiles.add(gemm_tiles.choose(small.filters_per_group, small.batch * 81, conv_ops.TILES))
+    assert tiles == set(conv_ops.TILES)
+    assert splits == {True, False}
+
+
+@st.composite
+def conv_cases(draw):
+    """Shapes, strides and paddings torch accepts; scalar stride and padding when both dimensions agree."""
+    groups = draw(st.integers(1, 3))
+    c, f = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, ph = draw(st.integers(1, 4)), draw(st.integers(0, 3))
+    sw = sh if draw(st.booleans()) else draw(st.integers(1, 4))
+    pw = ph if draw(st.booleans()) else draw(st.integers(0, 3))
+    h = draw(st.integers(max(1, kh - 2 * ph), 13))
+    w = draw(st.integers(max(1, kw - 2 * pw), 13))
+    n = draw(st.integers(1, 3))
+    stride = sh if sh == sw else (sh, sw)
+    padding = ph if ph == pw else (ph, pw)
+    return (n, c, h, w), (f, c // groups, kh, kw), stride, padding, groups, draw(st.booleans())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases(), double=st.booleans(), with_bias=st.booleans())
+def test_property_random_shapes(cpu_backend, under_schedules, case, double, with_bias):
+    x_shape, w_shape, stride, padding, groups, ceil_mode = case
+    dtype = np.float64 if double else np.float32
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if with_bias else None
+    check_against_torch(under_schedules, x, w, b, stride, padding, groups, ceil_mode)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_infinities_as_torch(cpu_backend, dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(dtype)
+    x[0, 1, 2, 3], x[1, 0, 7, 7], x[1, 3, 0, 0] = np.nan, np.inf, -np.inf
+    w = rng.standard_normal((6, 2, 3, 3)).astype(dtype)
+    args = (2, 1, 2, True)
+    ref_y, _ = torch_conv(x, w, None, None, *args)
+    y = F.conv2d(x, w, None, *args)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref_y))
+    assert np.isnan(y).any() and np.isinf(y).any()
+    assert_close(y, ref_y, "output")
+
+
+def test_gradient_check_float64(cpu_backend):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((6, 2, 3, 2))
+    b = rng.standard_normal(6)
+    args = ((2, 1), (1, 0), 2, True)
+    g = rng.standard_normal(F.conv2d(x, w, b, *args).shape)
+    grad_x, grad_w, grad_b = F.conv2d_backward(g, x, w, *args)
+    eps = 1e-5
+
+    def numeric(which):
+        arrays = [x, w, b]
+        out = np.zeros_like(arrays[which])
+        for idx in np.ndindex(out.shape):
+            plus, minus = [a.copy() for a in arrays], [a.copy() for a in arrays]
+            plus[which][idx] += eps
+            minus[which][idx] -= eps
+            out[idx] = np.sum((F.conv2d(*plus, *args) - F.conv2d(*minus, *args)) * g) / (2 * eps)
+        return out
+
+    for which, analytic in enumerate((grad_x, grad_w, grad_b)):
+        np.testing.assert_allclose(analytic, numeric(which), rtol=1e-7, atol=1e-8)
+
+
+def test_optional_gradients(cpu_backend):
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((2, 4, 6, 6))
+    full = F.conv2d_backward(g, x, w)
+    grad_x, grad_w, grad_b = F.conv2d_backward(g, x, w, bias=False, input_grad=False)
+    assert grad_x is None and grad_b is None
+    np.testing.assert_array_equal(grad_w, full[1])
+    np.testing.assert_array_equal(full[2], F.conv2d_backward(g, x, w, input_grad=False)[2])
+
+
+def test_empty_batch(cpu_backend):
+    x, w = np.zeros((0, 3, 9, 9), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    assert F.conv2d(x, w, np.ones(4, np.float32), 2).shape == (0, 4, 4, 4)
+    grad_x, grad_w, grad_b = F.conv2d_backward(np.zeros((0, 4, 4, 4), np.float32), x, w, 2)
+    assert grad_x.shape == x.shape
+    np.testing.assert_array_equal(grad_w, np.zeros_like(w))
+    np.testing.assert_array_equal(grad_b, np.zeros(4, np.float32))
+
+
+def test_sizes_past_int32_are_refused_before_launch(cpu_backend):
+    if os.environ.get("ALEXNET_RAW_EMU_SANITIZE") not in (None, "", "0"):
+        pytest.skip("an 8.6 GB untouched allocation is refused by the sanitizer's allocator; the check is "
+                    "plain Python and runs in the unsanitized run")
+    x = np.empty((1, 1, 65536, 32769), np.float32)  # H*W = 2^31 + 2^16: never touched
+    with pytest.raises(ValueError, match=r"H\*W must be at most 2147483647, got 2147549184"):
+        F.conv2d(x, np.ones((1, 1, 1, 1), np.float32))
+
+
+def test_rejects_bad_input(cpu_backend):
+    x, w = np.zeros((2, 6, 9, 9), np.float32), np.zeros((4, 6, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"groups \(4\) must divide the input channels, got 6 channels"):
+        F.conv2d(x, np.zeros((4, 1, 3, 3), np.float32), groups=4)
+    with pytest.raises(ValueError, match=r"groups \(3\) must divide the filters, got 4 filters"):
+        F.conv2d(x, np.zeros((4, 2, 3, 3), np.float32), groups=3)
+    with pytest.raises(ValueError, match=r"weight must have input channels / groups = 6 / 2 = 3 channels"):
+        F.conv2d(x, w, groups=2)
+    with pytest.raises(ValueError, match=r"groups must be >= 1, got 0"):
+        F.conv2d(x, w, groups=0)
+    with pytest.raises(ValueError, match=r"kernel \(10, 3\) is larger than the padded input \(9, 9\)"):
+        F.conv2d(x, np.zeros((4, 6, 10, 3), np.float32))
+    with pytest.raises(ValueError, match=r"stride must be >= 1, got 0"):
+        F.conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match=r"padding must be >= 0, got -1"):
+        F.conv2d(x, w, padding=(1, -1))
+    with pytest.raises(TypeError, match=r"stride must be an int, got 1.5"):
+        F.conv2d(x, w, stride=1.5)
+    with pytest.raises(TypeError, match=r"ceil_mode must be a bool"):
+        F.conv2d(x, w, ceil_mode="yes")
+    with pytest.raises(ValueError, match=r"input must have 4 dimensions, got shape \(6, 9, 9\)"):
+        F.conv2d(x[0], w)
+    with pytest.raises(ValueError, match=r"weight must have 4 dimensions"):
+        F.conv2d(x, w[0])
+    with pytest.raises(TypeError, match="input must be float32 or float64, got int64"):
+        F.conv2d(x.astype(np.int64), w)
+    with pytest.raises(TypeError, match=r"weight must have the same dtype as the other arrays \(float32\), got float64"):
+        F.conv2d(x, w.astype(np.float64))
+    with pytest.raises(ValueError, match="input must be C-contiguous"):
+        F.conv2d(x[:, :, :, ::2], w)
+    with pytest.raises(TypeError, match="weight must be a numpy.ndarray or cupy.ndarray, got list"):
+        F.conv2d(x, w.tolist())
+    with pytest.raises(ValueError, match=r"bias must have the shape of the filters \(F,\) \(4,\), got \(5,\)"):
+        F.conv2d(x, w, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have the shape of the convolution's output "
+                                         r"\(2, 4, 7, 7\), got \(2, 4, 9, 9\)"):
+        F.conv2d_backward(np.zeros((2, 4, 9, 9), np.float32), x, w)
+    with pytest.raises(TypeError, match=r"input_grad must be a bool"):
+        F.conv2d_backward(np.zeros((2, 4, 7, 7), np.float32), x, w, input_grad=None)
+    F.conv2d_backward(np.zeros((2, 4, 7, 7), np.float32), x, w)  # the right shape passes

@@ -1,0 +1,158 @@
+"""Fully connected layer (kernels/gemm.cu, kernels/bias_grad.cu) on both CPU paths against
+torch.nn.functional.linear and its autograd gradients: AlexNet's fc layers, every tile and
+transposition of the GEMM, random shapes, non-finite values, a float64 central-difference check and
+bad input."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alexnet_raw import functional as F
+from alexnet_raw import tolerances
+from alexnet_raw.ops import gemm_tiles
+
+
+def torch_linear(x, w, b, g):
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    bt = None if b is None else torch.from_numpy(b).requires_grad_()
+    y = torch.nn.functional.linear(xt, wt, bt)
+    y.backward(torch.from_numpy(g))
+    return y.detach().numpy(), (xt.grad.numpy(), wt.grad.numpy(), None if b is None else bt.grad.numpy())
+
+
+def assert_close(ours, ref, what):
+    assert ours.shape == ref.shape, (what, ours.shape, ref.shape)
+    assert tolerances.close(ours, ref, "linear", ours.dtype), (what, tolerances.max_errors(ours, ref))
+
+
+def check_against_torch(under_schedules, x, w, b):
+    g = np.random.default_rng(x.size + w.size).standard_normal((x.shape[0], w.shape[0])).astype(x.dtype)
+    ref_y, ref_grads = torch_linear(x, w, b, g)
+    y, grads = under_schedules(lambda: (F.linear(x, w, b), F.linear_backward(g, x, w, bias=b is not None)))
+    assert y.dtype == x.dtype and all(r is None or r.dtype == x.dtype for r in grads)
+    assert_close(y, ref_y, "output")
+    for name, ours, ref in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads):
+        if ref is None:
+            assert ours is None, name
+        else:
+            assert_close(ours, ref, name)
+
+
+# (batch, in_features, out_features); torchvision's 9216 x 4096 classifier[1] is #145 fc6's product
+# at twice the size, left out for time
+ALEXNET_FCS = [
+    (2, 4608, 2048),  # #145 fc6: one of a tower's two inputs (pool3 of one tower, 128*6*6)
+    (2, 2048, 1000),  # #145 fc8: one of its two inputs
+    (2, 4096, 1000),  # torchvision classifier[6]
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch,in_features,out_features", ALEXNET_FCS)
+def test_alexnet_fcs_match_torch(cpu_backend, under_schedules, dtype, batch, in_features, out_features):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, in_features)).astype(dtype)
+    w = (rng.standard_normal((out_features, in_features)) * 0.01).astype(dtype)
+    b = rng.standard_normal(out_features).astype(dtype)
+    check_against_torch(under_schedules, x, w, b)
+
+
+# (batch, in, out) reaching each tile for each of the three products (forward, backward to the input,
+# backward to the weights, whose transpositions differ)
+TILE_CASES = [(3, 3, 3), (3, 3, 100), (3, 100, 3), (100, 3, 3), (70, 33, 130), (129, 65, 66)]
+
+
+def test_every_tile_is_exercised_for_every_product():
+    reached = set()
+    for n, k, m in TILE_CASES:
+        for product, (rows, cols) in enumerate(((n, m), (n, k), (m, k))):
+            reached.add((product, gemm_tiles.choose(rows, cols)))
+    assert reached == {(p, t) for p in range(3) for t in (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS,
+                                                          gemm_tiles.FEW_COLUMNS)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch,in_features,out_features", TILE_CASES)
+def test_every_tile_matches_torch(cpu_backend, under_schedules, dtype, batch, in_features, out_features):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((batch, in_features)).astype(dtype)
+    w = rng.standard_normal((out_features, in_features)).astype(dtype)
+    check_against_torch(under_schedules, x, w, rng.standard_normal(out_features).astype(dtype))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.integers(1, 70), in_features=st.integers(1, 90), out_features=st.integers(1, 90),
+       double=st.booleans(), with_bias=st.booleans())
+def test_property_random_shapes(cpu_backend, under_schedules, batch, in_features, out_features, double, with_bias):
+    dtype = np.float64 if double else np.float32
+    rng = np.random.default_rng(batch * 10000 + in_features * 100 + out_features)
+    x = rng.standard_normal((batch, in_features)).astype(dtype)
+    w = rng.standard_normal((out_features, in_features)).astype(dtype)
+    b = rng.standard_normal(out_features).astype(dtype) if with_bias else None
+    check_against_torch(under_schedules, x, w, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_infinities_as_torch(cpu_backend, dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 19)).astype(dtype)
+    x[0, 3], x[2, 7], x[4, 0] = np.nan, np.inf, -np.inf
+    w = rng.standard_normal((11, 19)).astype(dtype)
+    g = rng.standard_normal((5, 11)).astype(dtype)
+    ref_y, ref_grads = torch_linear(x, w, None, g)
+    y = F.linear(x, w)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref_y))
+    assert np.isnan(y).any() and np.isinf(y).any()
+    assert_close(y, ref_y, "output")
+    assert_close(F.linear_backward(g, x, w)[1], ref_grads[1], "grad_weight")
+
+
+def test_gradient_check_float64(cpu_backend):
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal((3, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)
+    g = rng.standard_normal((3, 5))
+    analytic = F.linear_backward(g, x, w)
+    eps = 1e-5
+    for which in range(3):
+        arrays = [x, w, b]
+        numeric = np.zeros_like(arrays[which])
+        for idx in np.ndindex(numeric.shape):
+            plus, minus = [a.copy() for a in arrays], [a.copy() for a in arrays]
+            plus[which][idx] += eps
+            minus[which][idx] -= eps
+            numeric[idx] = np.sum((F.linear(*plus) - F.linear(*minus)) * g) / (2 * eps)
+        np.testing.assert_allclose(analytic[which], numeric, rtol=1e-7, atol=1e-8)
+
+
+def test_empty_batch(cpu_backend):
+    x, w = np.zeros((0, 6), np.float32), np.ones((4, 6), np.float32)
+    assert F.linear(x, w, np.ones(4, np.float32)).shape == (0, 4)
+    grad_x, grad_w, grad_b = F.linear_backward(np.zeros((0, 4), np.float32), x, w)
+    assert grad_x.shape == (0, 6)
+    np.testing.assert_array_equal(grad_w, np.zeros_like(w))
+    np.testing.assert_array_equal(grad_b, np.zeros(4, np.float32))
+    assert F.linear_backward(np.zeros((0, 4), np.float32), x, w, bias=False)[2] is None
+
+
+def test_rejects_bad_input(cpu_backend):
+    x, w = np.zeros((3, 6), np.float32), np.zeros((4, 6), np.float32)
+    with pytest.raises(ValueError, match=r"weight must be \(out_features, in_features\) with in_features = "
+                                         r"input.shape\[1\] = 6, got weight shape \(4, 5\)"):
+        F.linear(x, np.zeros((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"input must have 2 dimensions, got shape \(3, 6, 1\)"):
+        F.linear(x[..., None], w)
+    with pytest.raises(TypeError, match="input must be float32 or float64, got float16"):
+        F.linear(x.astype(np.float16), w)
+    with pytest.raises(TypeError, match=r"weight must have the same dtype as the other arrays \(float32\)"):
+        F.linear(x, w.astype(np.float64))
+    with pytest.raises(ValueError, match="weight must be C-contiguous"):
+        F.linear(x, np.zeros((6, 4), np.float32).T)
+    with pytest.raises(ValueError, match=r"bias must have the shape of the output features \(out,\) \(4,\), got \(6,\)"):
+        F.linear(x, w, np.zeros(6, np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have the shape of the output \(N, out\) \(3, 4\), got \(3, 6\)"):
+        F.linear_backward(np.zeros((3, 6), np.float32), x, w)
+    with pytest.raises(TypeError, match="bias must be a bool"):
+        F.linear_backward(np.zeros((3, 4), np.float32), x, w, bias=np.zeros(4, np.float32))
+    F.linear_backward(np.zeros((3, 4), np.float32), x, w)  # the right shape passes
