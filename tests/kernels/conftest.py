@@ -21,6 +21,20 @@ def cpu_backend(request):
     backends.set_backend(old)
 
 
+# Full-size layers are slow on the CPU: each runs once per dtype, float32 on one CPU path and float64
+# on the other (random shapes cover every dtype on both paths)
+BACKEND_DTYPE_PAIRS = (("emu", np.float32), ("emu_ext", np.float64))
+
+
+@pytest.fixture(params=BACKEND_DTYPE_PAIRS, ids=[f"{b}-{np.dtype(d).name}" for b, d in BACKEND_DTYPE_PAIRS])
+def backend_dtype(request):
+    """(backend name, dtype), the backend selected for the test."""
+    old = backends.current_backends()[0]
+    backends.set_backend(request.param[0])
+    yield request.param
+    backends.set_backend(old)
+
+
 def _flatten(result):
     if isinstance(result, (tuple, list)):
         out = []

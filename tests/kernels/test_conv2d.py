@@ -62,21 +62,27 @@ def check_against_torch(under_schedules, x, w, b, stride=1, padding=0, groups=1,
             assert_close(ours, ref, name)
 
 
-# (input shape at batch 1, filters, kernel, stride, padding, groups, ceil_mode)
+# (input shape at batch 2, filters, kernel, stride, padding, groups, ceil_mode): every conv layer of
+# run #145 (one tower; cuda-convnet's ceil rule) and of torchvision's AlexNet (floor rule)
 ALEXNET_CONVS = [
-    ((1, 3, 224, 224), 48, 11, 4, 0, 1, True),   # #145 conv1 (one tower): the ceil rule gives 55
-    ((1, 48, 27, 27), 128, 5, 1, 2, 1, False),   # #145 conv2 (one tower)
-    ((1, 256, 13, 13), 192, 3, 1, 1, 1, False),  # #145 conv3 (one tower, both towers' inputs)
-    ((1, 3, 224, 224), 64, 11, 4, 2, 1, False),  # torchvision features[0]
-    ((1, 96, 27, 27), 256, 5, 1, 2, 2, False),   # the paper's conv2 on one device as two groups
-    ((1, 384, 13, 13), 256, 3, 1, 1, 1, False),  # torchvision features[8]
+    ((2, 3, 224, 224), 48, 11, 4, 0, 1, True),   # #145 conv1: the ceil rule gives 55 (floor: 54)
+    ((2, 48, 27, 27), 128, 5, 1, 2, 1, True),    # #145 conv2
+    ((2, 128, 13, 13), 192, 3, 1, 1, 1, True),   # #145 conv3: each of its two inputs (one per tower)
+    ((2, 192, 13, 13), 192, 3, 1, 1, 1, True),   # #145 conv4
+    ((2, 192, 13, 13), 128, 3, 1, 1, 1, True),   # #145 conv5
+    ((2, 3, 224, 224), 64, 11, 4, 2, 1, False),  # torchvision features[0]
+    ((2, 64, 27, 27), 192, 5, 1, 2, 1, False),   # torchvision features[3]
+    ((2, 192, 13, 13), 384, 3, 1, 1, 1, False),  # torchvision features[6]
+    ((2, 384, 13, 13), 256, 3, 1, 1, 1, False),  # torchvision features[8]
+    ((2, 256, 13, 13), 256, 3, 1, 1, 1, False),  # torchvision features[10]
+    ((2, 96, 27, 27), 256, 5, 1, 2, 2, False),   # the paper's conv2 on one device, as two groups
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups,ceil_mode", ALEXNET_CONVS)
-def test_alexnet_convs_match_torch(cpu_backend, under_schedules, dtype, shape, filters, kernel, stride, padding,
+def test_alexnet_convs_match_torch(backend_dtype, under_schedules, shape, filters, kernel, stride, padding,
                                    groups, ceil_mode):
+    dtype = backend_dtype[1]
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(dtype)
     w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(dtype)

@@ -40,18 +40,20 @@ def check_against_torch(under_schedules, x, w, b):
             assert_close(ours, ref, name)
 
 
-# (batch, in_features, out_features); torchvision's 9216 x 4096 classifier[1] is #145 fc6's product
-# at twice the size, left out for time
+# (batch, in_features, out_features): every fc layer of run #145 (one tower) and of torchvision's AlexNet
 ALEXNET_FCS = [
-    (2, 4608, 2048),  # #145 fc6: one of a tower's two inputs (pool3 of one tower, 128*6*6)
-    (2, 2048, 1000),  # #145 fc8: one of its two inputs
+    (2, 4608, 2048),  # #145 fc6: each of its two inputs (pool3 of one tower, 128*6*6)
+    (2, 2048, 2048),  # #145 fc7: each of its two inputs
+    (2, 2048, 1000),  # #145 fc8: each of its two inputs
+    (2, 9216, 4096),  # torchvision classifier[1]
+    (2, 4096, 4096),  # torchvision classifier[4]
     (2, 4096, 1000),  # torchvision classifier[6]
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch,in_features,out_features", ALEXNET_FCS)
-def test_alexnet_fcs_match_torch(cpu_backend, under_schedules, dtype, batch, in_features, out_features):
+def test_alexnet_fcs_match_torch(backend_dtype, under_schedules, batch, in_features, out_features):
+    dtype = backend_dtype[1]
     rng = np.random.default_rng(1)
     x = rng.standard_normal((batch, in_features)).astype(dtype)
     w = (rng.standard_normal((out_features, in_features)) * 0.01).astype(dtype)
