@@ -5,7 +5,7 @@ emu.RawKernel(code, name) are called as k(grid, block, args, shared_mem=0) with 
 block form CuPy takes; every scalar type is packed where the kernel reads it; a scalar of the
 wrong type, an array of the wrong dtype, a non-contiguous or read-only array and a wrong argument
 count raise TypeError/ValueError naming the argument, the kernel's signature, what was expected
-and what came. RawModule(path=...) finds includes next to the file and through -I; -D/-U/-std=
+and what came; launches beyond a GPU's grid and block limits raise KernelError. RawModule(path=...) finds includes next to the file and through -I; -D/-U/-std=
 are honoured and GPU code-generation options ignored. Compiled modules are cached on disk under a
 key of source and options (a changed option or source compiles again, an ignored option does
 not), and a compile error is a Python exception carrying the compiler's message and the source
@@ -196,6 +196,15 @@ def test_launch_configuration_and_names_are_checked(mod):
         k((-1,), (4,), args)
     with pytest.raises(ValueError, match="shared_mem must be a non-negative int, got -4"):
         k((1,), (4,), args, shared_mem=-4)
+    # a launch a GPU would refuse is refused with the GPU's limits
+    with pytest.raises(emu.KernelError, match="invalid launch of 'scale': grid \\(0,1,1\\).* must be positive"):
+        k((0,), (4,), args)
+    with pytest.raises(emu.KernelError, match="block \\(1025,1,1\\) exceeds the GPU limits"):
+        k((1,), (1025,), args)
+    with pytest.raises(emu.KernelError, match="block \\(1,1,65\\) exceeds the GPU limits"):
+        k((1,), (1, 1, 65), args)
+    with pytest.raises(emu.KernelError, match="grid \\(1,65536,1\\) exceeds the GPU limits"):
+        k((1, 65536), (4,), args)
     with pytest.raises(KeyError, match="kernel 'scal' is not in module <RawModule> \\(kernels: .*scale, "):
         mod.get_function("scal")
 

@@ -9,6 +9,7 @@ the dynamic shared memory; the dynamic size given by shared_mem is usable in ful
 Atomics: atomicAdd on int/float/double and atomicMax on int from many blocks on two OS threads,
 against np.add.at / np.maximum.at (float inputs are small integers, so every order sums exactly);
 atomicAdd's return values are unique tickets; atomics on shared memory.
+Blocks run at the same time on several OS threads (both cores work), and one at a time on one.
 """
 
 import numpy as np
@@ -119,6 +120,17 @@ extern "C" __global__ void block_histogram(int* hist, const int* x, int n, int b
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) atomicAdd(&h[x[i]], 1);
   __syncthreads();
   for (int j = threadIdx.x; j < bins; j += blockDim.x) atomicAdd(&hist[j], h[j]);
+}
+
+// Blocks 0 and 1 each raise their flag, then wait up to `patience` (nanoseconds on the CPU runtime)
+// for the other's: both see the other's flag only if they run at the same time.
+extern "C" __global__ void meet(int* flags, int* saw, long long patience) {
+  atomicExch(&flags[blockIdx.x], 1);
+  const long long start = clock64();
+  int seen = 0;
+  while (!(seen = atomicAdd(&flags[1 - blockIdx.x], 0)) && clock64() - start < patience) {
+  }
+  saw[blockIdx.x] = seen;
 }
 """
 
@@ -282,3 +294,22 @@ def test_shared_memory_atomics(mod, two_os_threads):
         with emu.schedule(kind, seed):
             mod.get_function("block_histogram")((40,), (128,), (hist, x, np.int32(N_ATOMIC), np.int32(bins)))
         np.testing.assert_array_equal(hist, np.bincount(x, minlength=bins))
+
+
+def meet(mod, patience_seconds):
+    flags, saw = np.zeros(2, np.int32), np.full(2, -1, np.int32)
+    mod.get_function("meet")((2,), (1,), (flags, saw, np.int64(patience_seconds * 1e9)))
+    np.testing.assert_array_equal(flags, 1)
+    return saw.tolist()
+
+
+def test_blocks_run_at_the_same_time_on_os_threads(mod, two_os_threads):
+    assert meet(mod, 10.0) == [1, 1]  # each block waited for the other: they ran side by side
+
+
+def test_one_os_thread_runs_one_block_at_a_time(mod):
+    emu.set_num_threads(1)
+    try:
+        assert sorted(meet(mod, 0.05)) == [0, 1]  # the first block gave up waiting, the second saw its flag
+    finally:
+        emu.set_num_threads(0)
