@@ -11,4 +11,4 @@ PYTHON=${PYTHON:-python3}
 # -P: import the installed package, not the checkout in the current directory
 .venv/bin/python -P -m pytest "$@"
 .venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
-  .venv/bin/python -P -m pytest -q tests/kernels
+  .venv/bin/python -P -m pytest -q tests/kernels tests/emu
