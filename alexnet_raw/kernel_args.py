@@ -95,12 +95,13 @@ def _describe(value) -> str:
     return f"{t.__module__}.{t.__name__}" if t.__module__ not in ("builtins",) else t.__name__
 
 
-def pack(kernel_name: str, codes, args, view_of=numpy_view):
+def pack(kernel_name: str, codes, args, view_of=numpy_view, names=()):
     """Check ``args`` against the parameter codes and pack them like cuLaunchKernel expects.
 
     Returns (blob, offsets, keep_alive): the argument values laid out in a bytearray, and each
     argument's offset in it. ``view_of(value)`` turns an array of the backend into an ArrayView
-    (or returns None for a non-array).
+    (or returns None for a non-array). ``names``: the parameters' names from the source, when
+    known, for the messages.
     """
     codes = list(codes)
     if not isinstance(args, (tuple, list)):
@@ -113,7 +114,8 @@ def pack(kernel_name: str, codes, args, view_of=numpy_view):
     offsets = []
     keep_alive = []
     for i, (code, value) in enumerate(zip(codes, args)):
-        where = f"argument {i} of {signature(kernel_name, codes)}"
+        name = f" ('{names[i]}')" if i < len(names) and names[i] else ""
+        where = f"argument {i}{name} of {signature(kernel_name, codes)}"
         if code.startswith("p:") or code.startswith("pc:"):
             view = view_of(value)
             if view is None:

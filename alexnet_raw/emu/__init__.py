@@ -126,11 +126,12 @@ def raise_launch_error(message: str):
 class Function:
     """A kernel of a RawModule, called like a CuPy RawKernel: k(grid, block, args, shared_mem=0)."""
 
-    def __init__(self, module, name, index, codes):
+    def __init__(self, module, name, index, codes, param_names=()):
         self._module = module
         self.name = name
         self._index = index
         self.param_codes = codes
+        self.param_names = tuple(param_names) if len(param_names) == len(codes) else ()
         self.max_dynamic_shared_size_bytes = 0
 
     @property
@@ -142,7 +143,7 @@ class Function:
         block = kernel_args.normalise_dim3(block, "block")
         if not isinstance(shared_mem, (int, np.integer)) or shared_mem < 0:
             raise ValueError(f"shared_mem must be a non-negative int, got {shared_mem!r}")
-        blob, offsets, keep = kernel_args.pack(self.name, self.param_codes, args)
+        blob, offsets, keep = kernel_args.pack(self.name, self.param_codes, args, names=self.param_names)
         buf = (ctypes.c_char * max(len(blob), 1)).from_buffer(blob) if blob else (ctypes.c_char * 1)()
         base = ctypes.addressof(buf)
         pointers = (ctypes.c_void_p * max(len(offsets), 1))(*[base + o for o in offsets])
@@ -203,7 +204,8 @@ class RawModule:
                     "listed in name_expressions"
                 )
             index, codes = self._compiled.kernels[name]
-            self._functions[name] = Function(self, name, index, codes)
+            names = self._compiled.param_names.get(name.split("<", 1)[0].strip(), ())
+            self._functions[name] = Function(self, name, index, codes, names)
         return self._functions[name]
 
 

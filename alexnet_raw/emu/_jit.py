@@ -279,6 +279,7 @@ class CompiledModule:
             params = lib.emu_module_kernel_params(i).decode()
             self.kernels[name] = (i, tuple(p for p in params.split(",") if p))
         self.uses_barriers = bool(lib.emu_module_uses_barriers())
+        self.param_names = {}  # kernel (template name without arguments) -> parameter names, for messages
 
     def launch(self, index, grid, block, shared_mem, arg_pointers, options):
         g = (ctypes.c_uint * 3)(*grid)
@@ -328,4 +329,6 @@ def build(source_text: str, name: str, options=(), name_expressions=(), path: st
                     f"command: {shlex.join(cmd)}"
                 )
             os.replace(tmp, target)
-    return CompiledModule(target)
+    module = CompiledModule(target)
+    module.param_names = dict(translation.param_names)
+    return module

@@ -62,6 +62,7 @@ class Translation:
     text: str
     uses_barriers: bool
     kernels: list  # (qualified name, is_template)
+    param_names: dict = dataclasses.field(default_factory=dict)  # qualified name -> parameter names ("" unnamed)
 
 
 def mask_comments_and_strings(text: str) -> str:
@@ -330,15 +331,41 @@ def _rewrite_shared(text: str, origin: str) -> str:
     return "".join(out)
 
 
-def find_kernels(text: str):
-    """[(qualified name, is_template)] of every __global__ function defined or declared in text."""
+_TYPE_WORDS = {"bool", "char", "short", "int", "long", "unsigned", "signed", "float", "double", "void", "const",
+               "volatile", "__restrict__", "__restrict", "restrict", "struct", "class", "typename"}
+
+
+def _parameter_names(masked: str, open_paren: int):
+    """Names of the parameters of the list opening at masked[open_paren] ('' for an unnamed one)."""
+    depth, i = 0, open_paren
+    while i < len(masked):
+        depth += {"(": 1, ")": -1}.get(masked[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    names = []
+    for param in _split_top_level(masked[open_paren + 1 : i]):
+        param = re.sub(r"\[[^\]]*\]", " ", param.split("=", 1)[0]).strip()
+        m = re.search(r"(?<![\w:])([A-Za-z_]\w*)$", param)
+        before = param[: m.start()].strip() if m else ""
+        names.append(m.group(1) if m and before and m.group(1) not in _TYPE_WORDS else "")
+    return [] if names in ([""], ["void"]) else names
+
+
+def find_kernels(text: str, param_names: dict | None = None):
+    """[(qualified name, is_template)] of every __global__ function defined or declared in text.
+
+    If ``param_names`` is a dict, each kernel's parameter names are stored in it.
+    """
     masked = mask_comments_and_strings(text)
     scopes = _ScopeTracker(masked)
     found, seen = [], set()
     for m in re.finditer(r"\b__global__\b", masked):
         rest = masked[m.end() :]
         rest_stripped = re.sub(r"^\s*(__launch_bounds__\s*\([^)]*\)\s*)?", "", rest)
-        mm = re.match(r"\s*(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(", rest_stripped)
+        # void, then __launch_bounds__(...) or a macro standing for it (ALX_GEMM_LAUNCH_BOUNDS(...)), then the name
+        mm = re.match(r"\s*(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+"
+                      r"(?:[A-Za-z_]\w*\s*\([^()]*\)\s*(?=[A-Za-z_]\w*\s*\())?([A-Za-z_]\w*)\s*\(", rest_stripped)
         if not mm:
             continue
         name = mm.group(1)
@@ -349,6 +376,9 @@ def find_kernels(text: str):
         if qualified not in seen:
             seen.add(qualified)
             found.append((qualified, is_template))
+            if param_names is not None:
+                open_paren = m.end() + (len(rest) - len(rest_stripped)) + mm.end() - 1
+                param_names[qualified] = _parameter_names(masked, open_paren)
     return found
 
 
@@ -360,9 +390,10 @@ def translate(path: str | None, include_dirs=(), text: str | None = None, name: 
     masked = mask_comments_and_strings(merged)
     uses_barriers = bool(_BARRIER_WORDS.search(masked))
     rewritten = translate_pragmas(_rewrite_shared(merged, origin))
-    kernels = find_kernels(rewritten)
+    names = {}
+    kernels = find_kernels(rewritten, names)
     header = f'#define ALX_EMU_USES_BARRIERS {1 if uses_barriers else 0}\n#line 1 "{origin}"\n'
-    return Translation(header + rewritten, uses_barriers, kernels)
+    return Translation(header + rewritten, uses_barriers, kernels, names)
 
 
 def main(argv=None) -> int:

@@ -4,8 +4,9 @@ emu.RawModule(code=..., options=..., name_expressions=...).get_function(name) an
 emu.RawKernel(code, name) are called as k(grid, block, args, shared_mem=0) with every grid and
 block form CuPy takes; every scalar type is packed where the kernel reads it; a scalar of the
 wrong type, an array of the wrong dtype, a non-contiguous or read-only array and a wrong argument
-count raise TypeError/ValueError naming the argument, the kernel's signature, what was expected
-and what came; launches beyond a GPU's grid and block limits raise KernelError. RawModule(path=...) finds includes next to the file and through -I; -D/-U/-std=
+count raise TypeError/ValueError naming the argument (position and name), the kernel's
+signature, what was expected and what came; launches beyond a GPU's grid and block limits raise
+KernelError. RawModule(path=...) finds includes next to the file and through -I; -D/-U/-std=
 are honoured and GPU code-generation options ignored. Compiled modules are cached on disk under a
 key of source and options (a changed option or source compiles again, an ignored option does
 not), and a compile error is a Python exception carrying the compiler's message and the source
@@ -77,6 +78,7 @@ SCALAR_CASES = [
     ("float", np.float32(-1.5e-39), np.float64(1.0)),
     ("double", np.float64(np.pi), 3.0),  # a Python float is a double, but not a NumPy scalar
 ]
+SCALAR_NAMES = ["b", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "f32", "f64"]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_raw_kernel_of_a_template(mod):
     assert k.signature == "twice<double>(double*, const double*, int)"
     k((1,), (32,), (y, x, np.int32(10)))
     np.testing.assert_array_equal(y, 2 * x)
-    with pytest.raises(TypeError, match="argument 1 of twice<double>.*got float32"):
+    with pytest.raises(TypeError, match="argument 1 \\('x'\\) of twice<double>.*got float32"):
         k((1,), (32,), (y, x.astype(np.float32), np.int32(10)))
 
 
@@ -134,8 +136,8 @@ def test_scalar_of_the_wrong_type_names_argument_expected_and_given(mod, positio
     args = [np.zeros(9, np.int64), np.zeros(2)] + [v for _, v, _ in SCALAR_CASES]
     args[2 + position] = wrong
     given = f"numpy.{type(wrong).__name__}" if isinstance(wrong, np.generic) else type(wrong).__name__
-    message = (f"argument {2 + position} of {SCALARS_SIGNATURE}: expected numpy.{type(good).__name__} "
-               f"for C type '{ctype}', got {given}")
+    message = (f"argument {2 + position} ('{SCALAR_NAMES[position]}') of {SCALARS_SIGNATURE}: expected "
+               f"numpy.{type(good).__name__} for C type '{ctype}', got {given}")
     with pytest.raises(TypeError) as info:
         mod.get_function("scalars")((1,), (1,), tuple(args))
     assert message in str(info.value)
@@ -148,13 +150,13 @@ def test_array_arguments_are_checked(mod):
     where = "of scale(float*, const float*, float, int)"
     cases = [
         ((y, x.astype(np.float64), np.float32(1), n), TypeError,
-         f"argument 1 {where}: expected an array of float32 for 'const float*', got float64"),
+         f"argument 1 ('x') {where}: expected an array of float32 for 'const float*', got float64"),
         ((np.float32(0), x, np.float32(1), n), TypeError,
-         f"argument 0 {where}: expected an array for 'float*', got numpy.float32"),
-        ((y, x, x, n), TypeError, "argument 2 " + where + ": expected numpy.float32 for C type 'float', "
+         f"argument 0 ('y') {where}: expected an array for 'float*', got numpy.float32"),
+        ((y, x, x, n), TypeError, "argument 2 ('a') " + where + ": expected numpy.float32 for C type 'float', "
                                   "got numpy.ndarray of float32"),
-        ((y, np.zeros(16, np.float32)[::2], np.float32(1), n), ValueError, f"argument 1 {where}: the array must "
-                                                                            "be C-contiguous"),
+        ((y, np.zeros(16, np.float32)[::2], np.float32(1), n), ValueError,
+         f"argument 1 ('x') {where}: the array must be C-contiguous"),
         ((y, x, np.float32(1)), TypeError, "kernel scale(float*, const float*, float, int) takes 4 arguments, "
                                            "got 3"),
         ((y, x, np.float32(1), n, n), TypeError, "takes 4 arguments, got 5"),
@@ -179,7 +181,7 @@ def test_vector_pointer_arguments_need_whole_aligned_vectors(mod):
     v = np.arange(12, dtype=np.float32)
     k((1,), (3,), (y, v, np.int32(3)))
     np.testing.assert_array_equal(y, [0, 4, 8])
-    with pytest.raises(ValueError, match="argument 1 of first_of_float4.*whole 4-vectors aligned to 16 bytes"):
+    with pytest.raises(ValueError, match="argument 1 \\('v'\\) of first_of_float4.*whole 4-vectors aligned to 16"):
         k((1,), (3,), (y, v[:10], np.int32(2)))
     with pytest.raises(TypeError, match="expected an array of float32 for 'const float4\\*', got float64"):
         k((1,), (3,), (y, v.astype(np.float64), np.int32(3)))

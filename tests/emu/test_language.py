@@ -3,9 +3,9 @@
 threadIdx/blockIdx/blockDim/gridDim in x, y and z against np.indices; template kernels with type
 and non-type parameters (instantiated through name_expressions, scalars checked against the
 instantiation's types); __device__, __host__ __device__, __forceinline__ and __noinline__
-functions, overloads, namespaces, __restrict__, __launch_bounds__, #pragma unroll, __constant__
-data; the vector types (loads, stores, make_*, members) and their CUDA sizes and alignments. The
-module has no barriers, so its blocks run on the runtime's barrier-free path.
+functions, overloads, namespaces, __restrict__, __launch_bounds__ (also through a macro), #pragma
+unroll, __constant__ data; the vector types (loads, stores, make_*, members) and their CUDA sizes
+and alignments. The module has no barriers, so its blocks run on the runtime's barrier-free path.
 """
 
 import numpy as np
@@ -72,6 +72,13 @@ extern "C" __global__ void vectors(float4* f4_out, const float4* __restrict__ f4
   i2_out[i] = make_int2(p.x + p.y, p.x - p.y);
   const uint4 u = u4[i];
   u4_out[i] = make_uint4(u.x ^ u.y, u.z, u.w, u.x);
+}
+
+// __launch_bounds__ through a macro, as kernels/gemm_tile.cuh's ALX_GEMM_LAUNCH_BOUNDS does
+#define BOUNDS(n) __launch_bounds__(n)
+extern "C" __global__ void BOUNDS(64)
+    bounded(int* __restrict__ ids, const int offset) {
+  ids[threadIdx.x] = offset + threadIdx.x;
 }
 
 #define LAYOUT(T, k) out[2 * (k)] = int(sizeof(T)); out[2 * (k) + 1] = int(alignof(T));
@@ -148,6 +155,16 @@ def test_kernel_in_a_namespace(mod):
     mod.get_function("lib::inner::iota")((3,), (40,), (y, np.int64(2**40)))
     np.testing.assert_array_equal(y, 2**40 + np.arange(120))
     assert "lib::inner::iota" in mod.kernel_names
+
+
+def test_launch_bounds_through_a_macro(mod):
+    ids = np.zeros(64, np.int32)
+    k = mod.get_function("bounded")
+    k((1,), (64,), (ids, np.int32(5)))
+    np.testing.assert_array_equal(ids, 5 + np.arange(64))
+    assert k.param_names == ("ids", "offset")
+    with pytest.raises(TypeError, match="argument 1 \\('offset'\\) of bounded\\(int\\*, int\\)"):
+        k((1,), (64,), (ids, np.int64(5)))
 
 
 def test_vector_types(mod):
