@@ -5,6 +5,10 @@
     alexnet-raw gradcheck  float64 central-difference checks of the engine's gradients
     alexnet-raw split      placement of a network on devices and the bytes crossing between them
     alexnet-raw bench      every AlexNet layer and a training step against PyTorch (CPU figures without a GPU)
+    alexnet-raw train      train a network (default: mini on the built-in digits), checkpoints, metrics, plot
+    alexnet-raw evaluate   top-1/top-5 of a checkpoint, centre crop and the original's ten views
+    alexnet-raw predict    the top-5 classes of image files
+    alexnet-raw export     a torchvision network's checkpoint as a torchvision AlexNet .pth
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ COMMANDS = {
     "gradcheck": ("alexnet_raw.gradcheck", "float64 gradient checks of a network's layers against central differences"),
     "split": ("alexnet_raw.split", "placement of a network's layers on devices and the traffic between them"),
     "bench": ("alexnet_raw.bench", "time every AlexNet layer and a training step against PyTorch (cuDNN on a GPU)"),
+    "train": ("alexnet_raw.train", "train a network (default: mini on the built-in digits) with checkpoints and resume"),
+    "evaluate": ("alexnet_raw.evaluate", "top-1/top-5 of a checkpoint: centre crop and the original's ten views"),
+    "predict": ("alexnet_raw.predict", "top-5 classes with probabilities for image files, from a checkpoint"),
+    "export": ("alexnet_raw.torchvision_weights", "write a torchvision network's checkpoint as a torchvision .pth"),
 }
 
 
