@@ -46,9 +46,9 @@ from .schedule import PlateauSchedule, StepSchedule
 # Defaults of `alexnet-raw train` with no arguments (mini on the digits, a few minutes on 2 cores).
 DEFAULT_DATA = "digits"
 DEFAULT_NETWORK = "mini"
-DEFAULT_EPOCHS = 12
+DEFAULT_EPOCHS = 8
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_LR_STEPS = (8, 11)
+DEFAULT_LR_STEPS = (6,)
 DEFAULT_LR_GAMMA = 0.1
 EXIT_INTERRUPTED = 130
 
@@ -427,6 +427,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C while saving
+        print("\ninterrupted; any checkpoint written before is intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
