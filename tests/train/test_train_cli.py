@@ -134,3 +134,14 @@ def test_help(command):
     if command == "train":
         for flag in ("--data", "--network", "--cfg", "--epochs", "--batch-size", "--seed", "--resume", "--out"):
             assert flag in out.stdout
+
+
+def test_no_arguments_means_mini_on_the_digits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = train.Run(train.build_parser().parse_args([]))
+    assert (run.model.network_name, run.source, run.epochs, run.batch_size) == (
+        "mini", "digits", train.DEFAULT_EPOCHS, train.DEFAULT_BATCH_SIZE)
+    assert str(run.out) == os.path.join("runs", "mini-digits")
+    assert (len(run.train_set), len(run.test_set), len(run.class_names)) == (1438, 359, 10)
+    assert run.schedule.factor(train.DEFAULT_LR_STEPS[0]) == 0.1
+    assert not (tmp_path / "runs").exists()  # nothing written before training starts
