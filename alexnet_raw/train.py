@@ -301,9 +301,12 @@ class Run:
         return self.data_module.Batches(self.test_set, self.batch_size, self.pre, self.statistics, train=False,
                                         seed=self.seed, epoch=0, start=0, workers=self.args.workers)
 
+    def network_label(self):
+        return self.model.network_name or Path(self.model.source).stem
+
     def describe(self):
         m = self.model
-        name = m.network_name or Path(m.source).name
+        name = self.network_label()
         return (f"{name}: {m.parameter_count():,} parameters, {m.image_size}x{m.image_size} inputs, "
                 f"{m.dtype.name}, backend {m.devices.backend}; data {self.source}: {len(self.train_set)} train / "
                 f"{len(self.test_set)} test images, {len(self.class_names)} classes; batch {self.batch_size}, "
@@ -393,8 +396,7 @@ def run_training(run, progress=True, keep=2, log=print):
                 run.save()
                 run.keep_epoch_copy(keep)
                 runlog.append_metrics(metrics_path, record)
-                runlog.plot_curves(run.metrics, curves_path, title=f"{run.model.network_name or 'network'} on "
-                                                                    f"{_data_name(run.source)}")
+                runlog.plot_curves(run.metrics, curves_path, title=f"{run.network_label()} on {_data_name(run.source)}")
                 log(f"epoch {record['epoch']}/{run.epochs}: loss {record['train_loss']:.4f}, train top-1 "
                     f"{record['train_top1']:.4f}, test top-1 {top1:.4f}, top-5 {top5:.4f}, "
                     f"{record['images_per_second']:.0f} img/s, lr x{lr_scale:g}, {record['seconds']:.1f} s")

@@ -83,10 +83,7 @@ def test_export_command_and_training_from_imported_weights(folder_data, tmp_path
     model = Model.from_cfg(layers, params, num_classes=3)
     tvw.import_pth(model, tmp_path / "start.pth")
     save_model_checkpoint(tmp_path / "tiny.safetensors", model, folder_data)
-    from alexnet_raw import torchvision_weights
-
-    assert torchvision_weights.main(["--checkpoint", str(tmp_path / "tiny.safetensors"),
-                                     str(tmp_path / "out.pth")]) == 0
+    assert tvw.main(["--checkpoint", str(tmp_path / "tiny.safetensors"), str(tmp_path / "out.pth")]) == 0
     assert "num_classes=3" in capsys.readouterr().out
     assert_same_state_dict(state, torch.load(tmp_path / "out.pth", weights_only=True))
     # a run that starts from the .pth: its first checkpoint is one SGD epoch away from those weights

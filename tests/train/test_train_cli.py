@@ -1,7 +1,6 @@
 """alexnet-raw train: outputs, resume bit-identical to an uninterrupted run (at an epoch boundary
 and mid-epoch after Ctrl-C), deferred SIGINT, refused resumes, --help of every new command."""
 
-import json
 import os
 import signal
 import subprocess
