@@ -32,15 +32,7 @@ struct ConvShape {
 };
 
 // ---- forward ------------------------------------------------------------------------------------
-// A(m, k) = w[g*Fg + m, k] with k = (c, fy, fx)
-template <typename T>
-struct ConvWeightRows {
-  const T* w;  // first filter of the block's tile row
-  int rows;    // filters left in the group from the tile's first
-  int K;
-  __device__ T operator()(int r, alx_index k) const { return (r < rows && k < K) ? w[(alx_index)r * K + k] : T(0); }
-};
-
+// A(m, k) = w[g*Fg + m, k] with k = (c, fy, fx): a K-contiguous matrix (StageRowsAlongK)
 // B(k, n) = x[img, g*Cg + c, oy*sh - ph + fy, ox*sw - pw + fx], k = (c, fy, fx), n = (img, oy, ox) fixed per thread
 template <typename T>
 struct ConvInputColumn {
@@ -70,8 +62,11 @@ conv2d_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__
   const int m0 = blockIdx.y * BM;
   const alx_index n0 = (alx_index)blockIdx.x * BN;
 
-  ConvWeightRows<T> load_a = {w + ((alx_index)g * Fg + m0) * K, Fg - m0, K};
-  ConvInputColumn<T> load_b = {nullptr, 0, 0, K, s};
+  StagePair<Tile, T, StageRowsAlongK<Tile, BM, T>, StageLoadAcrossK<Tile, BN, T, ConvInputColumn<T>, int>> stager;
+  stager.a.init(w + ((alx_index)g * Fg + m0) * K, K, Fg - m0, 0);
+  ConvInputColumn<T>& load_b = stager.b.load;
+  load_b = {nullptr, 0, 0, K, s};
+  stager.b.k0 = 0;
   {
     const alx_index n = n0 + threadIdx.x % BN;
     if (n < N) {
@@ -83,7 +78,7 @@ conv2d_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__
     }
   }
   T acc[Tile::TM][Tile::TN] = {};
-  gemm_tile_accumulate<Tile, true, false>(As, Bs, load_a, load_b, 0, K, acc);
+  gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
@@ -164,9 +159,13 @@ conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __r
   const alx_index n0 = (alx_index)blockIdx.x * BN;
   if (n0 >= N) return;  // the grid covers the largest phase; the whole block leaves together
 
-  ConvWeightByChannel<T> load_a = {w + (alx_index)g * Fg * Cg * s.KK() + (alx_index)m0 * s.KK(), Cg - m0, K,
+  StagePair<Tile, T, StageLoadAlongK<Tile, BM, T, ConvWeightByChannel<T>, int>,
+            StageLoadAcrossK<Tile, BN, T, ConvOutputGradColumn<T>, int>> stager;
+  stager.a.k0 = stager.b.k0 = 0;
+  ConvOutputGradColumn<T>& load_b = stager.b.load;
+  stager.a.load = {w + (alx_index)g * Fg * Cg * s.KK() + (alx_index)m0 * s.KK(), Cg - m0, K,
                                    phase.taps_x, taps, phase.py, phase.px, s};
-  ConvOutputGradColumn<T> load_b = {nullptr, 0, 0, K, phase.taps_x, taps, s};
+  load_b = {nullptr, 0, 0, K, phase.taps_x, taps, s};
   {
     const alx_index n = n0 + threadIdx.x % BN;
     if (n < N) {
@@ -178,7 +177,7 @@ conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __r
     }
   }
   T acc[Tile::TM][Tile::TN] = {};
-  gemm_tile_accumulate<Tile, true, false>(As, Bs, load_a, load_b, 0, K, acc);
+  gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
@@ -243,8 +242,11 @@ conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* _
   const int m0 = blockIdx.y * BM;
   const int n0 = blockIdx.x * BN;
 
-  ConvOutputGradRows<T> load_a = {gy + ((alx_index)g * Fg + m0) * plane, Fg - m0, F, plane, K};
-  ConvInputByWeight<T> load_b = {nullptr, 0, 0, K, s};
+  StagePair<Tile, T, StageLoadAlongK<Tile, BM, T, ConvOutputGradRows<T>>,
+            StageLoadAcrossK<Tile, BN, T, ConvInputByWeight<T>>> stager;
+  ConvInputByWeight<T>& load_b = stager.b.load;
+  stager.a.load = {gy + ((alx_index)g * Fg + m0) * plane, Fg - m0, F, plane, K};
+  load_b = {nullptr, 0, 0, K, s};
   {
     const int n = n0 + threadIdx.x % BN;
     if (n < N) {
@@ -257,7 +259,8 @@ conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* _
   const alx_index k_begin = split * (alx_index)k_per_split;
   const alx_index k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
   T acc[Tile::TM][Tile::TN] = {};
-  gemm_tile_accumulate<Tile, true, false>(As, Bs, load_a, load_b, k_begin, k_end, acc);
+  stager.a.k0 = stager.b.k0 = k_begin;
+  gemm_tile_accumulate<Tile>(As, Bs, stager, k_begin, k_end, acc);
 
   T* o = out + (alx_index)split * F * N;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();

@@ -7,8 +7,8 @@
 //   forward          y  = x W^T + b   gemm<.., false, true>   x (batch, in), W (out, in)
 //   backward input   gx = gy W        gemm<.., false, false>
 //   backward weight  gW = gy^T x      gemm<.., true, false>
-// Tiling: GemmTile<BM, BN> of kernels/gemm_tile.cuh (256 threads, 4 x 4 outputs per thread,
-// 16-deep K slices staged in shared memory); grid (ceil(N / BN), ceil(M / BM), 1). An operand
+// Tiling: GemmTile<BM, BN> of kernels/gemm_tile.cuh (256 threads, 8 x 4 or 4 x 8 outputs per
+// thread, 16-deep K slices staged in shared memory); grid (ceil(N / BN), ceil(M / BM), 1). An operand
 // stored K-contiguous is staged with consecutive threads along k, the other with consecutive
 // threads along its rows, so global reads are coalesced either way. Tile shape chosen in
 // alexnet_raw/ops/gemm_tiles.py (launches built in alexnet_raw/ops/linear.py).
@@ -16,28 +16,19 @@
 #include "common.cuh"
 #include "gemm_tile.cuh"
 
-// Tile rows are rows of the stored matrix, K-contiguous: element (r, k) of the tile = p[r*ld + k].
-template <typename T>
-struct RowsAlongK {
-  const T* p;  // the tile's first row
-  alx_index rows, K;
-  __device__ T operator()(int r, alx_index k) const { return (r < rows && k < K) ? p[r * K + k] : T(0); }
-};
+// The stager of gemm_tile.cuh for the two stored operands: an operand stored K-contiguous is
+// staged along K (StageRowsAlongK), the other across K (StageRowsAcrossK); each thread keeps one
+// pointer per operand, moved by a slice per step. No per-chunk table.
+template <bool ACROSS, class Tile, int R, typename T>
+struct GemmOperand { typedef StageRowsAlongK<Tile, R, T> type; };
+template <class Tile, int R, typename T>
+struct GemmOperand<true, Tile, R, T> { typedef StageRowsAcrossK<Tile, R, T> type; };
 
-// Tile rows are columns of the stored matrix (ld elements per stored row): element (r, k) = p[k*ld + r],
-// with r fixed per thread: `p` already points at the thread's column (null past the matrix).
-template <typename T>
-struct RowsAcrossK {
-  const T* p;
-  alx_index ld, K;
-  __device__ T operator()(alx_index k) const { return (p != nullptr && k < K) ? p[k * ld] : T(0); }
+template <class Tile, typename T, bool TRANS_A, bool TRANS_B>
+struct GemmStager {
+  typedef StagePair<Tile, T, typename GemmOperand<TRANS_A, Tile, Tile::BM, T>::type,
+                    typename GemmOperand<!TRANS_B, Tile, Tile::BN, T>::type> type;
 };
-
-// the loader type of each operand (no <type_traits> under NVRTC)
-template <bool ACROSS, typename T>
-struct GemmLoader { typedef RowsAlongK<T> type; };
-template <typename T>
-struct GemmLoader<true, T> { typedef RowsAcrossK<T> type; };
 
 template <typename T, int BM, int BN, bool TRANS_A, bool TRANS_B>
 __global__ void ALX_GEMM_LAUNCH_BOUNDS(T)
@@ -48,22 +39,19 @@ gemm(T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b, const 
   __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
   const alx_index m0 = (alx_index)blockIdx.y * BM, n0 = (alx_index)blockIdx.x * BN;
   T acc[Tile::TM][Tile::TN] = {};
-  // A: TRANS_A means stored (K, M): tile rows run across K
-  typename GemmLoader<TRANS_A, T>::type load_a;
-  typename GemmLoader<!TRANS_B, T>::type load_b;
+  typename GemmStager<Tile, T, TRANS_A, TRANS_B>::type stager;
+  // A: TRANS_A means stored (K, M): tile rows run across K; B: TRANS_B means stored (N, K): along K
   if constexpr (TRANS_A) {
-    const alx_index m = m0 + threadIdx.x % BM;
-    load_a = {m < M ? a + m : nullptr, M, K};
+    stager.a.init(a + m0, M, M - m0, 0);
   } else {
-    load_a = {a + m0 * K, M - m0, K};
+    stager.a.init(a + m0 * K, K, M - m0, 0);
   }
   if constexpr (TRANS_B) {
-    load_b = {b + n0 * K, N - n0, K};
+    stager.b.init(b + n0 * K, K, N - n0, 0);
   } else {
-    const alx_index n = n0 + threadIdx.x % BN;
-    load_b = {n < N ? b + n : nullptr, N, K};
+    stager.b.init(b + n0, N, N - n0, 0);
   }
-  gemm_tile_accumulate<Tile, !TRANS_A, TRANS_B>(As, Bs, load_a, load_b, 0, K, acc);
+  gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll

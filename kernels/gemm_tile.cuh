@@ -1,36 +1,45 @@
 // gemm_tile.cuh: the register-blocked tile product shared by every matrix-multiply kernel
 // (kernels/conv2d.cu as implicit GEMM, kernels/gemm.cu for the fully connected layers).
 //
-// Computes one BM x BN tile of C = A * B, with A (M x K) and B (K x N) given by loader functors, so
-// the same inner loop serves plain matrices and convolutions read in place (no im2col buffer).
+// Computes one BM x BN tile of C = A * B, with A (M x K) and B (K x N) written into shared memory
+// slice by slice by a kernel-specific "stager", so the same inner loop serves plain matrices and
+// convolutions read in place (no im2col buffer).
 //
-// Tiling: a block of 256 threads owns a BM x BN tile of C; each thread owns a TM x TN = 4 x 4
-// register tile (rows 4*(tid / (BN/4)) .. +3, columns 4*(tid % (BN/4)) .. +3). K is walked in
-// BK = 16 deep slices: the block stages As[k][m] (BK x BM) and Bs[k][n] (BK x BN) in shared memory
-// (rows padded by 4 elements: transposed stores of K-contiguous operands spread over banks, and
-// 16-byte alignment is kept for vector loads), one barrier, then each thread does BK rank-1
-// updates of its 4 x 4 tile from 4 + 4 shared loads (16 FMA per 8 loads, contiguous so the
-// compiler can issue 128-bit loads), another barrier.
-// Tile shapes (BM, BN): (64, 64) in general, (256, 16) when N is small (a fully connected layer's
-// batch), (16, 256) when M is small (few output channels); the op picks the one that wastes the
-// least work (alexnet_raw/ops/gemm_tiles.py, the one place tile shapes are chosen).
-// Staging: an operand contiguous along K is read with consecutive threads on consecutive k
-// (stage_k_contiguous, loader called as load(row, k)); one contiguous along M or N with
-// consecutive threads on consecutive rows (stage_rows_contiguous): then every thread stages the
-// same row in every slice, so its loader computes that row's address once (load(k)).
+// Tiling: a block of 256 threads owns a BM x BN tile of C; each thread owns a TM x TN register
+// tile (rows TM*(tid / (BN/TN)) .. +TM-1, columns TN*(tid % (BN/TN)) .. +TN-1): 4 x 4 for the
+// 4096-output tiles in use, (64, 64) in general, (16, 256) when M is small (few filters), (256, 16)
+// when N is small (a fully connected layer's batch); the op picks the one that wastes the least
+// work (alexnet_raw/ops/gemm_tiles.py, the one place tile shapes are chosen). (8 x 4 / 4 x 8 for
+// 8192-output tiles is supported but spills at float's 64-register budget.) K is walked in BK = 16
+// deep slices: the stager writes As[k][m] (BK x BM) and Bs[k][n] (BK x BN) (rows padded by 4
+// elements: transposed stores spread over banks, and 16-byte alignment is kept for vector loads),
+// one barrier, then each thread does BK rank-1 updates of its tile from TM + TN contiguous shared
+// loads (128-bit in float), another barrier.
+// K is also cut into chunks of Stager::CHUNK (a multiple of BK): before each chunk the stager may
+// build a per-chunk table in shared memory (a hook for gathered operands such as im2col offsets;
+// the stagers here use one chunk and no table). Within a chunk, whole slices are staged without any
+// k bound check; a ragged last slice is staged separately with checks (zeros past k_end), unless
+// the stager is BOUNDED (its element functors return 0 past K: conv2d.cu's gathered operands).
+// Operand stagers for plain matrices (StageRowsAlongK: tile rows contiguous along K;
+// StageRowsAcrossK: tile rows contiguous in memory) give each thread one fixed tile row and a
+// pointer that moves by one slice per step, so staging costs a load, a store and at most a pointer
+// add per element, with no bounds check in whole slices. Rows past the matrix read the last row
+// again (a thread's row is fixed, so its pointer stays valid); such rows only reach outputs past M
+// or N, which are never written.
 // Deterministic: each output is one thread's sum over k in increasing order.
 #pragma once
 
 #include "common.cuh"
 
 // Register budget of every tiled kernel: 4 resident blocks of 256 threads per SM (<= 64 registers,
-// 50% occupancy) in float; 2 in double, whose 4 x 4 accumulators alone take 32 registers.
+// 50% occupancy) in float; 2 in double (25%, ~100-126 registers used).
 #define ALX_GEMM_LAUNCH_BOUNDS(T) __launch_bounds__(256, sizeof(T) == 4 ? 4 : 2)
 
 template <int BM_, int BN_>
 struct GemmTile {
   static constexpr int BM = BM_, BN = BN_;
-  static constexpr int BK = 16, TM = 4, TN = 4, PAD = 4;
+  static constexpr int TM = BM * BN == 256 * 16 ? 4 : (BM >= BN ? 8 : 4), TN = BM * BN / 256 / TM;
+  static constexpr int BK = 16, PAD = 4;
   static constexpr int COLS = BN / TN;  // threads across a tile row
   static constexpr int THREADS = (BM / TM) * (BN / TN);
   static_assert(THREADS == 256, "tile shapes are chosen for 256 threads");
@@ -46,56 +55,148 @@ __device__ __forceinline__ int tile_thread_col() {
   return (threadIdx.x % Tile::COLS) * Tile::TN;
 }
 
-// S[k][r] = load(r, k0 + k) for a BK-deep slice of R rows; consecutive threads on consecutive k.
-template <class Tile, int R, typename T, class Load>
-__device__ __forceinline__ void stage_k_contiguous(T (&S)[Tile::BK][R + Tile::PAD], const Load& load, alx_index k0) {
-  constexpr int ROWS_PER_PASS = Tile::THREADS / Tile::BK;
-  const int k = threadIdx.x % Tile::BK;
+// Operand of R tile rows stored with K contiguous: element (r, k) = p[r * ld + k], rows r < rows.
+// Thread t stages row t % R (clamped to the last row) at KPT consecutive k from (t / R) * KPT: one
+// pointer, the loads at constant offsets from it (consecutive threads on consecutive rows; the
+// rows' slices are read over KPT loads, from L1 after the first).
+template <class Tile, int R, typename T>
+struct StageRowsAlongK {
+  static constexpr bool BOUNDED = false;  // needs stage<true> for a ragged slice
+  static constexpr int KPT = R * Tile::BK / 256;  // k per thread and slice
+  const T* p;  // this thread's first element of the current slice
+  __device__ void init(const T* first_row, alx_index ld, alx_index rows, alx_index k_begin) {
+    const alx_index r = threadIdx.x % R;
+    p = first_row + (r < rows ? r : rows - 1) * ld + k_begin + (threadIdx.x / R) * KPT;
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
+    const int k = (threadIdx.x / R) * KPT, r = threadIdx.x % R;
 #pragma unroll
-  for (int r = threadIdx.x / Tile::BK; r < R; r += ROWS_PER_PASS) S[k][r] = load(r, k0 + k);
+    for (int i = 0; i < KPT; ++i) S[k + i][r] = (!TAIL || k + i < k_count) ? p[i] : T(0);
+    p += Tile::BK;
+  }
+};
+
+// Operand of R tile rows contiguous in memory, K across: element (r, k) = p[k * ld + r], r < rows.
+// Thread t always stages row t % R (clamped to the last row), at k = t / R + j * (256 / R).
+template <class Tile, int R, typename T>
+struct StageRowsAcrossK {
+  static constexpr bool BOUNDED = false;
+  static constexpr int K_STEP = 256 / R, PASSES = Tile::BK / K_STEP;
+  const T* p;      // this thread's element of the current slice, at its first k
+  alx_index step;  // ld * K_STEP
+  __device__ void init(const T* first_row, alx_index ld, alx_index rows, alx_index k_begin) {
+    const alx_index r = threadIdx.x % R;
+    p = first_row + (r < rows ? r : rows - 1) + (k_begin + threadIdx.x / R) * ld;
+    step = ld * K_STEP;
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
+    const int k = threadIdx.x / R;
+#pragma unroll
+    for (int j = 0; j < PASSES; ++j) {
+      S[j * K_STEP + k][threadIdx.x % R] = (!TAIL || k + j * K_STEP < k_count) ? p[0] : T(0);
+      p += step;
+    }
+  }
+};
+
+// Operands given as element functors (conv2d.cu's gathered operands): load(r, k) for one read with
+// consecutive threads on consecutive k (LoadAlongK), load(k) for a thread's fixed row with
+// consecutive threads on consecutive rows (LoadAcrossK); the functor returns 0 outside the matrix.
+// I: the type of k (int where K < 2^31 is checked by the op, else alx_index).
+template <class Tile, int R, typename T, class Load, typename I = alx_index>
+struct StageLoadAlongK {
+  static constexpr bool BOUNDED = true;  // zeros past K without being told
+  Load load;
+  I k0;
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int) {
+    constexpr int ROWS_PER_PASS = 256 / Tile::BK;
+    const int k = threadIdx.x % Tile::BK;
+#pragma unroll
+    for (int r = threadIdx.x / Tile::BK; r < R; r += ROWS_PER_PASS) S[k][r] = load(r, k0 + k);
+    k0 += Tile::BK;
+  }
+};
+template <class Tile, int R, typename T, class Load, typename I = alx_index>
+struct StageLoadAcrossK {
+  static constexpr bool BOUNDED = true;
+  Load load;
+  I k0;
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int) {
+    constexpr int K_PER_PASS = 256 / R;
+    const int r = threadIdx.x % R;
+#pragma unroll
+    for (int k = threadIdx.x / R; k < Tile::BK; k += K_PER_PASS) S[k][r] = load(k0 + k);
+    k0 += Tile::BK;
+  }
+};
+
+// A stager of two operand stagers, with no per-chunk table.
+template <class Tile, typename T, class StageA, class StageB>
+struct StagePair {
+  static constexpr alx_index CHUNK = (alx_index)1 << 62;  // one chunk: nothing to prepare
+  static constexpr bool BOUNDED = StageA::BOUNDED && StageB::BOUNDED;
+  StageA a;
+  StageB b;
+  __device__ void prepare(alx_index, alx_index) {}
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&As)[Tile::BK][Tile::BM + Tile::PAD], T (&Bs)[Tile::BK][Tile::BN + Tile::PAD],
+                                        int k_count) {
+    a.template stage<TAIL>(As, k_count);
+    b.template stage<TAIL>(Bs, k_count);
+  }
+};
+
+// acc += As * Bs over one staged slice, for this thread's TM x TN outputs.
+template <class Tile, typename T>
+__device__ __forceinline__ void gemm_tile_multiply(const T (&As)[Tile::BK][Tile::BM + Tile::PAD],
+                                                   const T (&Bs)[Tile::BK][Tile::BN + Tile::PAD], int row, int col,
+                                                   T (&acc)[Tile::TM][Tile::TN]) {
+#pragma unroll
+  for (int k = 0; k < Tile::BK; ++k) {
+    T a[Tile::TM], b[Tile::TN];
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i) a[i] = As[k][row + i];
+#pragma unroll
+    for (int j = 0; j < Tile::TN; ++j) b[j] = Bs[k][col + j];
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < Tile::TN; ++j) acc[i][j] += a[i] * b[j];
+  }
 }
 
-// S[k][r] = load(k0 + k) for the row r = threadIdx.x % R this thread always stages.
-template <class Tile, int R, typename T, class Load>
-__device__ __forceinline__ void stage_rows_contiguous(T (&S)[Tile::BK][R + Tile::PAD], const Load& load, alx_index k0) {
-  constexpr int K_PER_PASS = Tile::THREADS / R;
-  const int r = threadIdx.x % R;
-#pragma unroll
-  for (int k = threadIdx.x / R; k < Tile::BK; k += K_PER_PASS) S[k][r] = load(k0 + k);
-}
-
-// acc += A[k_begin:k_end) * B[k_begin:k_end) for this thread's 4 x 4 tile. Every thread of the
-// block must call it with the same range (it holds barriers). Loaders return 0 outside the matrix.
-template <class Tile, bool A_K_CONTIGUOUS, bool B_K_CONTIGUOUS, typename T, class LoadA, class LoadB>
+// acc += A[k_begin:k_end) * B[k_begin:k_end) for this thread's tile. Every thread of the block
+// must call it with the same range (it holds barriers). The stager provides CHUNK, a
+// BOUNDED (whether its stage<false> already reads zeros past the end), a
+// `prepare(c0, count)` run by every thread before each chunk of `count` k values from c0 (with its
+// own barrier if it writes shared memory), and `stage<TAIL>(As, Bs, k_count)` writing the next
+// slice (and moving on by one slice); with TAIL only its first k_count k are real, the rest 0.
+template <class Tile, typename T, class Stager>
 __device__ __forceinline__ void gemm_tile_accumulate(T (&As)[Tile::BK][Tile::BM + Tile::PAD],
-                                                     T (&Bs)[Tile::BK][Tile::BN + Tile::PAD], const LoadA& load_a,
-                                                     const LoadB& load_b, alx_index k_begin, alx_index k_end,
-                                                     T (&acc)[Tile::TM][Tile::TN]) {
+                                                     T (&Bs)[Tile::BK][Tile::BN + Tile::PAD], Stager& stager,
+                                                     alx_index k_begin, alx_index k_end, T (&acc)[Tile::TM][Tile::TN]) {
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
-  for (alx_index k0 = k_begin; k0 < k_end; k0 += Tile::BK) {
-    if constexpr (A_K_CONTIGUOUS) {
-      stage_k_contiguous<Tile, Tile::BM>(As, load_a, k0);
-    } else {
-      stage_rows_contiguous<Tile, Tile::BM>(As, load_a, k0);
+  alx_index c0 = k_begin;
+  for (alx_index left = k_end - k_begin; left > 0; left -= Stager::CHUNK, c0 += Stager::CHUNK) {
+    const alx_index count = left < Stager::CHUNK ? left : Stager::CHUNK;
+    stager.prepare(c0, count);
+    // a BOUNDED stager zeros past the end by itself: its ragged slice needs no second copy
+    for (alx_index slices = Stager::BOUNDED ? (count + Tile::BK - 1) / Tile::BK : count / Tile::BK; slices > 0; --slices) {
+      stager.template stage<false>(As, Bs, Tile::BK);
+      __syncthreads();
+      gemm_tile_multiply<Tile>(As, Bs, row, col, acc);
+      __syncthreads();
     }
-    if constexpr (B_K_CONTIGUOUS) {
-      stage_k_contiguous<Tile, Tile::BN>(Bs, load_b, k0);
-    } else {
-      stage_rows_contiguous<Tile, Tile::BN>(Bs, load_b, k0);
+    const int tail = Stager::BOUNDED ? 0 : (int)(count % Tile::BK);
+    if (tail) {
+      stager.template stage<true>(As, Bs, tail);
+      __syncthreads();
+      gemm_tile_multiply<Tile>(As, Bs, row, col, acc);
+      __syncthreads();
     }
-    __syncthreads();
-#pragma unroll
-    for (int k = 0; k < Tile::BK; ++k) {
-      T a[Tile::TM], b[Tile::TN];
-#pragma unroll
-      for (int i = 0; i < Tile::TM; ++i) a[i] = As[k][row + i];
-#pragma unroll
-      for (int j = 0; j < Tile::TN; ++j) b[j] = Bs[k][col + j];
-#pragma unroll
-      for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] += a[i] * b[j];
-    }
-    __syncthreads();
   }
 }
