@@ -7,10 +7,11 @@
 //   forward          y  = x W^T + b   gemm<.., false, true>   x (batch, in), W (out, in)
 //   backward input   gx = gy W        gemm<.., false, false>
 //   backward weight  gW = gy^T x      gemm<.., true, false>
-// Tiling: GemmTile<BM, BN> of kernels/gemm_tile.cuh (256 threads, 8 x 4 or 4 x 8 outputs per
-// thread, 16-deep K slices staged in shared memory); grid (ceil(N / BN), ceil(M / BM), 1). An operand
-// stored K-contiguous is staged with consecutive threads along k, the other with consecutive
-// threads along its rows, so global reads are coalesced either way. Tile shape chosen in
+// Tiling: GemmTile<BM, BN> of kernels/gemm_tile.cuh (256 threads, 4 x 4 outputs per thread,
+// 16-deep K slices staged in shared memory); grid (ceil(N / BN), ceil(M / BM), 1). Each thread
+// stages one fixed row of each operand through one pointer moved by a slice per step (the
+// K-contiguous operand at consecutive k, the other at k strided by 256 / rows), no bounds check
+// except in a ragged last slice. Tile shape chosen in
 // alexnet_raw/ops/gemm_tiles.py (launches built in alexnet_raw/ops/linear.py).
 // Reference and tests: tests/kernels/test_linear.py (torch.nn.functional.linear and autograd).
 #include "common.cuh"
