@@ -1,6 +1,6 @@
 // conv2d.cu: 2-D convolution (cross-correlation, as torch.nn.functional.conv2d) with zero padding,
 // stride and groups, forward and both backwards, as implicit GEMMs on the shared register-blocked
-// tile (kernels/gemm_tile.cuh). No im2col buffer: the loaders read the images in place.
+// tile (kernels/gemm_tile.cuh). No im2col buffer: the stagers read the images in place.
 //
 //   forward          y[n, f, oy, ox] = b[f] + sum_{c, fy, fx} w[f, c, fy, fx] * x[n, g*Cg + c, oy*sh - ph + fy, ox*sw - pw + fx]
 //   backward input   gx[n, c, iy, ix] = sum_{f, fy, fx} w[f, c', fy, fx] * gy[n, f, oy, ox]  over oy*sh - ph + fy = iy, ...
@@ -15,10 +15,16 @@
 //   backward input   one product per stride phase (py, px) = ((iy + ph) % sh, (ix + pw) % sw), whose
 //                    pixels only meet taps fy = py + jy*sh, fx = px + jx*sw (no multiply by a
 //                    structural zero): M = Cg (channels), N = batch * the phase's pixels,
-//                    K = Fg*taps_y*taps_x; A = w, B = gy gathered; grid z = groups * sh * sw
+//                    K = Fg*taps_y*taps_x; A = w gathered, B = gy gathered; grid z = groups * sh * sw
 //   backward weight  M = Fg,  N = Cg*KH*KW,  K = batch*OH*OW, split into `splits` ranges of whole slices
 //                    (grid z = groups * splits) written to a workspace and summed in split order by
 //                    conv2d_sum_splits, so the result does not depend on how blocks are scheduled.
+// Gathered operands: K is walked in chunks of 256 k; before each chunk the block writes a table in
+// shared memory (ConvTap, one k per thread, the only integer divisions of the K loop): the k's
+// element offset in the gathered B operand and its pixel displacement (dy, dx), and the k's offset
+// in a gathered A operand. A B column (one per thread, fixed) is a base element and pixel (y0, x0):
+// staging element (k, column) costs one table read, two unsigned bounds checks of (y0 + dy, x0 + dx)
+// and one load; an A element costs a table read per slice and a load per row.
 // Launch geometry (tile shape, splits): alexnet_raw/ops/conv2d.py. Bias gradient: kernels/bias_grad.cu.
 // Reference and tests: tests/kernels/test_conv2d.py.
 #include "common.cuh"
@@ -31,20 +37,122 @@ struct ConvShape {
   __device__ int KK() const { return KH * KW; }
 };
 
+// ---- the per-chunk table and the stagers reading it ----------------------------------------------
+#define CONV_CHUNK 256  // k per table: one entry per thread
+
+// One k of the gathered B operand: B(k, column) = the element `off` bytes from the column's base
+// element if the column's base pixel (y0, x0) + (dy, dx) is inside the (h, w) image, else 0.
+struct __align__(16) ConvTap {
+  alx_index off;  // in bytes
+  int dy, dx;
+};
+
+// B operand, one fixed column per thread (consecutive threads on consecutive columns), k at
+// threadIdx.x / R + j * (256 / R). A column past N stages the last column again (it only reaches
+// outputs that are not written).
+template <class Tile, int R, typename T>
+struct StageTapsAcrossK {
+  static constexpr int K_PER_PASS = 256 / R, PASSES = Tile::BK / K_PER_PASS;
+  const char* col;      // the column's base element (col + off is the tap's element when inside)
+  int y0, x0;           // the column's base pixel
+  unsigned h, w;        // the gathered image's size
+  ConvTap* taps;        // the chunk's table
+  int kk;               // the current slice's first entry
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
+    const int r = threadIdx.x % R, k0 = threadIdx.x / R;
+#pragma unroll
+    for (int j = 0; j < PASSES; ++j) {
+      const int k = k0 + j * K_PER_PASS;
+      const ConvTap t = taps[kk + k];
+      const bool inside = (unsigned)(y0 + t.dy) < h && (unsigned)(x0 + t.dx) < w && (!TAIL || k < k_count);
+      S[k][r] = inside ? *(const T*)(col + t.off) : T(0);
+    }
+    kk += Tile::BK;
+  }
+};
+
+// A operand of R tile rows, row r at a[r * ld] + a_off(k) bytes, r < rows; thread t stages k = t % BK of
+// each slice at rows t / BK + i * (256 / BK).
+template <class Tile, int R, typename T>
+struct StageTapsAlongK {
+  static constexpr int ROWS_PER_PASS = 256 / Tile::BK, PASSES = R / ROWS_PER_PASS;
+  static_assert(PASSES * ROWS_PER_PASS == R, "R must be a multiple of 256 / BK");
+  const char* p;        // row threadIdx.x / BK (clamped to the matrix)
+  alx_index step;       // ld * ROWS_PER_PASS, in bytes
+  int rows_left;        // rows - threadIdx.x / BK: pass i has a row iff i * ROWS_PER_PASS < rows_left
+  alx_index* offs;      // the chunk's a_off table (bytes)
+  int kk;               // the current slice's first entry
+  __device__ void init(const T* a, alx_index ld, int rows) {
+    const int r = threadIdx.x / Tile::BK;
+    p = (const char*)(a + (r < rows ? r : 0) * ld);
+    step = ld * ROWS_PER_PASS * (alx_index)sizeof(T);
+    rows_left = rows - r;
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
+    const int k = threadIdx.x % Tile::BK, r = threadIdx.x / Tile::BK;
+    const char* q = p + offs[kk + k];
+#pragma unroll
+    for (int i = 0; i < PASSES; ++i) {
+      S[k][r + i * ROWS_PER_PASS] = (i * ROWS_PER_PASS < rows_left && (!TAIL || k < k_count)) ? *(const T*)q : T(0);
+      q += step;
+    }
+    kk += Tile::BK;
+  }
+};
+
+// The stager of gemm_tile.cuh for a convolution: operand A (a plain StageRowsAlongK or a
+// StageTapsAlongK), operand B a StageTapsAcrossK, and the per-chunk table: thread t fills entry t
+// with (*fill)(c0 + t, tap, a_off) (zeros past the chunk's end, where TAIL staging reads no entry).
+template <class Tile, typename T, class StageA, class Taps, bool A_TAPS>
+struct ConvStager {
+  static constexpr alx_index CHUNK = CONV_CHUNK;
+  static constexpr bool BOUNDED = false;
+  static_assert(Tile::THREADS == CONV_CHUNK, "one table entry per thread");
+  StageA a;
+  StageTapsAcrossK<Tile, Tile::BN, T> b;
+  const Taps* fill;  // in shared memory (out of registers across the K loop)
+  // b.taps and a.offs (A_TAPS): CONV_CHUNK entries in shared memory, written by prepare
+  __device__ void prepare(alx_index c0, alx_index count) {
+    ConvTap t = {0, 0, 0};
+    alx_index a_off = 0;
+    if (threadIdx.x < count) (*fill)(c0 + threadIdx.x, t, a_off);
+    b.taps[threadIdx.x] = t;
+    if constexpr (A_TAPS) a.offs[threadIdx.x] = a_off;
+    __syncthreads();
+    b.kk = 0;
+    if constexpr (A_TAPS) a.kk = 0;
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void stage(T (&As)[Tile::BK][Tile::BM + Tile::PAD], T (&Bs)[Tile::BK][Tile::BN + Tile::PAD],
+                                        int k_count) {
+    a.template stage<TAIL>(As, k_count);
+    b.template stage<TAIL>(Bs, k_count);
+  }
+};
+
+// Block-wide sizes the epilogue needs, parked in shared memory across the K loop (held in registers
+// through it they cost registers or spills); written by thread 0 before the loop.
+struct ConvOutputSize {
+  alx_index plane;     // pixels per output plane (of the phase); backward weight: the split's offset in out
+  alx_index N;         // columns of the product
+  int rows;            // rows of the product
+  int channel0;        // the output channel of row 0 (the group's first)
+};
+
 // ---- forward ------------------------------------------------------------------------------------
 // A(m, k) = w[g*Fg + m, k] with k = (c, fy, fx): a K-contiguous matrix (StageRowsAlongK)
-// B(k, n) = x[img, g*Cg + c, oy*sh - ph + fy, ox*sw - pw + fx], k = (c, fy, fx), n = (img, oy, ox) fixed per thread
+// B(k, n) = x[img, g*Cg + c, oy*sh - ph + fy, ox*sw - pw + fx], n = (img, oy, ox):
+//   column base x[img, g*Cg, oy*sh - ph, ox*sw - pw], tap off = (c*H + fy)*W + fx, (dy, dx) = (fy, fx)
 template <typename T>
-struct ConvInputColumn {
-  const T* x;  // channel 0 of the group in this column's image; null when the column is past N
-  int iy0, ix0, K;
-  ConvShape s;
-  __device__ T operator()(alx_index k) const {
-    if (x == nullptr || k >= K) return T(0);
-    const int kk = (int)k, c = kk / s.KK(), r = kk - c * s.KK(), fy = r / s.KW, fx = r - fy * s.KW;
-    const int iy = iy0 + fy, ix = ix0 + fx;
-    if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) return T(0);
-    return x[((alx_index)c * s.H + iy) * s.W + ix];
+struct ConvForwardTaps {
+  int KW, KK, H, W;
+  __device__ void operator()(alx_index k, ConvTap& t, alx_index&) const {
+    const int kk = (int)k, c = kk / KK, r = kk - c * KK, fy = r / KW, fx = r - fy * KW;
+    t.off = (((alx_index)c * H + fy) * W + fx) * (alx_index)sizeof(T);
+    t.dy = fy;
+    t.dx = fx;
   }
 };
 
@@ -56,42 +164,48 @@ conv2d_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__
   typedef GemmTile<BM, BN> Tile;
   __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
   __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
+  __shared__ __align__(16) ConvTap table[CONV_CHUNK];
+  __shared__ ConvOutputSize out_size;
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
   const int g = blockIdx.z, Fg = s.Fg(), K = s.Cg() * s.KK();
   const alx_index plane = (alx_index)OH * OW, N = batch * plane;
   const int m0 = blockIdx.y * BM;
   const alx_index n0 = (alx_index)blockIdx.x * BN;
+  if (threadIdx.x == 0) out_size = {plane, N, Fg, g * Fg};
 
-  StagePair<Tile, T, StageRowsAlongK<Tile, BM, T>, StageLoadAcrossK<Tile, BN, T, ConvInputColumn<T>, int>> stager;
+  ConvStager<Tile, T, StageRowsAlongK<Tile, BM, T>, ConvForwardTaps<T>, false> stager;
+  stager.b.taps = table;
+  __shared__ ConvForwardTaps<T> fill;
+  if (threadIdx.x == 0) fill = {KW, s.KK(), H, W};
+  stager.fill = &fill;
   stager.a.init(w + ((alx_index)g * Fg + m0) * K, K, Fg - m0, 0);
-  ConvInputColumn<T>& load_b = stager.b.load;
-  load_b = {nullptr, 0, 0, K, s};
-  stager.b.k0 = 0;
+  stager.b.h = H;
+  stager.b.w = W;
   {
-    const alx_index n = n0 + threadIdx.x % BN;
-    if (n < N) {
-      const alx_index img = n / plane;
-      const int q = (int)(n - img * plane), oy = q / OW, ox = q - oy * OW;
-      load_b.x = x + (img * C + (alx_index)g * s.Cg()) * H * W;
-      load_b.iy0 = oy * sh - ph;
-      load_b.ix0 = ox * sw - pw;
-    }
+    const alx_index n = n0 + threadIdx.x % BN < N ? n0 + threadIdx.x % BN : N - 1;
+    const alx_index img = n / plane;
+    const int q = (int)(n - img * plane), oy = q / OW, ox = q - oy * OW;
+    stager.b.y0 = oy * sh - ph;
+    stager.b.x0 = ox * sw - pw;
+    stager.b.col = (const char*)(x + (img * C + (alx_index)g * s.Cg()) * H * W + (alx_index)stager.b.y0 * W + stager.b.x0);
   }
   T acc[Tile::TM][Tile::TN] = {};
+  __syncthreads();  // fill and out_size written (the K loop may have no barrier: K = 0)
   gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
+  const ConvOutputSize o = out_size;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
   for (int j = 0; j < Tile::TN; ++j) {
     const alx_index n = n0 + col + j;
-    if (n >= N) continue;
-    const alx_index img = n / plane, q = n - img * plane;
+    if (n >= o.N) continue;
+    const alx_index img = n / o.plane, q = n - img * o.plane;
 #pragma unroll
     for (int i = 0; i < Tile::TM; ++i) {
       const int m = m0 + row + i;
-      if (m >= Fg) continue;
-      const int f = g * Fg + m;
-      y[(img * F + f) * plane + q] = acc[i][j] + (has_bias ? bias[f] : T(0));
+      if (m >= o.rows) continue;
+      const int f = o.channel0 + m;
+      y[(img * F + f) * o.plane + q] = acc[i][j] + (has_bias ? bias[f] : T(0));
     }
   }
 }
@@ -102,7 +216,7 @@ conv2d_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__
 // each phase (py, px) is its own product with K = Fg * taps_y * taps_x. Grid z = groups * sh * sw.
 struct ConvPhase {
   int py, px, taps_y, taps_x, first_y, first_x, count_y, count_x;  // first/count: the phase's input rows/columns
-  __device__ ConvPhase(const ConvShape& s, int phase) {
+  __device__ void init(const ConvShape& s, int phase) {
     py = phase / s.sw;
     px = phase - py * s.sw;
     taps_y = py < s.KH ? (s.KH - py + s.sh - 1) / s.sh : 0;
@@ -114,32 +228,21 @@ struct ConvPhase {
   }
 };
 
-// A(m, k) = w[g*Fg + f, m, py + jy*sh, px + jx*sw] with m = channel in the group, k = (f, jy, jx)
+// k = (f, jy, jx):
+// A(m, k) = w[g*Fg + f, m, py + jy*sh, px + jx*sw]: row m at w[g*Fg, m0 + m] + a_off, a_off = f*Cg*KH*KW + (py + jy*sh)*KW + px + jx*sw
+// B(k, n) = gy[img, g*Fg + f, oy0 - jy, ox0 - jx] (0 outside the output), oy0 = (iy + ph - py) / sh for
+//   the column's input pixel iy (an exact division within a phase): column base gy[img, g*Fg, oy0, ox0],
+//   tap off = (f*OH - jy)*OW - jx, (dy, dx) = (-jy, -jx)
 template <typename T>
-struct ConvWeightByChannel {
-  const T* w;  // w[g*Fg, m0, 0, 0]
-  int rows, K, taps_x, taps, py, px;
-  ConvShape s;
-  __device__ T operator()(int r, alx_index k) const {
-    if (r >= rows || k >= K) return T(0);
-    const int f = (int)k / taps, t = (int)k - f * taps, jy = t / taps_x, jx = t - jy * taps_x;
-    return w[(alx_index)f * s.Cg() * s.KK() + (alx_index)r * s.KK() + (py + jy * s.sh) * s.KW + px + jx * s.sw];
-  }
-};
-
-// B(k, n) = gy[img, g*Fg + f, oy0 - jy, ox0 - jx] (0 outside the output), k = (f, jy, jx);
-// oy0 = (iy + ph - py) / sh for the column's input pixel iy (an exact division within a phase).
-template <typename T>
-struct ConvOutputGradColumn {
-  const T* gy;  // gy[img, g*Fg, 0, 0]; null when the column is past the phase's pixels
-  int oy0, ox0, K, taps_x, taps;
-  ConvShape s;
-  __device__ T operator()(alx_index k) const {
-    if (gy == nullptr || k >= K) return T(0);
-    const int f = (int)k / taps, t = (int)k - f * taps, jy = t / taps_x, jx = t - jy * taps_x;
-    const int oy = oy0 - jy, ox = ox0 - jx;
-    if (oy < 0 || ox < 0 || oy >= s.OH || ox >= s.OW) return T(0);
-    return gy[((alx_index)f * s.OH + oy) * s.OW + ox];
+struct ConvBackwardInputTaps {
+  int taps, taps_x, py, px, sh, sw, KW, OH, OW;
+  alx_index filter;  // Cg*KH*KW
+  __device__ void operator()(alx_index k, ConvTap& t, alx_index& a_off) const {
+    const int kk = (int)k, f = kk / taps, r = kk - f * taps, jy = r / taps_x, jx = r - jy * taps_x;
+    t.off = (((alx_index)f * OH - jy) * OW - jx) * (alx_index)sizeof(T);
+    t.dy = -jy;
+    t.dx = -jx;
+    a_off = (f * filter + (py + jy * sh) * KW + px + jx * sw) * (alx_index)sizeof(T);
   }
 };
 
@@ -150,79 +253,79 @@ conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __r
   typedef GemmTile<BM, BN> Tile;
   __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
   __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
+  __shared__ __align__(16) ConvTap table[CONV_CHUNK];
+  __shared__ __align__(16) alx_index a_table[CONV_CHUNK];
+  __shared__ ConvOutputSize out_size;
+  __shared__ ConvPhase out_phase;
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
   const int phases = sh * sw, g = blockIdx.z / phases;
-  const ConvPhase phase = ConvPhase(s, blockIdx.z - g * phases);
+  ConvPhase phase;
+  phase.init(s, blockIdx.z - g * phases);
   const int Cg = s.Cg(), Fg = s.Fg(), taps = phase.taps_y * phase.taps_x, K = Fg * taps;
   const alx_index pixels = (alx_index)phase.count_y * phase.count_x, N = batch * pixels;
   const int m0 = blockIdx.y * BM;
   const alx_index n0 = (alx_index)blockIdx.x * BN;
   if (n0 >= N) return;  // the grid covers the largest phase; the whole block leaves together
+  if (threadIdx.x == 0) {
+    out_size = {pixels, N, Cg, g * Cg};
+    out_phase = phase;
+  }
 
-  StagePair<Tile, T, StageLoadAlongK<Tile, BM, T, ConvWeightByChannel<T>, int>,
-            StageLoadAcrossK<Tile, BN, T, ConvOutputGradColumn<T>, int>> stager;
-  stager.a.k0 = stager.b.k0 = 0;
-  ConvOutputGradColumn<T>& load_b = stager.b.load;
-  stager.a.load = {w + (alx_index)g * Fg * Cg * s.KK() + (alx_index)m0 * s.KK(), Cg - m0, K,
-                                   phase.taps_x, taps, phase.py, phase.px, s};
-  load_b = {nullptr, 0, 0, K, phase.taps_x, taps, s};
+  ConvStager<Tile, T, StageTapsAlongK<Tile, BM, T>, ConvBackwardInputTaps<T>, true> stager;
+  stager.b.taps = table;
+  stager.a.offs = a_table;
+  __shared__ ConvBackwardInputTaps<T> fill;
+  if (threadIdx.x == 0) fill = {taps, phase.taps_x, phase.py, phase.px, sh, sw, KW, OH, OW, (alx_index)Cg * s.KK()};
+  stager.fill = &fill;
+  stager.a.init(w + (alx_index)g * Fg * Cg * s.KK() + (alx_index)m0 * s.KK(), s.KK(), Cg - m0);
+  stager.b.h = OH;
+  stager.b.w = OW;
   {
-    const alx_index n = n0 + threadIdx.x % BN;
-    if (n < N) {
-      const alx_index img = n / pixels;
-      const int q = (int)(n - img * pixels), jy = q / phase.count_x, jx = q - jy * phase.count_x;
-      load_b.gy = gy + (img * F + (alx_index)g * Fg) * OH * OW;
-      load_b.oy0 = (phase.first_y + ph - phase.py) / sh + jy;
-      load_b.ox0 = (phase.first_x + pw - phase.px) / sw + jx;
-    }
+    const alx_index n = n0 + threadIdx.x % BN < N ? n0 + threadIdx.x % BN : N - 1;
+    const alx_index img = n / pixels;
+    const int q = (int)(n - img * pixels), jy = q / phase.count_x, jx = q - jy * phase.count_x;
+    stager.b.y0 = (phase.first_y + ph - phase.py) / sh + jy;
+    stager.b.x0 = (phase.first_x + pw - phase.px) / sw + jx;
+    stager.b.col = (const char*)(gy + (img * F + (alx_index)g * Fg) * OH * OW + (alx_index)stager.b.y0 * OW + stager.b.x0);
   }
   T acc[Tile::TM][Tile::TN] = {};
+  __syncthreads();  // fill, out_size and out_phase written (the K loop may have no barrier: K = 0)
   gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
+  const ConvOutputSize o = out_size;
+  const ConvPhase p = out_phase;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
   for (int j = 0; j < Tile::TN; ++j) {
     const alx_index n = n0 + col + j;
-    if (n >= N) continue;
-    const alx_index img = n / pixels;
-    const int q = (int)(n - img * pixels), jy = q / phase.count_x, jx = q - jy * phase.count_x;
-    const alx_index pixel = (alx_index)(phase.first_y + jy * sh) * W + phase.first_x + jx * sw;
+    if (n >= o.N) continue;
+    const alx_index img = n / o.plane;
+    const int q = (int)(n - img * o.plane), jy = q / p.count_x, jx = q - jy * p.count_x;
+    const alx_index pixel = (alx_index)(p.first_y + jy * sh) * W + p.first_x + jx * sw;
 #pragma unroll
     for (int i = 0; i < Tile::TM; ++i) {
       const int m = m0 + row + i;
-      if (m < Cg) gx[(img * C + (alx_index)g * Cg + m) * H * W + pixel] = acc[i][j];
+      if (m < o.rows) gx[(img * C + o.channel0 + m) * (alx_index)H * W + pixel] = acc[i][j];
     }
   }
 }
 
 // ---- backward to the weights --------------------------------------------------------------------
-// A(m, k) = gy[img, g*Fg + m, oy, ox] with k = (img, oy, ox)
+// k = (img, oy, ox):
+// A(m, k) = gy[img, g*Fg + m, oy, ox]: row m at gy[0, g*Fg + m0 + m] + a_off, a_off = img*F*OH*OW + oy*OW + ox
+// B(k, n) = x[img, g*Cg + c, oy*sh - ph + fy, ox*sw - pw + fx], n = (c, fy, fx): column base
+//   x[0, g*Cg + c, fy, fx], tap (dy, dx) = (oy*sh - ph, ox*sw - pw), off = img*C*H*W + dy*W + dx
 template <typename T>
-struct ConvOutputGradRows {
-  const T* gy;  // gy[0, g*Fg + m0, 0, 0]
-  int rows, F;
-  alx_index plane, K;
-  __device__ T operator()(int r, alx_index k) const {
-    if (r >= rows || k >= K) return T(0);
-    const alx_index img = k / plane, q = k - img * plane;
-    return gy[(img * F + r) * plane + q];
-  }
-};
-
-// B(k, n) = x[img, g*Cg + c, oy*sh - ph + fy, ox*sw - pw + fx], k = (img, oy, ox), n = (c, fy, fx) fixed per thread
-template <typename T>
-struct ConvInputByWeight {
-  const T* x;  // x[0, g*Cg + c, 0, 0]; null when the column is past N
-  int fy, fx;
-  alx_index K;
-  ConvShape s;
-  __device__ T operator()(alx_index k) const {
-    if (x == nullptr || k >= K) return T(0);
-    const alx_index plane = (alx_index)s.OH * s.OW, img = k / plane;
-    const int q = (int)(k - img * plane), oy = q / s.OW, ox = q - oy * s.OW;
-    const int iy = oy * s.sh - s.ph + fy, ix = ox * s.sw - s.pw + fx;
-    if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) return T(0);
-    return x[(img * s.C * s.H + iy) * (alx_index)s.W + ix];
+struct ConvBackwardWeightTaps {
+  int OW, sh, sw, ph, pw, W;
+  alx_index plane, image, gy_image;  // OH*OW, C*H*W, F*OH*OW
+  __device__ void operator()(alx_index k, ConvTap& t, alx_index& a_off) const {
+    const alx_index img = k / plane;
+    const int q = (int)(k - img * plane), oy = q / OW, ox = q - oy * OW;
+    t.dy = oy * sh - ph;
+    t.dx = ox * sw - pw;
+    t.off = (img * image + (alx_index)t.dy * W + t.dx) * (alx_index)sizeof(T);
+    a_off = (img * gy_image + q) * (alx_index)sizeof(T);
   }
 };
 
@@ -236,42 +339,48 @@ conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* _
   typedef GemmTile<BM, BN> Tile;
   __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
   __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
+  __shared__ __align__(16) ConvTap table[CONV_CHUNK];
+  __shared__ __align__(16) alx_index a_table[CONV_CHUNK];
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
   const int g = blockIdx.z / splits, split = blockIdx.z % splits, Cg = s.Cg(), Fg = s.Fg(), N = Cg * s.KK();
   const alx_index plane = (alx_index)OH * OW, K = batch * plane;
   const int m0 = blockIdx.y * BM;
   const int n0 = blockIdx.x * BN;
 
-  StagePair<Tile, T, StageLoadAlongK<Tile, BM, T, ConvOutputGradRows<T>>,
-            StageLoadAcrossK<Tile, BN, T, ConvInputByWeight<T>>> stager;
-  ConvInputByWeight<T>& load_b = stager.b.load;
-  stager.a.load = {gy + ((alx_index)g * Fg + m0) * plane, Fg - m0, F, plane, K};
-  load_b = {nullptr, 0, 0, K, s};
+  ConvStager<Tile, T, StageTapsAlongK<Tile, BM, T>, ConvBackwardWeightTaps<T>, true> stager;
+  stager.b.taps = table;
+  stager.a.offs = a_table;
+  __shared__ ConvBackwardWeightTaps<T> fill;
+  if (threadIdx.x == 0) fill = {OW, sh, sw, ph, pw, W, plane, (alx_index)C * H * W, F * plane};
+  stager.fill = &fill;
+  __shared__ ConvOutputSize out_size;
+  if (threadIdx.x == 0) out_size = {(alx_index)split * F * N, N, Fg, g * Fg};
+  stager.a.init(gy + ((alx_index)g * Fg + m0) * plane, plane, Fg - m0);
+  stager.b.h = H;
+  stager.b.w = W;
   {
-    const int n = n0 + threadIdx.x % BN;
-    if (n < N) {
-      const int c = n / s.KK(), r = n - c * s.KK();
-      load_b.x = x + ((alx_index)g * Cg + c) * H * W;
-      load_b.fy = r / KW;
-      load_b.fx = r - load_b.fy * KW;
-    }
+    const int n = n0 + (int)threadIdx.x % BN < N ? n0 + (int)threadIdx.x % BN : N - 1;
+    const int c = n / s.KK(), r = n - c * s.KK(), fy = r / KW, fx = r - fy * KW;
+    stager.b.y0 = fy;
+    stager.b.x0 = fx;
+    stager.b.col = (const char*)(x + ((alx_index)g * Cg + c) * H * W + (alx_index)fy * W + fx);
   }
   const alx_index k_begin = split * (alx_index)k_per_split;
   const alx_index k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
   T acc[Tile::TM][Tile::TN] = {};
-  stager.a.k0 = stager.b.k0 = k_begin;
+  __syncthreads();  // fill and out_size written
   gemm_tile_accumulate<Tile>(As, Bs, stager, k_begin, k_end, acc);
 
-  T* o = out + (alx_index)split * F * N;
+  const ConvOutputSize o = out_size;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
   for (int i = 0; i < Tile::TM; ++i) {
     const int m = m0 + row + i;
-    if (m >= Fg) continue;
+    if (m >= o.rows) continue;
 #pragma unroll
     for (int j = 0; j < Tile::TN; ++j) {
       const int n = n0 + col + j;
-      if (n < N) o[((alx_index)g * Fg + m) * N + n] = acc[i][j];
+      if (n < o.N) out[o.plane + (o.channel0 + m) * o.N + n] = acc[i][j];
     }
   }
 }

@@ -16,10 +16,11 @@
 // one barrier, then each thread does BK rank-1 updates of its tile from TM + TN contiguous shared
 // loads (128-bit in float), another barrier.
 // K is also cut into chunks of Stager::CHUNK (a multiple of BK): before each chunk the stager may
-// build a per-chunk table in shared memory (a hook for gathered operands such as im2col offsets;
-// the stagers here use one chunk and no table). Within a chunk, whole slices are staged without any
-// k bound check; a ragged last slice is staged separately with checks (zeros past k_end), unless
-// the stager is BOUNDED (its element functors return 0 past K: conv2d.cu's gathered operands).
+// build a per-chunk table in shared memory (conv2d.cu's gathered operands: each k's offsets, so the
+// K loop has no integer division; the plain-matrix stagers here use one chunk and no table). Within
+// a chunk, whole slices are staged without any k bound check; a ragged last slice is staged
+// separately with checks (zeros past k_end), unless the stager is BOUNDED (reads zeros past K by
+// itself).
 // Operand stagers for plain matrices (StageRowsAlongK: tile rows contiguous along K;
 // StageRowsAcrossK: tile rows contiguous in memory) give each thread one fixed tile row and a
 // pointer that moves by one slice per step, so staging costs a load, a store and at most a pointer
@@ -101,39 +102,6 @@ struct StageRowsAcrossK {
   }
 };
 
-// Operands given as element functors (conv2d.cu's gathered operands): load(r, k) for one read with
-// consecutive threads on consecutive k (LoadAlongK), load(k) for a thread's fixed row with
-// consecutive threads on consecutive rows (LoadAcrossK); the functor returns 0 outside the matrix.
-// I: the type of k (int where K < 2^31 is checked by the op, else alx_index).
-template <class Tile, int R, typename T, class Load, typename I = alx_index>
-struct StageLoadAlongK {
-  static constexpr bool BOUNDED = true;  // zeros past K without being told
-  Load load;
-  I k0;
-  template <bool TAIL>
-  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int) {
-    constexpr int ROWS_PER_PASS = 256 / Tile::BK;
-    const int k = threadIdx.x % Tile::BK;
-#pragma unroll
-    for (int r = threadIdx.x / Tile::BK; r < R; r += ROWS_PER_PASS) S[k][r] = load(r, k0 + k);
-    k0 += Tile::BK;
-  }
-};
-template <class Tile, int R, typename T, class Load, typename I = alx_index>
-struct StageLoadAcrossK {
-  static constexpr bool BOUNDED = true;
-  Load load;
-  I k0;
-  template <bool TAIL>
-  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int) {
-    constexpr int K_PER_PASS = 256 / R;
-    const int r = threadIdx.x % R;
-#pragma unroll
-    for (int k = threadIdx.x / R; k < Tile::BK; k += K_PER_PASS) S[k][r] = load(k0 + k);
-    k0 += Tile::BK;
-  }
-};
-
 // A stager of two operand stagers, with no per-chunk table.
 template <class Tile, typename T, class StageA, class StageB>
 struct StagePair {
@@ -169,23 +137,34 @@ __device__ __forceinline__ void gemm_tile_multiply(const T (&As)[Tile::BK][Tile:
   }
 }
 
+template <bool FITS_INT>
+struct GemmCount { typedef int type; };
+template <typename I>
+struct GemmSame { typedef I type; };  // k_begin takes the type of k_end
+template <>
+struct GemmCount<false> { typedef alx_index type; };
+
 // acc += A[k_begin:k_end) * B[k_begin:k_end) for this thread's tile. Every thread of the block
 // must call it with the same range (it holds barriers). The stager provides CHUNK, a
 // BOUNDED (whether its stage<false> already reads zeros past the end), a
 // `prepare(c0, count)` run by every thread before each chunk of `count` k values from c0 (with its
 // own barrier if it writes shared memory), and `stage<TAIL>(As, Bs, k_count)` writing the next
 // slice (and moving on by one slice); with TAIL only its first k_count k are real, the rest 0.
-template <class Tile, typename T, class Stager>
+// I: the type of k (int when K < 2^31 is known, else alx_index).
+template <class Tile, typename T, class Stager, typename I>
 __device__ __forceinline__ void gemm_tile_accumulate(T (&As)[Tile::BK][Tile::BM + Tile::PAD],
                                                      T (&Bs)[Tile::BK][Tile::BN + Tile::PAD], Stager& stager,
-                                                     alx_index k_begin, alx_index k_end, T (&acc)[Tile::TM][Tile::TN]) {
+                                                     typename GemmSame<I>::type k_begin, I k_end,
+                                                     T (&acc)[Tile::TM][Tile::TN]) {
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
-  alx_index c0 = k_begin;
-  for (alx_index left = k_end - k_begin; left > 0; left -= Stager::CHUNK, c0 += Stager::CHUNK) {
-    const alx_index count = left < Stager::CHUNK ? left : Stager::CHUNK;
+  // slices of a chunk counted in int when a chunk is short enough (a conv's table chunk)
+  typedef typename GemmCount<Stager::CHUNK / Tile::BK <= 0x7fffffff>::type Slices;
+  for (I c0 = k_begin, count; c0 < k_end; c0 += count) {
+    count = k_end - c0 < Stager::CHUNK ? k_end - c0 : (I)Stager::CHUNK;
     stager.prepare(c0, count);
     // a BOUNDED stager zeros past the end by itself: its ragged slice needs no second copy
-    for (alx_index slices = Stager::BOUNDED ? (count + Tile::BK - 1) / Tile::BK : count / Tile::BK; slices > 0; --slices) {
+    for (Slices slices = (Slices)(Stager::BOUNDED ? (count + Tile::BK - 1) / Tile::BK : count / Tile::BK); slices > 0;
+         --slices) {
       stager.template stage<false>(As, Bs, Tile::BK);
       __syncthreads();
       gemm_tile_multiply<Tile>(As, Bs, row, col, acc);
