@@ -41,11 +41,15 @@ struct ConvShape {
 #define CONV_CHUNK 256  // k per table: one entry per thread
 
 // One k of the gathered B operand: B(k, column) = the element `off` bytes from the column's base
-// element if the column's base pixel (y0, x0) + (dy, dx) is inside the (h, w) image, else 0.
-struct __align__(16) ConvTap {
-  alx_index off;  // in bytes
-  int dy, dx;
-};
+// element if the column's base pixel (y0, x0) + (dy, dx) is inside the (h, w) image, else 0. One
+// 16-byte table entry (one shared-memory read): x, y = off (low, high word), z, w = dy, dx.
+typedef int4 ConvTap;
+__device__ __forceinline__ ConvTap conv_tap(alx_index off, int dy, int dx) {
+  return make_int4((int)(unsigned)off, (int)(off >> 32), dy, dx);
+}
+__device__ __forceinline__ alx_index conv_tap_offset(const ConvTap& t) {
+  return (alx_index)(((unsigned long long)(unsigned)t.y << 32) | (unsigned)t.x);
+}
 
 // B operand, one fixed column per thread (consecutive threads on consecutive columns), k at
 // threadIdx.x / R + j * (256 / R). A column past N stages the last column again (it only reaches
@@ -65,8 +69,8 @@ struct StageTapsAcrossK {
     for (int j = 0; j < PASSES; ++j) {
       const int k = k0 + j * K_PER_PASS;
       const ConvTap t = taps[kk + k];
-      const bool inside = (unsigned)(y0 + t.dy) < h && (unsigned)(x0 + t.dx) < w && (!TAIL || k < k_count);
-      S[k][r] = inside ? *(const T*)(col + t.off) : T(0);
+      const bool inside = (unsigned)(y0 + t.z) < h && (unsigned)(x0 + t.w) < w && (!TAIL || k < k_count);
+      S[k][r] = inside ? *(const T*)(col + conv_tap_offset(t)) : T(0);
     }
     kk += Tile::BK;
   }
@@ -104,7 +108,7 @@ struct StageTapsAlongK {
 
 // The stager of gemm_tile.cuh for a convolution: operand A (a plain StageRowsAlongK or a
 // StageTapsAlongK), operand B a StageTapsAcrossK, and the per-chunk table: thread t fills entry t
-// with (*fill)(c0 + t, tap, a_off) (zeros past the chunk's end, where TAIL staging reads no entry).
+// with tap = (*fill)(c0 + t, a_off) (zeros past the chunk's end, where TAIL staging reads no entry).
 template <class Tile, typename T, class StageA, class Taps, bool A_TAPS>
 struct ConvStager {
   static constexpr alx_index CHUNK = CONV_CHUNK;
@@ -115,9 +119,9 @@ struct ConvStager {
   const Taps* fill;  // in shared memory (out of registers across the K loop)
   // b.taps and a.offs (A_TAPS): CONV_CHUNK entries in shared memory, written by prepare
   __device__ void prepare(alx_index c0, alx_index count) {
-    ConvTap t = {0, 0, 0};
+    ConvTap t = conv_tap(0, 0, 0);
     alx_index a_off = 0;
-    if (threadIdx.x < count) (*fill)(c0 + threadIdx.x, t, a_off);
+    if (threadIdx.x < count) t = (*fill)(c0 + threadIdx.x, a_off);
     b.taps[threadIdx.x] = t;
     if constexpr (A_TAPS) a.offs[threadIdx.x] = a_off;
     __syncthreads();
@@ -148,11 +152,9 @@ struct ConvOutputSize {
 template <typename T>
 struct ConvForwardTaps {
   int KW, KK, H, W;
-  __device__ void operator()(alx_index k, ConvTap& t, alx_index&) const {
+  __device__ ConvTap operator()(alx_index k, alx_index&) const {
     const int kk = (int)k, c = kk / KK, r = kk - c * KK, fy = r / KW, fx = r - fy * KW;
-    t.off = (((alx_index)c * H + fy) * W + fx) * (alx_index)sizeof(T);
-    t.dy = fy;
-    t.dx = fx;
+    return conv_tap((((alx_index)c * H + fy) * W + fx) * (alx_index)sizeof(T), fy, fx);
   }
 };
 
@@ -237,12 +239,10 @@ template <typename T>
 struct ConvBackwardInputTaps {
   int taps, taps_x, py, px, sh, sw, KW, OH, OW;
   alx_index filter;  // Cg*KH*KW
-  __device__ void operator()(alx_index k, ConvTap& t, alx_index& a_off) const {
+  __device__ ConvTap operator()(alx_index k, alx_index& a_off) const {
     const int kk = (int)k, f = kk / taps, r = kk - f * taps, jy = r / taps_x, jx = r - jy * taps_x;
-    t.off = (((alx_index)f * OH - jy) * OW - jx) * (alx_index)sizeof(T);
-    t.dy = -jy;
-    t.dx = -jx;
     a_off = (f * filter + (py + jy * sh) * KW + px + jx * sw) * (alx_index)sizeof(T);
+    return conv_tap((((alx_index)f * OH - jy) * OW - jx) * (alx_index)sizeof(T), -jy, -jx);
   }
 };
 
@@ -319,13 +319,11 @@ template <typename T>
 struct ConvBackwardWeightTaps {
   int OW, sh, sw, ph, pw, W;
   alx_index plane, image, gy_image;  // OH*OW, C*H*W, F*OH*OW
-  __device__ void operator()(alx_index k, ConvTap& t, alx_index& a_off) const {
+  __device__ ConvTap operator()(alx_index k, alx_index& a_off) const {
     const alx_index img = k / plane;
-    const int q = (int)(k - img * plane), oy = q / OW, ox = q - oy * OW;
-    t.dy = oy * sh - ph;
-    t.dx = ox * sw - pw;
-    t.off = (img * image + (alx_index)t.dy * W + t.dx) * (alx_index)sizeof(T);
+    const int q = (int)(k - img * plane), oy = q / OW, ox = q - oy * OW, dy = oy * sh - ph, dx = ox * sw - pw;
     a_off = (img * gy_image + q) * (alx_index)sizeof(T);
+    return conv_tap((img * image + (alx_index)dy * W + dx) * (alx_index)sizeof(T), dy, dx);
   }
 };
 
