@@ -18,13 +18,14 @@
 //                    K = Fg*taps_y*taps_x; A = w gathered, B = gy gathered; grid z = groups * sh * sw
 //   backward weight  M = Fg,  N = Cg*KH*KW,  K = batch*OH*OW, split into `splits` ranges of whole slices
 //                    (grid z = groups * splits) written to a workspace and summed in split order by
-//                    conv2d_sum_splits, so the result does not depend on how blocks are scheduled.
+//                    conv2d_sum_splits, so the result does not depend on how blocks are scheduled;
+//                    A = gy (k = (img, oy, ox) offsets from the table), B = x gathered.
 // Gathered operands: K is walked in chunks of 256 k; before each chunk the block writes a table in
 // shared memory (ConvTap, one k per thread, the only integer divisions of the K loop): the k's
 // element offset in the gathered B operand and its pixel displacement (dy, dx), and the k's offset
 // in a gathered A operand. A B column (one per thread, fixed) is a base element and pixel (y0, x0):
 // staging element (k, column) costs one table read, two unsigned bounds checks of (y0 + dy, x0 + dx)
-// and one load; an A element costs a table read per slice and a load per row.
+// and one load; an A element (a fixed row per thread) one table read and one load.
 // Launch geometry (tile shape, splits): alexnet_raw/ops/conv2d.py. Bias gradient: kernels/bias_grad.cu.
 // Reference and tests: tests/kernels/test_conv2d.py.
 #include "common.cuh"
@@ -76,38 +77,33 @@ struct StageTapsAcrossK {
   }
 };
 
-// A operand of R tile rows, row r at a[r * ld] + a_off(k) bytes, r < rows; thread t stages k = t % BK of
-// each slice at rows t / BK + i * (256 / BK).
+// A operand of R tile rows, row r at a[r * ld] + a_off(k) bytes, r < rows; thread t always stages
+// row t % R (clamped to the last row: rows past the matrix only reach outputs that are not
+// written), at k = t / R + j * (256 / R).
 template <class Tile, int R, typename T>
-struct StageTapsAlongK {
-  static constexpr int ROWS_PER_PASS = 256 / Tile::BK, PASSES = R / ROWS_PER_PASS;
-  static_assert(PASSES * ROWS_PER_PASS == R, "R must be a multiple of 256 / BK");
-  const char* p;        // row threadIdx.x / BK (clamped to the matrix)
-  alx_index step;       // ld * ROWS_PER_PASS, in bytes
-  int rows_left;        // rows - threadIdx.x / BK: pass i has a row iff i * ROWS_PER_PASS < rows_left
+struct StageTapsRows {
+  static constexpr int K_PER_PASS = 256 / R, PASSES = Tile::BK / K_PER_PASS;
+  const char* p;        // this thread's row
   alx_index* offs;      // the chunk's a_off table (bytes)
   int kk;               // the current slice's first entry
   __device__ void init(const T* a, alx_index ld, int rows) {
-    const int r = threadIdx.x / Tile::BK;
-    p = (const char*)(a + (r < rows ? r : 0) * ld);
-    step = ld * ROWS_PER_PASS * (alx_index)sizeof(T);
-    rows_left = rows - r;
+    const int r = threadIdx.x % R;
+    p = (const char*)(a + (r < rows ? r : rows - 1) * ld);
   }
   template <bool TAIL>
   __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
-    const int k = threadIdx.x % Tile::BK, r = threadIdx.x / Tile::BK;
-    const char* q = p + offs[kk + k];
+    const int r = threadIdx.x % R, k0 = threadIdx.x / R;
 #pragma unroll
-    for (int i = 0; i < PASSES; ++i) {
-      S[k][r + i * ROWS_PER_PASS] = (i * ROWS_PER_PASS < rows_left && (!TAIL || k < k_count)) ? *(const T*)q : T(0);
-      q += step;
+    for (int j = 0; j < PASSES; ++j) {
+      const int k = k0 + j * K_PER_PASS;
+      S[k][r] = (!TAIL || k < k_count) ? *(const T*)(p + offs[kk + k]) : T(0);
     }
     kk += Tile::BK;
   }
 };
 
 // The stager of gemm_tile.cuh for a convolution: operand A (a plain StageRowsAlongK or a
-// StageTapsAlongK), operand B a StageTapsAcrossK, and the per-chunk table: thread t fills entry t
+// StageTapsRows), operand B a StageTapsAcrossK, and the per-chunk table: thread t fills entry t
 // with tap = (*fill)(c0 + t, a_off) (zeros past the chunk's end, where TAIL staging reads no entry).
 template <class Tile, typename T, class StageA, class Taps, bool A_TAPS>
 struct ConvStager {
@@ -237,6 +233,7 @@ struct ConvPhase {
 //   tap off = (f*OH - jy)*OW - jx, (dy, dx) = (-jy, -jx)
 template <typename T>
 struct ConvBackwardInputTaps {
+  int K;  // the product's K, here for gemm_tile_accumulate to read from shared memory
   int taps, taps_x, py, px, sh, sw, KW, OH, OW;
   alx_index filter;  // Cg*KH*KW
   __device__ ConvTap operator()(alx_index k, alx_index& a_off) const {
@@ -271,11 +268,11 @@ conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __r
     out_phase = phase;
   }
 
-  ConvStager<Tile, T, StageTapsAlongK<Tile, BM, T>, ConvBackwardInputTaps<T>, true> stager;
+  ConvStager<Tile, T, StageTapsRows<Tile, BM, T>, ConvBackwardInputTaps<T>, true> stager;
   stager.b.taps = table;
   stager.a.offs = a_table;
   __shared__ ConvBackwardInputTaps<T> fill;
-  if (threadIdx.x == 0) fill = {taps, phase.taps_x, phase.py, phase.px, sh, sw, KW, OH, OW, (alx_index)Cg * s.KK()};
+  if (threadIdx.x == 0) fill = {K, taps, phase.taps_x, phase.py, phase.px, sh, sw, KW, OH, OW, (alx_index)Cg * s.KK()};
   stager.fill = &fill;
   stager.a.init(w + (alx_index)g * Fg * Cg * s.KK() + (alx_index)m0 * s.KK(), s.KK(), Cg - m0);
   stager.b.h = OH;
@@ -290,7 +287,7 @@ conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __r
   }
   T acc[Tile::TM][Tile::TN] = {};
   __syncthreads();  // fill, out_size and out_phase written (the K loop may have no barrier: K = 0)
-  gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
+  gemm_tile_accumulate<Tile>(As, Bs, stager, 0, fill.K, acc);
 
   const ConvOutputSize o = out_size;
   const ConvPhase p = out_phase;
@@ -345,7 +342,7 @@ conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* _
   const int m0 = blockIdx.y * BM;
   const int n0 = blockIdx.x * BN;
 
-  ConvStager<Tile, T, StageTapsAlongK<Tile, BM, T>, ConvBackwardWeightTaps<T>, true> stager;
+  ConvStager<Tile, T, StageTapsRows<Tile, BM, T>, ConvBackwardWeightTaps<T>, true> stager;
   stager.b.taps = table;
   stager.a.offs = a_table;
   __shared__ ConvBackwardWeightTaps<T> fill;

@@ -150,11 +150,12 @@ struct GemmCount<false> { typedef alx_index type; };
 // `prepare(c0, count)` run by every thread before each chunk of `count` k values from c0 (with its
 // own barrier if it writes shared memory), and `stage<TAIL>(As, Bs, k_count)` writing the next
 // slice (and moving on by one slice); with TAIL only its first k_count k are real, the rest 0.
-// I: the type of k (int when K < 2^31 is known, else alx_index).
+// I: the type of k (int when K < 2^31 is known, else alx_index); k_end is read through a reference
+// (a kernel may keep it in shared memory, out of registers across the loop).
 template <class Tile, typename T, class Stager, typename I>
 __device__ __forceinline__ void gemm_tile_accumulate(T (&As)[Tile::BK][Tile::BM + Tile::PAD],
                                                      T (&Bs)[Tile::BK][Tile::BN + Tile::PAD], Stager& stager,
-                                                     typename GemmSame<I>::type k_begin, I k_end,
+                                                     typename GemmSame<I>::type k_begin, const I& k_end,
                                                      T (&acc)[Tile::TM][Tile::TN]) {
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
   // slices of a chunk counted in int when a chunk is short enough (a conv's table chunk)
