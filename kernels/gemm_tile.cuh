@@ -137,12 +137,13 @@ __device__ __forceinline__ void gemm_tile_multiply(const T (&As)[Tile::BK][Tile:
   }
 }
 
+// The type counting slices: int when it can hold the count, else alx_index.
 template <bool FITS_INT>
 struct GemmCount { typedef int type; };
-template <typename I>
-struct GemmSame { typedef I type; };  // k_begin takes the type of k_end
 template <>
 struct GemmCount<false> { typedef alx_index type; };
+template <typename I>
+struct GemmSame { typedef I type; };  // k_begin takes the type of k_end (not deduced from it)
 
 // acc += A[k_begin:k_end) * B[k_begin:k_end) for this thread's tile. Every thread of the block
 // must call it with the same range (it holds barriers). The stager provides CHUNK, a
