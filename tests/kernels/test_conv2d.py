@@ -79,6 +79,7 @@ ALEXNET_CONVS = [
 ]
 
 
+@pytest.mark.fullsize
 @pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups,ceil_mode", ALEXNET_CONVS)
 def test_alexnet_convs_match_torch(backend_dtype, under_schedules, shape, filters, kernel, stride, padding,
                                    groups, ceil_mode):

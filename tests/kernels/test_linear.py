@@ -51,6 +51,7 @@ ALEXNET_FCS = [
 ]
 
 
+@pytest.mark.fullsize
 @pytest.mark.parametrize("batch,in_features,out_features", ALEXNET_FCS)
 def test_alexnet_fcs_match_torch(backend_dtype, under_schedules, batch, in_features, out_features):
     dtype = backend_dtype[1]
