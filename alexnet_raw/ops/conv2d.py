@@ -6,7 +6,9 @@ Output size per dimension, with span = in + 2*padding - kernel (must be >= 0):
     PyTorch (ceil_mode=False):       out = span // stride + 1
     cuda-convnet (ceil_mode=True):   out = ceil(span / stride) + 1
 the extra right/bottom outputs of the ceil rule read zeros past the input (run #145's conv1: 224
-input, 11x11, stride 4, no padding gives 55, where the floor rule gives 54).
+input, 11x11, stride 4, no padding gives 55, where the floor rule gives 54). padding='valid' is 0;
+padding='same' (stride 1) keeps the input size with PyTorch's split: (kernel - 1) // 2 zeros before,
+the rest after, read past the input like the ceil rule's.
 """
 
 from __future__ import annotations
@@ -78,7 +80,17 @@ def geometry(input, weight, stride, padding, groups, ceil_mode):
     backend = _checks.tensor(input, "input", ndim=4)
     _checks.tensor(weight, "weight", ndim=4, like=input)
     sh, sw = _checks.pair(stride, "stride", minimum=1)
-    ph, pw = _checks.pair(padding, "padding", minimum=0)
+    same = isinstance(padding, str) and padding == "same"
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    if same and (sh, sw) != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1 (as PyTorch), got stride {(sh, sw)}")
+    if same and ceil_mode:
+        raise ValueError("padding='same' fixes the output size; ceil_mode must be False")
+    if isinstance(padding, str):
+        ph = pw = 0
+    else:
+        ph, pw = _checks.pair(padding, "padding", minimum=0)
     groups = _checks.integer(groups, "groups", minimum=1)
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
@@ -93,8 +105,12 @@ def geometry(input, weight, stride, padding, groups, ceil_mode):
                          f"in dimension 1, got weight shape {weight.shape} for input shape {input.shape}")
     if kh < 1 or kw < 1:
         raise ValueError(f"weight must have a non-empty kernel (F, C/groups, KH, KW), got shape {weight.shape}")
-    oh = output_size(h, kh, sh, ph, bool(ceil_mode))
-    ow = output_size(w, kw, sw, pw, bool(ceil_mode))
+    if same:  # PyTorch's: (k - 1) // 2 zeros before, the rest after (read implicitly, as the ceil rule's)
+        ph, pw = (kh - 1) // 2, (kw - 1) // 2
+        oh, ow = h, w
+    else:
+        oh = output_size(h, kh, sh, ph, bool(ceil_mode))
+        ow = output_size(w, kw, sw, pw, bool(ceil_mode))
     if oh < 1 or ow < 1:
         raise ValueError(f"the kernel {(kh, kw)} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
                          f"(input {(h, w)}, padding {(ph, pw)})")
@@ -157,7 +173,8 @@ def backward_weight_launches(grad_w, grad_y, x, g: ConvGeometry, workspace_of):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, groups=1, ceil_mode=False):
     """Convolution (cross-correlation, as torch.nn.functional.conv2d) of input (N, C, H, W) with
-    weight (F, C/groups, KH, KW) plus bias (F,) if given; stride and zero padding an int or a pair.
+    weight (F, C/groups, KH, KW) plus bias (F,) if given; stride and zero padding an int or a pair
+    (padding may also be 'valid' or 'same', as PyTorch's).
     ceil_mode=True is cuda-convnet's output-size rule. Returns (N, F, OH, OW)."""
     backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
     if bias is not None:

@@ -215,6 +215,24 @@ def test_sizes_past_int32_are_refused_before_launch(cpu_backend):
         F.conv2d(x, np.ones((1, 1, 1, 1), np.float32))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # torch's own note
+@pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 4), (5, 5), (4, 1)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_string_padding_as_torch(cpu_backend, under_schedules, kernel, padding):
+    """padding='same' (even kernels: PyTorch puts the extra zero after) and 'valid'."""
+    rng = np.random.default_rng(sum(kernel))
+    x, w, b = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, *kernel)), rng.standard_normal(6)
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    ref = torch.nn.functional.conv2d(xt, wt, bt, padding=padding, groups=2)
+    g = rng.standard_normal(tuple(ref.shape))
+    ref.backward(torch.from_numpy(g))
+    y, grads = under_schedules(lambda: (F.conv2d(x, w, b, padding=padding, groups=2),
+                                        F.conv2d_backward(g, x, w, padding=padding, groups=2)))
+    assert padding == "valid" or y.shape[2:] == x.shape[2:]
+    for ours, theirs, what in zip((y, *grads), (ref, xt.grad, wt.grad, bt.grad), ("output", "input", "weight", "bias")):
+        assert_close(ours, theirs.detach().numpy(), what)
+
+
 def test_rejects_bad_input(cpu_backend):
     x, w = np.zeros((2, 6, 9, 9), np.float32), np.zeros((4, 6, 3, 3), np.float32)
     with pytest.raises(ValueError, match=r"groups \(4\) must divide the input channels, got 6 channels"):
@@ -235,6 +253,12 @@ def test_rejects_bad_input(cpu_backend):
         F.conv2d(x, w, stride=1.5)
     with pytest.raises(TypeError, match=r"ceil_mode must be a bool"):
         F.conv2d(x, w, ceil_mode="yes")
+    with pytest.raises(ValueError, match=r"padding='same' needs stride 1 \(as PyTorch\), got stride \(2, 1\)"):
+        F.conv2d(x, w, stride=(2, 1), padding="same")
+    with pytest.raises(ValueError, match=r"padding must be an int, a pair of ints, 'valid' or 'same', got 'full'"):
+        F.conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match=r"ceil_mode must be False"):
+        F.conv2d(x, w, padding="same", ceil_mode=True)
     with pytest.raises(ValueError, match=r"input must have 4 dimensions, got shape \(6, 9, 9\)"):
         F.conv2d(x[0], w)
     with pytest.raises(ValueError, match=r"weight must have 4 dimensions"):
