@@ -25,7 +25,10 @@ MAX_SIZE = 2**30
 def check_params(input, size, alpha, beta, k):
     """Checks an (N, C, H, W) input and the hyperparameters; returns backend, size, alpha, beta, k
     (the floats in the input's dtype)."""
-    backend = _checks.tensor(input, "input", ndim=4)
+    backend = _checks.tensor(input, "input")
+    if input.ndim < 3:
+        raise ValueError(f"input must have 3 or more dimensions (N, C, ...), as torch's local_response_norm, "
+                         f"got shape {tuple(input.shape)}")
     size = _checks.integer(size, "size", minimum=1)
     if size > MAX_SIZE:
         raise ValueError(f"size must be at most {MAX_SIZE}, got {size}")
@@ -37,8 +40,9 @@ def check_params(input, size, alpha, beta, k):
 
 
 def _dims(x):
-    n, c, h, w = x.shape
-    return np.int64(x.size), np.int32(c), np.int64(h * w)
+    """(elements, C, positions per channel): the dimensions after C are one flat axis."""
+    positions = int(np.prod(x.shape[2:]))
+    return np.int64(x.size), np.int32(x.shape[1]), np.int64(positions)
 
 
 def forward_launch(y, x, size, alpha, beta, k) -> Launch:
@@ -60,8 +64,9 @@ def backward_finish_launch(grad_x, ratio, x, size, coef) -> Launch:
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
-    """Normalise each element of an (N, C, H, W) array by the squares of its `size` neighbouring
-    channels at the same position (formula in the module docstring)."""
+    """Normalise each element of an (N, C, H, W) array (or (N, C, ...): any number of dimensions
+    after C, as torch) by the squares of its `size` neighbouring channels at the same position
+    (formula in the module docstring)."""
     backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
     out = backend.empty(input.shape, input.dtype)
     if input.size:

@@ -51,6 +51,13 @@ def test_window_sizes_even_odd_and_larger_than_c(cpu_backend, under_schedules, d
     check_against_torch(under_schedules, x, size, alpha=1.0, beta=0.75, k=1.0, seed=size)
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 5), (2, 6, 3, 2, 4), (1, 3, 1)])
+def test_other_ranks_as_torch(cpu_backend, under_schedules, shape):
+    # torch accepts (N, C, ...) with any number of dimensions after C: normalised across C alone
+    x = np.random.default_rng(len(shape)).standard_normal(shape)
+    check_against_torch(under_schedules, x, 3, alpha=0.5, beta=0.75, k=1.5)
+
+
 def test_even_window_placement_is_size_half_before(cpu_backend):
     # the window of channel c is [c - size//2, c - size//2 + size) (cuda-convnet's and torch's): for
     # size 2, channels c-1 and c. With a = (0, 1, 1, 0), alpha 2 (weight 2/2 = 1), beta 1, k 1:
@@ -124,8 +131,8 @@ def test_rejects_bad_input(cpu_backend):
                 fn(size=5, **{name: None})
         with pytest.raises(TypeError, match="input must be float32 or float64, got float16"):
             fn(x=x.astype(np.float16), size=5)
-        with pytest.raises(ValueError, match=r"input must have 4 dimensions, got shape \(4, 3, 3\)"):
-            fn(x=x[0], size=5)
+        with pytest.raises(ValueError, match=r"input must have 3 or more dimensions \(N, C, ...\).*got shape \(3, 3\)"):
+            fn(x=x[0, 0], size=5)
         with pytest.raises(ValueError, match="C-contiguous"):
             fn(x=x[:, ::2], size=5)
     with pytest.raises(ValueError, match=r"grad_output must have the shape of input \(2, 4, 3, 3\), got \(2, 4, 3, 2\)"):
