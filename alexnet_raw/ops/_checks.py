@@ -80,3 +80,21 @@ def pair(value, name: str, minimum=None):
         return integer(value[0], name, minimum), integer(value[1], name, minimum)
     v = integer(value, name, minimum)
     return v, v
+
+
+def is_unbatched_image(x, name: str = "input") -> bool:
+    """True for a (C, H, W) array, which the image ops take as a batch of one (as torch does);
+    False for (N, C, H, W); a clear error for any other rank."""
+    if not is_array(x):
+        return False  # tensor() names the wrong type
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name} must be (N, C, H, W) or unbatched (C, H, W), got shape {tuple(x.shape)}")
+    return x.ndim == 3
+
+
+def unbatched_grad(grad_output, name: str = "grad_output"):
+    """grad_output of an op whose input was unbatched: (C', OH, OW) with a batch axis of one added."""
+    if not is_array(grad_output) or grad_output.ndim != 3:
+        shape = tuple(grad_output.shape) if is_array(grad_output) else type(grad_output).__name__
+        raise ValueError(f"{name} must be unbatched (C, OH, OW) like the input, got {shape}")
+    return grad_output[None]

@@ -174,8 +174,10 @@ def backward_weight_launches(grad_w, grad_y, x, g: ConvGeometry, workspace_of):
 def conv2d(input, weight, bias=None, stride=1, padding=0, groups=1, ceil_mode=False):
     """Convolution (cross-correlation, as torch.nn.functional.conv2d) of input (N, C, H, W) with
     weight (F, C/groups, KH, KW) plus bias (F,) if given; stride and zero padding an int or a pair
-    (padding may also be 'valid' or 'same', as PyTorch's).
-    ceil_mode=True is cuda-convnet's output-size rule. Returns (N, F, OH, OW)."""
+    (padding may also be 'valid' or 'same', as PyTorch's). ceil_mode=True is cuda-convnet's
+    output-size rule. Returns (N, F, OH, OW); an unbatched input (C, H, W) gives (F, OH, OW)."""
+    if _checks.is_unbatched_image(input):
+        return conv2d(input[None], weight, bias, stride, padding, groups, ceil_mode)[0]
     backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
     if bias is not None:
         _checks.tensor(bias, "bias", ndim=1, like=input)
@@ -192,6 +194,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, groups=1, c
     (grad_input, grad_weight, grad_bias), grad_bias None when bias=False, grad_input None when
     input_grad=False (a network's first layer needs none). Pass the forward's input, weight and
     arguments."""
+    if _checks.is_unbatched_image(input):
+        grad_input, grad_weight, grad_bias = conv2d_backward(_checks.unbatched_grad(grad_output), input[None], weight,
+                                                             stride, padding, groups, ceil_mode, bias, input_grad)
+        return (None if grad_input is None else grad_input[0]), grad_weight, grad_bias
     backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
     _checks.tensor(grad_output, "grad_output", like=input)
     _checks.same_shape(grad_output, "grad_output", (g.batch, g.filters, g.out_height, g.out_width),

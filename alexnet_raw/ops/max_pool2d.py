@@ -83,9 +83,11 @@ def backward_launch(grad_x, grad_y, arg, geometry) -> Launch:
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """Max pooling of an (N, C, H, W) array over kernel_size windows (int or pair) at stride
+    """Max pooling of an (N, C, H, W) (or unbatched (C, H, W)) array over kernel_size windows (int or pair) at stride
     (default kernel_size), with implicit padding that never wins (it is not read), PyTorch's output
     size rules (ceil_mode as torch). NaN in a window gives NaN."""
+    if _checks.is_unbatched_image(input):
+        return max_pool2d(input[None], kernel_size, stride, padding, ceil_mode)[0]
     backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
     n, c = input.shape[:2]
     out = backend.empty((n, c, g[2], g[3]), input.dtype)
@@ -97,6 +99,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False):
 def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False):
     """Gradient of max_pool2d with respect to its input (pass the forward's input and arguments):
     each window's gradient goes to its first maximum (its last NaN if it holds NaN), as PyTorch."""
+    if _checks.is_unbatched_image(input):
+        return max_pool2d_backward(_checks.unbatched_grad(grad_output), input[None], kernel_size, stride, padding,
+                                   ceil_mode)[0]
     backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
     _checks.tensor(grad_output, "grad_output", like=input)
     n, c = input.shape[:2]

@@ -215,6 +215,19 @@ def test_sizes_past_int32_are_refused_before_launch(cpu_backend):
         F.conv2d(x, np.ones((1, 1, 1, 1), np.float32))
 
 
+def test_unbatched_input_as_torch(cpu_backend, under_schedules):
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((4, 9, 8)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    ref = torch.nn.functional.conv2d(xt, wt, bt, 2, 1, groups=2)
+    g = rng.standard_normal(tuple(ref.shape))
+    ref.backward(torch.from_numpy(g))
+    y, grads = under_schedules(lambda: (F.conv2d(x, w, b, 2, 1, groups=2), F.conv2d_backward(g, x, w, 2, 1, groups=2)))
+    for ours, theirs, what in zip((y, *grads), (ref, xt.grad, wt.grad, bt.grad), ("output", "input", "weight", "bias")):
+        assert_close(ours, theirs.detach().numpy(), what)
+    assert F.conv2d_backward(g, x, w, 2, 1, groups=2, input_grad=False)[0] is None
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # torch's own note
 @pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 4), (5, 5), (4, 1)])
 @pytest.mark.parametrize("padding", ["same", "valid"])
@@ -259,8 +272,10 @@ def test_rejects_bad_input(cpu_backend):
         F.conv2d(x, w, padding="full")
     with pytest.raises(ValueError, match=r"ceil_mode must be False"):
         F.conv2d(x, w, padding="same", ceil_mode=True)
-    with pytest.raises(ValueError, match=r"input must have 4 dimensions, got shape \(6, 9, 9\)"):
-        F.conv2d(x[0], w)
+    with pytest.raises(ValueError, match=r"input must be \(N, C, H, W\) or unbatched \(C, H, W\), got shape \(9, 9\)"):
+        F.conv2d(x[0, 0], w)
+    with pytest.raises(ValueError, match=r"grad_output must be unbatched \(C, OH, OW\) like the input, got \(1, 4, 7, 7\)"):
+        F.conv2d_backward(np.zeros((1, 4, 7, 7), np.float32), x[0], w)
     with pytest.raises(ValueError, match=r"weight must have 4 dimensions"):
         F.conv2d(x, w[0])
     with pytest.raises(TypeError, match="input must be float32 or float64, got int64"):
