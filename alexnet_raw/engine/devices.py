@@ -4,6 +4,10 @@ A network names logical devices (`gpu=0`, `gpu=1`, ...). On GPUs (CuPy arrays) l
 runs on physical GPU d % count, so two towers share one GPU when only one is present. On the CPU
 runtime every logical device still gets its own buffers, and every edge between devices is an
 explicit copy, counted, so a CPU run moves exactly the bytes a GPU run would.
+
+Copies are synchronous by default. With overlap=True (GPUs only; on the CPU runtime copies stay
+synchronous memory copies and the flag changes nothing) each logical device computes on its own
+stream and copies are queued with events (streams.py), so transfers overlap with compute.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import contextlib
 import numpy as np
 
 from .. import backends
+from .streams import OverlappedStreams
 
 
 class Devices:
-    def __init__(self, logical, backend=None):
+    def __init__(self, logical, backend=None, overlap=False):
         self.logical = list(logical)
+        self.overlap = bool(overlap)
+        self.streams = None
         if backend is None:
             backend = _default_backend()
         if backend not in backends.ALL_BACKENDS:
@@ -32,6 +39,8 @@ class Devices:
             count = cupy.cuda.runtime.getDeviceCount()
             self.physical = {d: d % count for d in self.logical}
             self._enable_peer_access(cupy)
+            if self.overlap:
+                self.streams = OverlappedStreams(cupy.cuda, self.physical)
         else:
             self.xp = np
             self.physical = {d: None for d in self.logical}
@@ -51,6 +60,8 @@ class Devices:
         """Make `device` current for allocations and launches (a no-op on the CPU)."""
         if not self.on_gpu:
             return contextlib.nullcontext()
+        if self.streams is not None:
+            return self.streams.context(device)
         return self.xp.cuda.Device(self.physical[device])
 
     def zeros(self, device, shape, dtype):
@@ -66,18 +77,27 @@ class Devices:
         with self.context(device):
             return self.xp.array(array, copy=True)
 
-    def copy(self, src, device):
-        """A copy of the device array `src` on `device` (peer-to-peer between GPUs where possible;
-        on the CPU runtime a memory copy into that device's own buffer)."""
+    def copy(self, src, device, src_device):
+        """A copy of the array `src` (on logical device `src_device`) on `device`: peer-to-peer
+        between GPUs where possible, queued on streams with overlap; on the CPU runtime a memory
+        copy into that device's own buffer."""
         with self.context(device):
             dst = self.xp.empty(src.shape, src.dtype)
-            if self.on_gpu:
+            if self.streams is not None:
+                self.streams.copy(dst, src, src_device, device)
+            elif self.on_gpu:
                 dst.data.copy_from_device(src.data, src.nbytes)
             else:
                 np.copyto(dst, src)
             return dst
 
+    def synchronize(self):
+        """Wait for queued work and copies (a no-op without overlap: copies were synchronous)."""
+        if self.streams is not None:
+            self.streams.synchronize()
+
     def to_host(self, array):
+        self.synchronize()
         if self.on_gpu:
             return array.get()
         return np.array(array, copy=True)

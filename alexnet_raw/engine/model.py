@@ -60,17 +60,20 @@ class Model:
     # ------------------------------------------------------------------------------------------
     @classmethod
     def from_cfg(cls, layers_path, params_path, seed=0, single_device=False, backend=None, dtype=np.float32,
-                 num_classes=None):
+                 num_classes=None, overlap_transfers=False):
         layers_path, params_path = Path(layers_path), Path(params_path)
         layer_specs = cfg.read_layers(layers_path)
         learn = cfg.read_params(params_path, layer_specs)
         texts = (layers_path.read_text(encoding="utf-8"), params_path.read_text(encoding="utf-8"))
-        return cls(layer_specs, learn, str(layers_path), seed, single_device, backend, dtype, num_classes, texts)
+        return cls(layer_specs, learn, str(layers_path), seed, single_device, backend, dtype, num_classes, texts,
+                   overlap_transfers)
 
     @classmethod
-    def named(cls, name, seed=0, single_device=False, backend=None, dtype=np.float32, num_classes=None):
+    def named(cls, name, seed=0, single_device=False, backend=None, dtype=np.float32, num_classes=None,
+              overlap_transfers=False):
         layers_path, params_path = network_files(name)
-        model = cls.from_cfg(layers_path, params_path, seed, single_device, backend, dtype, num_classes)
+        model = cls.from_cfg(layers_path, params_path, seed, single_device, backend, dtype, num_classes,
+                             overlap_transfers)
         model.network_name = name
         return model
 
@@ -83,7 +86,8 @@ class Model:
         return cls(layer_specs, learn, source, seed, single_device, backend, dtype, num_classes,
                    (layers_text, params_text))
 
-    def __init__(self, layer_specs, learn, source, seed, single_device, backend, dtype, num_classes, texts):
+    def __init__(self, layer_specs, learn, source, seed, single_device, backend, dtype, num_classes, texts,
+                 overlap_transfers=False):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -110,7 +114,9 @@ class Model:
         self.input_channels = self.graph.input_channels()
         self.shapes = self.graph.shapes(self.image_size)
         self.num_classes = self.shapes[self.graph.logits][0]
-        self.devices = Devices(self.graph.devices, backend)
+        # overlap_transfers: on GPUs, queue cross-device copies on streams so they overlap with compute
+        # (engine/streams.py); results are the same, only the timing changes
+        self.devices = Devices(self.graph.devices, backend, overlap=overlap_transfers)
         self.steps = 0  # optimisation steps taken (dropout streams and checkpoints use it)
         self.lr_scale = lambda epoch: 1.0  # the trainer may set a schedule: epoch -> factor on eps
         self._build(layer_specs)
@@ -269,6 +275,7 @@ class Model:
         """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
         draws dropout masks; train=False is the cfg's test behaviour."""
         self._check_images(x)
+        self.devices.synchronize()  # a previous forward's queued copies (eval loops call no backward)
         host_x = x if isinstance(x, np.ndarray) else None
         ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
         self.traffic = {}
@@ -295,7 +302,7 @@ class Model:
         if key not in outputs:
             src_device = self.graph.nodes[producer].device
             src = outputs[(producer, src_device)]
-            outputs[key] = self.devices.copy(src, device)
+            outputs[key] = self.devices.copy(src, device, src_device)
             self._count(producer, device, "forward", src.nbytes)
         return outputs[key]
 
@@ -325,7 +332,7 @@ class Model:
                     continue
                 home = self.graph.nodes[producer].device
                 if home != layer.device:
-                    g = self.devices.copy(g, home)
+                    g = self.devices.copy(g, home, layer.device)
                     self._count(producer, layer.device, "backward", g.nbytes)
                 if producer in grads:
                     with self.devices.context(home):
@@ -333,6 +340,7 @@ class Model:
                 else:
                     grads[producer] = g
         self._last = None
+        self.devices.synchronize()  # queued copies done: their source arrays may be freed
         return float(loss)
 
     def _labels(self, labels, n, device):
