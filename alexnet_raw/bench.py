@@ -419,10 +419,11 @@ def torch_alexnet(device="cpu"):
     ).to(device)
 
 
-def measure_train_ours(network, batch, backend, clock, warmup, repeats, flush=None, single_device=False):
+def measure_train_ours(network, batch, backend, clock, warmup, repeats, flush=None, single_device=False,
+                       overlap_transfers=False):
     from .engine.model import Model
 
-    model = Model.named(network, backend=backend, single_device=single_device)
+    model = Model.named(network, backend=backend, single_device=single_device, overlap_transfers=overlap_transfers)
     xp = model.devices.xp
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, model.input_channels, model.image_size, model.image_size),
@@ -593,7 +594,8 @@ def run_gpu(config: Config, log=print) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     count = cupy.cuda.runtime.getDeviceCount()
     notes.append(f"{count} GPU(s): the two-tower network's towers run on GPUs {'0 and 1' if count > 1 else '0 (both)'}; "
-                 "transfers are not overlapped with compute (the engine copies synchronously)")
+                 "'overlapped' rows queue the copies on streams (Model(overlap_transfers=True)), the others copy "
+                 "synchronously")
     step_clock = SyncedWallClock()
     if config.train_step:
         for network in config.networks:
@@ -603,10 +605,12 @@ def run_gpu(config: Config, log=print) -> dict:
                     secs = measure_train_ours(network, batch, backend, step_clock, config.warmup, config.repeats, flush)
                     rows.append(_row(network, None, batch, "train_step", f"ours ({backend})", secs, flop, peak))
                     if network == "krizhevsky2012":  # the split network (towers on GPUs d % count) vs one device
-                        secs = measure_train_ours(network, batch, backend, step_clock, config.warmup, config.repeats,
-                                                  flush, single_device=True)
-                        rows.append(_row(network, None, batch, "train_step", f"ours ({backend}, one device)", secs,
-                                         flop, peak))
+                        for label, options in (("one device", dict(single_device=True)),
+                                               ("overlapped transfers", dict(overlap_transfers=True))):
+                            secs = measure_train_ours(network, batch, backend, step_clock, config.warmup,
+                                                      config.repeats, flush, **options)
+                            rows.append(_row(network, None, batch, "train_step", f"ours ({backend}, {label})", secs,
+                                             flop, peak))
                 if network == "torchvision":
                     secs = measure_train_torch(batch, "cuda", step_clock, config.warmup, config.repeats, flush)
                     rows.append(_row(network, None, batch, "train_step", "cuDNN/cuBLAS (FP32)", secs, flop, peak))
