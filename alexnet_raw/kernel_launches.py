@@ -7,7 +7,7 @@ a backend that records each ``Launch`` instead of running it. The arrays are uni
 arrays that nothing reads (no kernel runs), so recording full-size layers at batch 128 costs
 neither time nor memory.
 
-The benchmark (alexnet_raw/bench.py) uses the same layer table: ``network_layers`` lists the
+The benchmark (alexnet_raw/bench/) uses the same layer table: ``network_layers`` lists the
 distinct layers of a network (the two towers of krizhevsky2012 are identical, so each distinct
 shape appears once with a count), ``make_layer_run`` builds one with its parameters, and
 ``layer_flops`` gives the multiply-add work of each phase.

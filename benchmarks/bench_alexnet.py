@@ -2,7 +2,7 @@
 
     python benchmarks/bench_alexnet.py [--out DIR] [--quick | --full] [--batch 1,2,4] ...
 
-The same as `alexnet-raw bench` (alexnet_raw/bench.py, where the timing, statistics and output
+The same as `alexnet-raw bench` (alexnet_raw/bench/, where the timing, statistics and output
 code lives, tested by tests/test_bench.py); see `--help` for the options.
 """
 

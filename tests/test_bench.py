@@ -34,7 +34,7 @@ def test_throughput_and_percent_of_peak():
 
 
 def test_cpu_info_names_the_machine_and_a_nominal_peak(monkeypatch):
-    monkeypatch.setattr(bench.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(bench.machine.os, "cpu_count", lambda: 4)
     text = "model name\t: Example CPU 9000\ncpu MHz\t\t: 2500.000\nflags\t\t: sse avx avx2 fma\n"
     info = bench.cpu_info(text)
     assert info["name"] == "Example CPU 9000" and info["cores"] == 4

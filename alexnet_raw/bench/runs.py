@@ -1,0 +1,203 @@
+"""What a benchmark run measures: the configuration, our training step, and the CPU and GPU runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import backends, kernel_launches
+from .clocks import CpuClock, CudaEventClock, SyncedWallClock
+from .machine import cpu_info, gpu_info
+from .phases import measure_ours
+from .stats import summarize, throughput
+from .torch_side import TorchLayer, measure_torch, measure_train_torch
+
+QUICK_BATCHES = (1, 2, 4)
+FULL_CPU_BATCHES = (1, 2, 4, 8, 16)
+GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+NEEDS_GPU = [
+    "our cupy and cuda paths (NVRTC / nvcc builds of the same kernels) on a GPU",
+    "cuDNN through PyTorch, FP32 (TF32 off) and TF32, cudnn.benchmark on",
+    "CUDA-event timings with the L2 cache flushed between repeats, batch sizes up to 256",
+    "GFLOP/s against a GPU's FP32 peak (e.g. H100 SXM ~67 TFLOP/s)",
+    "the two-tower split over two GPUs against one device, with and without overlapped transfers",
+]
+
+
+def measure_train_ours(network, batch, backend, clock, warmup, repeats, flush=None, single_device=False,
+                       overlap_transfers=False):
+    from .engine.model import Model
+
+    model = Model.named(network, backend=backend, single_device=single_device, overlap_transfers=overlap_transfers)
+    xp = model.devices.xp
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((batch, model.input_channels, model.image_size, model.image_size),
+                                       dtype=np.float32))
+    labels = rng.integers(0, model.num_classes, batch)
+    times = []
+    for r in range(warmup + repeats):
+        if flush:
+            flush()
+        t = clock.start()
+        model.train_step(x, labels)
+        token = clock.stop(t)
+        clock.synchronize()
+        if r >= warmup:
+            times.append(clock.seconds(token))
+    return times
+
+
+def train_step_flop(network, batch):
+    """FLOP of a training step's conv and fc layers: forward, backward-data, backward-weights."""
+    total = 0
+    for case in kernel_launches.network_layers(network):
+        f = kernel_launches.layer_flops(case, batch)
+        total += case.count * sum(v for v in f.values() if v)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Config:
+    batches: tuple = QUICK_BATCHES
+    networks: tuple = kernel_launches.NETWORKS
+    layers: tuple = ()  # layer names to keep (all if empty)
+    warmup: int = 1
+    repeats: int = 3
+    train_step: bool = True
+    train_batches: tuple = (1, 2)
+    cpu_backends: tuple = ("emu",)
+
+
+def _row(network, case, batch, phase, impl, seconds, flop, peak):
+    stats = summarize(seconds)
+    gflops, pct = throughput(flop, stats["median_ms"], peak)
+    return {"network": network, "layer": case.name if case else "train_step",
+            "kind": case.kind if case else "train_step", "shape": case.describe() if case else "whole network",
+            "count": case.count if case else 1, "batch": batch, "phase": phase, "impl": impl, **stats,
+            "flop": flop, "gflops": gflops, "pct_peak": pct}
+
+
+def _cases(config):
+    for network in config.networks:
+        for case in kernel_launches.network_layers(network):
+            if not config.layers or case.name in config.layers:
+                yield network, case
+
+
+def run_cpu(config: Config, log=print) -> dict:
+    """The CPU runtime against PyTorch on the CPU."""
+    import torch
+
+    machine = cpu_info()
+    machine["torch_threads"] = torch.get_num_threads()
+    peak = machine["peak_gflops"]
+    clock = CpuClock()
+    rows, notes = [], []
+    for network, case in _cases(config):
+        for batch in config.batches:
+            flops = kernel_launches.layer_flops(case, batch)
+            for backend in config.cpu_backends:
+                backends.set_backend(backend)
+                try:
+                    run = kernel_launches.make_layer_run(case, batch)
+                    out = run.forward()
+                    grad = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+                    measured = measure_ours(run, clock, grad, config.warmup, config.repeats)
+                except Exception as e:  # an op not written yet
+                    notes.append(f"{network}/{case.name}: ours not measured ({type(e).__name__}: {e})")
+                    continue
+                for phase, secs in measured.items():
+                    rows.append(_row(network, case, batch, phase, f"ours ({backend}, CPU)", secs, flops.get(phase), peak))
+            layer = TorchLayer(case, batch)
+            for phase, secs in measure_torch(layer, clock, config.warmup, config.repeats).items():
+                rows.append(_row(network, case, batch, phase, "PyTorch (CPU)", secs, flops.get(phase), peak))
+            log(f"  {network}/{case.name} batch {batch}: done")
+    if config.train_step:
+        for network in config.networks:
+            for batch in config.train_batches:
+                flop = train_step_flop(network, batch)
+                try:
+                    secs = measure_train_ours(network, batch, config.cpu_backends[0], clock, config.warmup, config.repeats)
+                    rows.append(_row(network, None, batch, "train_step", f"ours ({config.cpu_backends[0]}, CPU)",
+                                     secs, flop, peak))
+                except Exception as e:
+                    notes.append(f"{network} training step: ours not measured ({type(e).__name__}: {e})")
+                if network == "torchvision":
+                    secs = measure_train_torch(batch, "cpu", clock, config.warmup, config.repeats)
+                    rows.append(_row(network, None, batch, "train_step", "PyTorch (CPU)", secs, flop, peak))
+                log(f"  {network} training step batch {batch}: done")
+        if "krizhevsky2012" in config.networks:
+            notes.append("krizhevsky2012 training step: no PyTorch column (its two towers, rnorm and cross-tower "
+                         "layers have no stock PyTorch model; the per-layer rows compare every layer)")
+    return {"mode": "cpu", "machine": machine, "clock": clock.name, "rows": rows, "notes": sorted(set(notes)),
+            "needs_gpu": NEEDS_GPU, "config": dataclasses.asdict(config)}
+
+
+def run_gpu(config: Config, log=print) -> dict:
+    """Our cupy and cuda paths against cuDNN through PyTorch (FP32 and TF32), CUDA events."""
+    import cupy
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    machine = gpu_info()
+    peak = machine["peak_gflops"]
+    flush_buffer = cupy.empty(2 * machine["l2_bytes"] // 4 + 1, np.float32)
+
+    def flush():
+        flush_buffer.fill(0)
+
+    ours_clock, torch_clock = CudaEventClock("cupy"), CudaEventClock("torch")
+    gpu_backends = [b for b in backends.GPU_BACKENDS if b in backends.available_backends()]
+    rows, notes = [], []
+    for network, case in _cases(config):
+        for batch in config.batches:
+            flops = kernel_launches.layer_flops(case, batch)
+            for backend in gpu_backends:
+                backends.set_backend(backend)
+                try:
+                    run = kernel_launches.make_layer_run(case, batch, xp=cupy)
+                    out = run.forward()
+                    grad = cupy.asarray(np.random.default_rng(1).standard_normal(out.shape).astype(np.float32))
+                    measured = measure_ours(run, ours_clock, grad, config.warmup, config.repeats, flush)
+                except Exception as e:
+                    notes.append(f"{network}/{case.name}: ours ({backend}) not measured ({type(e).__name__}: {e})")
+                    continue
+                for phase, secs in measured.items():
+                    rows.append(_row(network, case, batch, phase, f"ours ({backend})", secs, flops.get(phase), peak))
+            for tf32 in (False, True):
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                torch.backends.cudnn.allow_tf32 = tf32
+                layer = TorchLayer(case, batch, "cuda")
+                impl = "cuDNN/cuBLAS (TF32)" if tf32 else "cuDNN/cuBLAS (FP32)"
+                for phase, secs in measure_torch(layer, torch_clock, config.warmup, config.repeats, flush).items():
+                    rows.append(_row(network, case, batch, phase, impl, secs, flops.get(phase), peak))
+            log(f"  {network}/{case.name} batch {batch}: done")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    count = cupy.cuda.runtime.getDeviceCount()
+    notes.append(f"{count} GPU(s): the two-tower network's towers run on GPUs {'0 and 1' if count > 1 else '0 (both)'}; "
+                 "'overlapped' rows queue the copies on streams (Model(overlap_transfers=True)), the others copy "
+                 "synchronously")
+    step_clock = SyncedWallClock()
+    if config.train_step:
+        for network in config.networks:
+            for batch in config.train_batches:
+                flop = train_step_flop(network, batch)
+                for backend in gpu_backends:
+                    secs = measure_train_ours(network, batch, backend, step_clock, config.warmup, config.repeats, flush)
+                    rows.append(_row(network, None, batch, "train_step", f"ours ({backend})", secs, flop, peak))
+                    if network == "krizhevsky2012":  # the split network (towers on GPUs d % count) vs one device
+                        for label, options in (("one device", dict(single_device=True)),
+                                               ("overlapped transfers", dict(overlap_transfers=True))):
+                            secs = measure_train_ours(network, batch, backend, step_clock, config.warmup,
+                                                      config.repeats, flush, **options)
+                            rows.append(_row(network, None, batch, "train_step", f"ours ({backend}, {label})", secs,
+                                             flop, peak))
+                if network == "torchvision":
+                    secs = measure_train_torch(batch, "cuda", step_clock, config.warmup, config.repeats, flush)
+                    rows.append(_row(network, None, batch, "train_step", "cuDNN/cuBLAS (FP32)", secs, flop, peak))
+    return {"mode": "gpu", "machine": machine, "rows": rows,
+            "clock": "CUDA events per kernel or call (training step: wall clock with all GPUs synchronized), "
+                     "L2 flushed before every repeat",
+            "notes": sorted(set(notes)), "needs_gpu": [], "config": dataclasses.asdict(config)}

@@ -1,0 +1,135 @@
+"""PyTorch's side: each layer's same work, and torchvision's AlexNet for a whole training step."""
+
+from __future__ import annotations
+
+
+
+class TorchLayer:
+    """The same layer in PyTorch: forward(), backward_data(), backward_weights() (each one
+    timed phase), on `device` ("cpu" or "cuda"), float32."""
+
+    def __init__(self, case, batch, device="cpu", seed=0):
+        import torch
+
+        self.torch, self.case = torch, case
+        gen = torch.Generator().manual_seed(seed)
+
+        def rand(*shape):
+            return torch.randn(*shape, generator=gen).to(device)
+
+        s = case.spec
+        self.xs = [rand(batch, *shape) for shape in case.input_shapes]
+        self.grad = rand(batch, *case.output_shape)
+        self.ws = [rand(*w) * 0.01 for w in case.weight_shapes]
+        self.b = rand(*case.bias_shape) * 0.01 if case.bias_shape else None
+        if case.kind == "conv":
+            # cuda-convnet's ceil rule: the missing right/bottom pixels read as zeros (padded once, untimed)
+            self.conv = []
+            for i, x in enumerate(self.xs):
+                f, st, p = s.filter_size[i], s.stride[i], s.padding[i]
+                extra = [max(0, (o - 1) * st + f - (n + 2 * p)) for o, n in zip(case.output_shape[1:], x.shape[2:])]
+                xp = torch.nn.functional.pad(x, (0, extra[1], 0, extra[0])) if any(extra) else x
+                self.conv.append((xp, dict(stride=st, padding=p, groups=s.groups[i])))
+        elif case.kind in ("pool", "lrn", "rnorm"):
+            self.x_leaf = self.xs[0].clone().requires_grad_()
+            self.y = self._pointwise(self.x_leaf)
+
+    def _pointwise(self, x):
+        F, s = self.torch.nn.functional, self.case.spec
+        if self.case.kind == "pool":
+            return F.max_pool2d(x, s.size, s.stride, 0, ceil_mode=s.size_rule == "ceil")
+        if self.case.kind == "lrn":
+            return F.local_response_norm(x, s.size, s.scale, s.pow, s.min_div)
+        lo, hi = s.size // 2, s.size - 1 - s.size // 2  # same-map window, zero outside
+        mean = F.avg_pool2d(F.pad(x * x, (lo, hi, lo, hi)), s.size, stride=1)
+        return x / (s.min_div + s.scale * mean) ** s.pow
+
+    def forward(self):
+        F = self.torch.nn.functional
+        if self.case.kind == "conv":
+            out = None
+            for i, (xp, kw) in enumerate(self.conv):
+                y = F.conv2d(xp, self.ws[i], self.b if i == 0 else None, **kw)
+                out = y if out is None else out + y
+            return out
+        if self.case.kind == "fc":
+            out = None
+            for i, x in enumerate(self.xs):
+                y = F.linear(x.reshape(x.shape[0], -1), self.ws[i], self.b if i == 0 else None)
+                out = y if out is None else out + y
+            return out
+        return self._pointwise(self.xs[0])
+
+    def backward_data(self):
+        torch = self.torch
+        if self.case.kind == "conv":
+            return [torch.nn.grad.conv2d_input(xp.shape, self.ws[i], self.grad, **kw)
+                    for i, (xp, kw) in enumerate(self.conv)]
+        if self.case.kind == "fc":
+            return [self.grad @ w for w in self.ws]
+        return torch.autograd.grad(self.y, self.x_leaf, self.grad, retain_graph=True)
+
+    def backward_weights(self):
+        torch = self.torch
+        if self.case.kind == "conv":
+            gws = [torch.nn.grad.conv2d_weight(xp, self.ws[i].shape, self.grad, **kw)
+                   for i, (xp, kw) in enumerate(self.conv)]
+            return gws, self.grad.sum(dim=(0, 2, 3))
+        if self.case.kind == "fc":
+            return [self.grad.t() @ x.reshape(x.shape[0], -1) for x in self.xs], self.grad.sum(0)
+        return None
+
+
+def measure_torch(layer, clock, warmup, repeats, flush=None):
+    phases = ["forward", "backward_data"] + (["backward_weights"] if layer.case.weight_shapes else [])
+    out = {p: [] for p in phases}
+    for r in range(warmup + repeats):
+        if flush:
+            flush()
+        tokens = {}
+        for p in phases:
+            t = clock.start()
+            getattr(layer, p)()
+            tokens[p] = clock.stop(t)
+        clock.synchronize()
+        if r >= warmup:
+            for p in phases:
+                out[p].append(clock.seconds(tokens[p]))
+    return out
+
+
+def torch_alexnet(device="cpu"):
+    """torchvision's AlexNet topology (the `torchvision` network) in plain torch.nn, for timing."""
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+        nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+        nn.Linear(4096, 1000),
+    ).to(device)
+
+
+def measure_train_torch(batch, device, clock, warmup, repeats, flush=None):
+    import torch
+
+    torch.manual_seed(0)
+    net = torch_alexnet(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+    times = []
+    for r in range(warmup + repeats):
+        if flush:
+            flush()
+        t = clock.start()
+        opt.zero_grad(set_to_none=False)
+        torch.nn.functional.cross_entropy(net(x), labels).backward()
+        opt.step()
+        token = clock.stop(t)
+        clock.synchronize()
+        if r >= warmup:
+            times.append(clock.seconds(token))
+    return times
