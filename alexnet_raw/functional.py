@@ -4,6 +4,7 @@ no autograd. Each op lives in alexnet_raw/ops/<op>.py, its kernel in kernels/<op
 
 # one import line per op module (keep sorted)
 from .ops.accumulate import accumulate  # noqa: F401
+from .ops.avg_pool2d import avg_pool2d, avg_pool2d_backward  # noqa: F401
 from .ops.conv2d import conv2d, conv2d_backward  # noqa: F401
 from .ops.cross_entropy import cross_entropy, cross_entropy_backward, softmax, topk_correct  # noqa: F401
 from .ops.dropout import dropout, dropout_backward  # noqa: F401

@@ -207,10 +207,13 @@ def recording():
 
 
 def _extras(batch, dtype):
-    """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu."""
+    """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, and
+    average pooling (no shipped network uses it yet: recorded at cuda-convnet's CIFAR pool shape)."""
     classes, hidden = 1000, 4096
     logits, labels = np.empty((batch, classes), dtype), np.zeros(batch, np.int64)
     h, g = np.empty((batch, hidden), dtype), np.empty((batch, hidden), dtype)
+    maps = np.empty((batch, 32, 32, 32), dtype)
+    pooled = np.empty((batch, 32, 16, 16), dtype)
     w, dw, m = (np.empty((hidden, hidden), dtype) for _ in range(3))
     return [
         ("cross-entropy of fc8 (N x 1000)", lambda: (F.cross_entropy(logits, labels),
@@ -222,6 +225,9 @@ def _extras(batch, dtype):
         ("accumulate fc7 gradients", lambda: F.accumulate(h, g)),
         ("dropout of fc6 (N x 4096)", lambda: (F.dropout(h, 0.5), F.dropout_backward(h, 0.5))),
         ("relu of fc6", lambda: (F.relu(h), F.relu_backward(h, h))),
+        ("avg_pool2d of 32x32x32 maps (cuda-convnet CIFAR pool=avg, 3x3/2)", lambda: (
+            F.avg_pool2d(maps, 3, 2, ceil_mode=True, count_include_pad=False),
+            F.avg_pool2d_backward(pooled, maps, 3, 2, ceil_mode=True, count_include_pad=False))),
         ("dropout's raw Philox stream (N x 4096 words)", lambda: dropout_ops.philox_words(
             np.empty((batch, hidden), np.uint32))),
     ]

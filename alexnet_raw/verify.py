@@ -138,6 +138,24 @@ def _max_pool2d_backward(rng, dtype, torch):
     return F.max_pool2d_backward(g, x, 3, 2), xt.grad.numpy()
 
 
+@check("avg_pool2d forward (CIFAR pool=avg)", "avg_pool2d")
+def _avg_pool2d_forward(rng, dtype, torch):
+    # cuda-convnet's pool=avg: in-image pixels only, its ceil rule (32 -> 16, the last window cut)
+    x = _with_specials(rng.standard_normal((2, 32, 32, 32)).astype(dtype))
+    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True, count_include_pad=False)
+    return F.avg_pool2d(x, 3, 2, ceil_mode=True, count_include_pad=False), ref.numpy()
+
+
+@check("avg_pool2d backward (55x55, pad 1)", "avg_pool2d")
+def _avg_pool2d_backward(rng, dtype, torch):
+    x = rng.standard_normal((2, 48, 55, 55)).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = torch.nn.functional.avg_pool2d(xt, 3, 2, 1, ceil_mode=True, count_include_pad=True)
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    y.backward(torch.from_numpy(g))
+    return F.avg_pool2d_backward(g, x, 3, 2, 1, ceil_mode=True, count_include_pad=True), xt.grad.numpy()
+
+
 def _torch_same_map_norm(torch, x, size, alpha, beta, k):
     """rnorm in PyTorch: avg_pool2d (divisor size^2) of the squares, zero-padded size//2 before and
     (size-1)//2 after."""

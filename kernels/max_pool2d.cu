@@ -9,7 +9,7 @@
 //   grad_x[p] = sum of grad_y[o] over the windows o containing p whose argmax is p
 // Tie rule: PyTorch's: only the first maximum in scan order takes the gradient. (cuda-convnet's
 // kLocalMaxUndo gives it to every input equal to the maximum instead.)
-// Output sizes (floor and ceil_mode rules, PyTorch's) are computed in alexnet_raw/ops/max_pool2d.py.
+// Output sizes (floor and ceil_mode rules, PyTorch's) are computed in alexnet_raw/ops/pool_geometry.py.
 //
 // Layout: NCHW, contiguous; each (n, c) plane is pooled independently; plane offsets are ints
 // (H*W < 2^31, checked by the host), flat indices 64-bit.
