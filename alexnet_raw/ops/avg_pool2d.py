@@ -42,9 +42,11 @@ def backward_launch(grad_x, grad_y, geometry) -> Launch:
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """Average pooling of an (N, C, H, W) array over kernel_size windows (int or pair) at stride
-    (default kernel_size), with implicit zero padding, PyTorch's output size rules (ceil_mode as
-    torch) and divisor (count_include_pad as torch)."""
+    """Average pooling of an (N, C, H, W) (or unbatched (C, H, W)) array over kernel_size windows
+    (int or pair) at stride (default kernel_size), with implicit zero padding, PyTorch's output size
+    rules (ceil_mode as torch) and divisor (count_include_pad as torch)."""
+    if _checks.is_unbatched_image(input):
+        return avg_pool2d(input[None], kernel_size, stride, padding, ceil_mode, count_include_pad)[0]
     backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
     n, c = input.shape[:2]
     out = backend.empty((n, c, g[2], g[3]), input.dtype)
@@ -58,6 +60,9 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     """Gradient of avg_pool2d with respect to its input (pass the forward's input, which gives only
     the shape and dtype, and its arguments): each window's gradient, divided by its divisor, goes to
     each of its in-image elements."""
+    if _checks.is_unbatched_image(input):
+        return avg_pool2d_backward(_checks.unbatched_grad(grad_output), input[None], kernel_size, stride, padding,
+                                   ceil_mode, count_include_pad)[0]
     backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
     _checks.tensor(grad_output, "grad_output", like=input)
     n, c = input.shape[:2]

@@ -150,6 +150,16 @@ def test_empty_batch(cpu_backend):
     assert F.avg_pool2d_backward(np.zeros((0, 3, 2, 2), np.float32), x, 3, 2).shape == x.shape
 
 
+def test_unbatched_input_as_torch(cpu_backend, under_schedules):
+    x = np.random.default_rng(3).standard_normal((3, 7, 8))
+    g = np.random.default_rng(4).standard_normal((3, 4, 4))
+    y, gx = under_schedules(lambda: (F.avg_pool2d(x, 3, 2, 1, False, False),
+                                     F.avg_pool2d_backward(g, x, 3, 2, 1, False, False)))
+    ref_y, ref_g = torch_pool(x, g, 3, 2, 1, False, False)
+    assert tolerances.close(y, ref_y, "avg_pool2d", x.dtype) and tolerances.close(gx, ref_g, "avg_pool2d", x.dtype)
+    assert y.shape == ref_y.shape and gx.shape == x.shape
+
+
 def test_rejects_bad_input(cpu_backend):
     x = np.zeros((2, 3, 7, 7), np.float32)
     with pytest.raises(ValueError, match=r"kernel_size must be >= 1, got 0"):
@@ -175,8 +185,8 @@ def test_rejects_bad_input(cpu_backend):
         F.avg_pool2d(x, 3, ceil_mode=1)
     with pytest.raises(TypeError, match=r"count_include_pad must be a bool, got 0"):
         F.avg_pool2d(x, 3, count_include_pad=0)
-    with pytest.raises(ValueError, match=r"input must have 4 dimensions, got shape \(3, 7, 7\)"):
-        F.avg_pool2d(x[0], 3)
+    with pytest.raises(ValueError, match=r"input must be \(N, C, H, W\) or unbatched \(C, H, W\), got shape \(7, 7\)"):
+        F.avg_pool2d(x[0, 0], 3)
     with pytest.raises(TypeError, match="input must be float32 or float64, got int32"):
         F.avg_pool2d(x.astype(np.int32), 3)
     with pytest.raises(TypeError, match="input must be a numpy.ndarray or cupy.ndarray, got list"):
