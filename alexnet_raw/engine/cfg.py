@@ -5,10 +5,11 @@ layer names), and the type's keys; keys of layers with several inputs hold one v
 (`filters=192,192`). The params file holds the learning hyperparameters (`epsW`, `momW`, `wc`
 per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`).
 
-Supported layer types: data, conv, pool (max), cmrnorm, rnorm, fc, hs, softmax, cost.logreg;
-`neuron=relu` (or ident) on any layer. Keys that change what a layer computes and that this
-engine does not implement (pool=avg, sharedBiases=0, randSparse=1, other neurons) are errors;
-bookkeeping keys of the original (partialSum, wball, enable, ...) are accepted and ignored.
+Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, softmax,
+cost.logreg; `neuron=relu` (or an identity: ident, linear[1,0]) on any layer. Keys that change what
+a layer computes and that this engine does not implement (sharedBiases=0, randSparse=1, start other
+than 0, other neurons) are errors; bookkeeping keys of the original (partialSum, wball, enable, ...)
+are accepted and ignored, and `outputsX`, when not 0, must equal the size the engine computes.
 
 Extensions of ours, all optional: `sizeRule=floor|ceil` on conv and pool layers (default ceil,
 cuda-convnet's; floor is PyTorch's), `mode=original|inverted` on hs layers (default original:
@@ -26,7 +27,8 @@ import warnings
 from pathlib import Path
 
 LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "softmax", "cost.logreg")
-NEURONS = ("relu", "ident", "linear")
+NEURONS = ("relu", "ident", "linear[1,0]")
+POOLS = ("max", "avg")
 
 
 class CfgError(ValueError):
@@ -71,9 +73,11 @@ class ConvSpec(LayerSpec):
 
 @dataclasses.dataclass
 class PoolSpec(LayerSpec):
+    pool: str = "max"  # "avg": the mean of the window's pixels inside the image, as cuda-convnet's AvgPooler
     size: int = 0
     stride: int = 0
     start: int = 0
+    outputs_x: int = 0  # the file's outputsX: 0 = computed
     channels: int | None = None
     size_rule: str = "ceil"
 
@@ -223,7 +227,24 @@ class _Section:
 
 
 # keys of the original that do not change what a layer computes here
-_IGNORED = {"partialSum", "wball", "enable", "randSparse", "sharedBiases", "groups", "dataIdx", "outputsX"}
+_IGNORED = {"partialSum", "wball", "enable", "randSparse", "sharedBiases", "groups", "dataIdx"}
+
+
+def _neuron(s):
+    """The neuron of a layer: "relu", or None for an identity (ident, linear[1,0])."""
+    text = s.raw("neuron")
+    if text is None or text == "ident":
+        return None
+    if text == "relu":
+        return "relu"
+    if text.replace(" ", "").startswith("linear["):
+        try:
+            a, b = (float(v) for v in text.replace(" ", "")[len("linear["):].rstrip("]").split(","))
+        except ValueError:
+            raise s.error("neuron", f"expected linear[a,b] with two numbers, got {text!r}") from None
+        if (a, b) == (1.0, 0.0):
+            return None
+    raise s.error("neuron", f"unsupported neuron {text!r}; supported: {', '.join(NEURONS)}")
 
 
 def _layer(file, name, values, known_layers):
@@ -241,12 +262,7 @@ def _layer(file, name, values, known_layers):
             if i not in known_layers:
                 raise s.error("inputs", f"input {i!r} is not a layer defined above this one")
     gpu = s.number("gpu", int, minimum=0)
-    neuron = s.raw("neuron")
-    if neuron is not None:
-        base = neuron.split("[")[0]
-        if base not in NEURONS:
-            raise s.error("neuron", f"unsupported neuron {neuron!r}; supported: {', '.join(NEURONS)}")
-        neuron = None if base in ("ident", "linear") else base
+    neuron = _neuron(s)
     common = dict(name=name, type=type_, inputs=inputs, gpu=gpu, neuron=neuron)
     n = len(inputs)
 
@@ -275,13 +291,16 @@ def _layer(file, name, values, known_layers):
             size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
         )
     elif type_ == "pool":
-        if s.raw("pool", required=True) != "max":
-            raise s.error("pool", f"only max pooling is supported, got {values.get('pool')!r}")
+        pool = s.raw("pool", required=True)
+        if pool not in POOLS:
+            raise s.error("pool", f"unsupported pooling {pool!r}; supported: {', '.join(POOLS)}")
         spec = PoolSpec(
             **common,
+            pool=pool,
             size=s.number("sizeX", int, required=True, positive=True),
             stride=s.number("stride", int, required=True, positive=True),
             start=s.number("start", int, 0),
+            outputs_x=s.number("outputsX", int, 0, minimum=0),
             channels=s.number("channels", int, None, positive=True),
             size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
         )

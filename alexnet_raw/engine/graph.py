@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ..ops import conv2d as conv2d_ops
+from ..ops import max_pool2d as pool_ops
 from . import cfg
 
 HOST = "host"
@@ -34,12 +35,20 @@ def conv_output_size(size: int, filter_size: int, stride: int, padding: int, rul
 
 
 def pool_output_size(size: int, window: int, stride: int, rule: str) -> int:
+    """cuda-convnet's rule (ceil((size - window) / stride) + 1) or PyTorch's floor rule. A last window
+    that would start past the image (possible with stride > window under the ceil rule, and empty in
+    the original) is refused: the pooling kernels, like PyTorch, do not make it."""
     span = size - window
     if span < 0:
         raise ShapeError(f"a {window}-wide pooling window does not fit {size} pixels")
-    if rule == "ceil":
-        return 1 + -(-span // stride)
-    return 1 + span // stride
+    if rule == "floor":
+        return 1 + span // stride
+    out = 1 + -(-span // stride)
+    if out != pool_ops.output_size(size, window, stride, 0, True):
+        raise ShapeError(f"the ceil rule's last {window}-wide window at stride {stride} would start at pixel "
+                         f"{(out - 1) * stride}, past the {size}-pixel image (an empty window); use sizeRule=floor "
+                         f"or a stride no larger than the window")
+    return out
 
 
 @dataclasses.dataclass
@@ -170,8 +179,11 @@ class Graph:
             return (spec.filters, *out)
         if isinstance(spec, cfg.PoolSpec):
             c, ih, iw = self._image(spec, ins[0])
-            return (c, pool_output_size(ih, spec.size, spec.stride, spec.size_rule),
-                    pool_output_size(iw, spec.size, spec.stride, spec.size_rule))
+            oh, ow = (pool_output_size(n, spec.size, spec.stride, spec.size_rule) for n in (ih, iw))
+            if spec.outputs_x and spec.outputs_x != ow:
+                raise ShapeError(f"outputsX={spec.outputs_x} but {iw} pixels pooled by {spec.size} at stride "
+                                 f"{spec.stride} give {ow} outputs")
+            return (c, oh, ow)
         if isinstance(spec, cfg.NormSpec):
             return self._image(spec, ins[0])
         if isinstance(spec, cfg.FcSpec):

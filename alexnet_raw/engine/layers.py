@@ -86,16 +86,21 @@ class Fc(Layer):
         return grads_in
 
 
-class Pool(Layer):
+class Pool(Layer):  # pool=avg divides by the window's pixels inside the image, as cuda-convnet's AvgPooler
     def _args(self):
         s = self.spec
-        return dict(kernel_size=s.size, stride=s.stride, padding=0, ceil_mode=s.size_rule == "ceil")
+        args = dict(kernel_size=s.size, stride=s.stride, padding=0, ceil_mode=s.size_rule == "ceil")
+        return args if s.pool == "max" else dict(args, count_include_pad=False)
 
     def compute(self, xs, ctx):
-        return F.max_pool2d(xs[0], **self._args())
+        pool = F.max_pool2d if self.spec.pool == "max" else F.avg_pool2d
+        return pool(xs[0], **self._args())
 
     def compute_backward(self, grad, xs, out, ctx, needs):
-        return [F.max_pool2d_backward(grad, xs[0], **self._args()) if needs[0] else None]
+        if not needs[0]:
+            return [None]
+        pool_backward = F.max_pool2d_backward if self.spec.pool == "max" else F.avg_pool2d_backward
+        return [pool_backward(grad, xs[0], **self._args())]
 
 
 class CrossMapNorm(Layer):  # cmrnorm: cuda-convnet's scale/pow/minDiv are torch's alpha/beta/k

@@ -92,13 +92,26 @@ def test_minimal_network_and_text_reader(write_cfg):
     (("outputs=5", "outputs=5\nneuron=tanh"), "fc1", "neuron", "unsupported neuron"),
     (("inputs=labels,probs", "inputs=probs"), "logprob", "inputs", "two inputs"),
     (("filterSize=3", "filterSize=3\nsharedBiases=0"), "conv1", "sharedBiases", "shared biases"),
+    (("outputs=5", "outputs=5\nneuron=linear[2,0]"), "fc1", "neuron", r"unsupported neuron 'linear\[2,0\]'"),
+    (("outputs=5", "outputs=5\nneuron=linear[1]"), "fc1", "neuron", "two numbers"),
+    (("sizeX=2", "sizeX=2"), "pool1", "pool", "unsupported pooling 'median'; supported: max, avg"),
 ])
 def test_errors_name_file_section_and_key(write_cfg, edit, section, key, message):
-    lp, _ = write_cfg(MINIMAL.replace(*edit, 1))
+    text = MINIMAL.replace("[fc1]", "[pool1]\ntype=pool\npool=median\ninputs=conv1\nsizeX=2\nstride=2\n[fc1]") \
+        if section == "pool1" else MINIMAL
+    lp, _ = write_cfg(text.replace(*edit, 1))
     with pytest.raises(cfg.CfgError, match=message) as info:
         cfg.read_layers(lp)
     assert info.value.section == section and info.value.key == key
     assert str(lp) in str(info.value) and f"[{section}]" in str(info.value)
+
+
+def test_identity_neurons_and_both_poolings(write_cfg):
+    text = MINIMAL.replace("filterSize=3", "filterSize=3\nneuron=linear[1,0]").replace(
+        "[fc1]", "[pool1]\ntype=pool\npool=avg\ninputs=conv1\nsizeX=3\nstride=2\noutputsX=0\nneuron=ident\n[fc1]")
+    layers = {s.name: s for s in cfg.read_layers(write_cfg(text)[0])}
+    assert layers["conv1"].neuron is None and layers["pool1"].neuron is None
+    assert layers["pool1"].pool == "avg" and layers["pool1"].outputs_x == 0
 
 
 def test_params_errors(write_cfg):

@@ -45,7 +45,11 @@ def forward(model, params, x, train, step=None):
             y = sum(xi.flatten(1) @ params[f"{name}.weights.{i}"].T for i, xi in enumerate(xs))
             y = y + params[f"{name}.biases"]
         elif isinstance(spec, cfg.PoolSpec):
-            y = TF.max_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=spec.size_rule == "ceil")
+            ceil_mode = spec.size_rule == "ceil"
+            if spec.pool == "max":
+                y = TF.max_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=ceil_mode)
+            else:
+                y = TF.avg_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=ceil_mode, count_include_pad=False)
         elif spec.type == "cmrnorm":
             y = TF.local_response_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
         elif spec.type == "rnorm":
