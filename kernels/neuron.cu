@@ -1,19 +1,20 @@
 // neuron.cu: cuda-convnet's neurons, the elementwise activations a layer applies to its output
 // (`neuron=...` in its layer file; relu has its own kernel, relu.cu, and ident needs none):
 //
-//   neuron       forward y = f(x)                       backward dx = dy * f'(x), from y or x
-//   logistic     1 / (1 + exp(-x))                      dy * y * (1 - y)
-//   tanh[a,b]    a * tanh(b * x)                        dy * (b / a) * (a - y) * (a + y)
-//   brelu[a]     min(max(x, 0), a)                      dy where 0 < y < a, else 0
-//   abs          |x|                                    dy * sign(x)   (sign(0) = sign(NaN) = 0, as torch)
-//   square       x * x                                  dy * 2 * x
-//   sqrt         sqrt(x)                                dy / (2 * y)
-//   linear[a,b]  a * x + b  (one fma: a single rounding) dy * a
-//   softrelu     log(1 + exp(x)), stably:               dy * (1 - exp(-y)), as -expm1(-y) so that it
-//                x > 0: x + log1p(exp(-x)), else         keeps its relative accuracy where y is tiny
-//                log1p(exp(x))
+//   neuron       forward y = f(x)                    backward dx = dy * f'(x), from y or x
+//   logistic     1 / (1 + exp(-x))                   dy * y * (1 - y)
+//   tanh[a,b]    a * tanh(b * x)                     dy * (b / a) * (a - y) * (a + y)
+//   brelu[a]     min(max(x, 0), a)                   dy where 0 < y < a, else 0
+//   abs          |x|                                 dy * sign(x), sign(0) = sign(NaN) = 0 (as torch)
+//   square       x * x                               dy * 2 * x
+//   sqrt         sqrt(x)                             dy / (2 * y)
+//   linear[a,b]  a * x + b, one fma (one rounding)   dy * a
+//   softrelu     log(1 + exp(x)), stably:            dy * (1 - exp(-y)), computed as -expm1(-y), which
+//                x > 0: x + log1p(exp(-x)),          keeps its relative accuracy where y is tiny
+//                else log1p(exp(x))
 //
-// NaN propagates through every neuron (brelu's comparisons let it pass; its backward gives 0 there).
+// NaN propagates through every forward, and through every backward but brelu's and abs's, which
+// give 0 at a NaN input as torch.clamp's and torch.abs's do.
 // Each neuron is a struct with forward() and backward() and says which of x and y its backward
 // reads (the other array is not touched); the kernels are templated on the element type and on it.
 // Parameters a and b arrive as T (0 where unused), checked on the host (alexnet_raw/ops/neuron.py).
