@@ -30,6 +30,8 @@ from .ops import dropout as dropout_ops
 NETWORKS = ("krizhevsky2012", "torchvision")
 REPRESENTATIVE_BATCH = 128  # the original's batch size
 KINDS = {cfg.ConvSpec: "conv", cfg.PoolSpec: "pool", cfg.FcSpec: "fc"}
+# every neuron of kernels/neuron.cu, as a layer file writes it (the shipped networks use relu only)
+NEURON_EXAMPLES = ("logistic", "tanh[1.7159,0.6666]", "brelu[6]", "abs", "square", "sqrt", "linear[2,-1]", "softrelu")
 
 
 @dataclasses.dataclass
@@ -207,8 +209,9 @@ def recording():
 
 
 def _extras(batch, dtype):
-    """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, and
-    average pooling (no shipped network uses it yet: recorded at cuda-convnet's CIFAR pool shape)."""
+    """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, the
+    other neurons, and average pooling (no shipped network uses it: recorded at cuda-convnet's CIFAR
+    pool shape)."""
     classes, hidden = 1000, 4096
     logits, labels = np.empty((batch, classes), dtype), np.zeros(batch, np.int64)
     h, g = np.empty((batch, hidden), dtype), np.empty((batch, hidden), dtype)
@@ -228,6 +231,9 @@ def _extras(batch, dtype):
         ("avg_pool2d of 32x32x32 maps (cuda-convnet CIFAR pool=avg, 3x3/2)", lambda: (
             F.avg_pool2d(maps, 3, 2, ceil_mode=True, count_include_pad=False),
             F.avg_pool2d_backward(pooled, maps, 3, 2, ceil_mode=True, count_include_pad=False))),
+        ("cuda-convnet's neurons on fc6", lambda: [(F.neuron(h, *F.parse_neuron(text)),
+                                                     F.neuron_backward(g, h, h, *F.parse_neuron(text)))
+                                                    for text in NEURON_EXAMPLES]),
         ("dropout's raw Philox stream (N x 4096 words)", lambda: dropout_ops.philox_words(
             np.empty((batch, hidden), np.uint32))),
     ]

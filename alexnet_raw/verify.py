@@ -50,6 +50,56 @@ def _relu_backward(rng, dtype, torch):
     return ours, x.grad.numpy()
 
 
+# cuda-convnet's neurons as a layer file gives them (linear's a and b not powers of two, so that
+# torch's two roundings and our fma's one can differ)
+NEURONS = ("logistic", "tanh[1.7159,0.6666]", "brelu[6]", "abs", "square", "sqrt", "linear[0.7,-1.3]", "softrelu")
+
+
+def _torch_neuron(torch, x, name, a, b):
+    expressions = {
+        "logistic": lambda: torch.sigmoid(x),
+        "tanh": lambda: a * torch.tanh(b * x),
+        "brelu": lambda: torch.clamp(x, 0, a),
+        "abs": lambda: torch.abs(x),
+        "square": lambda: x * x,
+        "sqrt": lambda: torch.sqrt(x),
+        "linear": lambda: a * x + b,
+        # torch returns x past `threshold`; in float64 log1p(exp(-x)) matters up to x ~ 37
+        "softrelu": lambda: torch.nn.functional.softplus(x, threshold=20 if x.dtype == torch.float32 else 37),
+    }
+    return expressions[name]()
+
+
+def _neuron_input(rng, dtype, name):
+    x = 3 * rng.standard_normal((2, 3, 17, 19))
+    return (np.abs(x) if name == "sqrt" else x).astype(dtype)
+
+
+@check("neurons forward (all eight)", "neuron")
+def _neurons_forward(rng, dtype, torch):
+    ours, reference = [], []
+    for text in NEURONS:
+        name, a, b = F.parse_neuron(text)
+        x = _with_specials(_neuron_input(rng, dtype, name))
+        ours.append(F.neuron(x, name, a, b).ravel())
+        reference.append(_torch_neuron(torch, torch.from_numpy(x), name, a, b).numpy().ravel())
+    return np.concatenate(ours), np.concatenate(reference)
+
+
+@check("neurons backward (all eight)", "neuron")
+def _neurons_backward(rng, dtype, torch):
+    ours, reference = [], []
+    for text in NEURONS:  # inputs away from brelu's ends 0 and a, where cuda-convnet's gradient is 0
+        name, a, b = F.parse_neuron(text)
+        x = torch.from_numpy(_neuron_input(rng, dtype, name)).requires_grad_()
+        y = _torch_neuron(torch, x, name, a, b)
+        g = torch.from_numpy(rng.standard_normal(y.shape).astype(dtype))
+        y.backward(g)
+        ours.append(F.neuron_backward(g.numpy(), x.detach().numpy(), y.detach().numpy(), name, a, b).ravel())
+        reference.append(x.grad.numpy().ravel())
+    return np.concatenate(ours), np.concatenate(reference)
+
+
 @check("dropout forward (inverted)", "dropout")
 def _dropout_forward(rng, dtype, torch):
     x = rng.standard_normal((2, 4096)).astype(dtype)
