@@ -111,7 +111,7 @@ def parse_neuron(text):
         raise ValueError(f"neuron {text!r}: {e}") from None
 
 
-def _scalars(name, a, b, dtype):
+def _scalars(a, b, dtype):
     """a and b in the kernel's type (0 where the neuron has none)."""
     t = np.dtype(dtype).type
     return t(0 if a is None else a), t(0 if b is None else b)
@@ -120,14 +120,14 @@ def _scalars(name, a, b, dtype):
 def forward_launch(y, x, name, a=None, b=None) -> Launch:
     grid, block = elementwise(x.size)
     kernel = f"neuron_forward<{c_type(x.dtype)}, {KERNEL_NEURONS[name][0]}>"
-    return Launch(SOURCE, kernel, grid, block, (y, x, np.int64(x.size)) + _scalars(name, a, b, x.dtype))
+    return Launch(SOURCE, kernel, grid, block, (y, x, np.int64(x.size)) + _scalars(a, b, x.dtype))
 
 
 def backward_launch(grad_x, grad_y, x, y, name, a=None, b=None) -> Launch:
     grid, block = elementwise(x.size)
     kernel = f"neuron_backward<{c_type(x.dtype)}, {KERNEL_NEURONS[name][0]}>"
     return Launch(SOURCE, kernel, grid, block,
-                  (grad_x, grad_y, x, y, np.int64(x.size)) + _scalars(name, a, b, x.dtype))
+                  (grad_x, grad_y, x, y, np.int64(x.size)) + _scalars(a, b, x.dtype))
 
 
 def neuron(input, name, a=None, b=None):
