@@ -6,9 +6,9 @@ layer names), and the type's keys; keys of layers with several inputs hold one v
 per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`).
 
 Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, softmax,
-cost.logreg; `neuron=relu` (or an identity: ident, linear[1,0]) on any layer. Keys that change what
-a layer computes and that this engine does not implement (sharedBiases=0, randSparse=1, start other
-than 0, other neurons) are errors; bookkeeping keys of the original (partialSum, wball, enable, ...)
+cost.logreg; on any layer a neuron of cuda-convnet's: relu, logistic, tanh[a,b], brelu[a], abs,
+square, sqrt, linear[a,b], softrelu, ident. Keys that change what a layer computes and that this
+engine does not implement (sharedBiases=0, randSparse=1, start other than 0) are errors; bookkeeping keys of the original (partialSum, wball, enable, ...)
 are accepted and ignored, and `outputsX`, when not 0, must equal the size the engine computes.
 
 Extensions of ours, all optional: `sizeRule=floor|ceil` on conv and pool layers (default ceil,
@@ -26,8 +26,9 @@ import math
 import warnings
 from pathlib import Path
 
+from ..ops.neuron import parse_neuron
+
 LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "softmax", "cost.logreg")
-NEURONS = ("relu", "ident", "linear[1,0]")
 POOLS = ("max", "avg")
 
 
@@ -48,7 +49,7 @@ class LayerSpec:
     type: str
     inputs: list
     gpu: int | None = None
-    neuron: str | None = None
+    neuron: tuple | None = None  # (name, a, b) of alexnet_raw.ops.neuron; None: the identity
 
 
 @dataclasses.dataclass
@@ -231,20 +232,17 @@ _IGNORED = {"partialSum", "wball", "enable", "randSparse", "sharedBiases", "grou
 
 
 def _neuron(s):
-    """The neuron of a layer: "relu", or None for an identity (ident, linear[1,0])."""
+    """A layer's neuron as (name, a, b) (alexnet_raw.ops.neuron.parse_neuron), None for an identity."""
     text = s.raw("neuron")
-    if text is None or text == "ident":
+    if text is None:
         return None
-    if text == "relu":
-        return "relu"
-    if text.replace(" ", "").startswith("linear["):
-        try:
-            a, b = (float(v) for v in text.replace(" ", "")[len("linear["):].rstrip("]").split(","))
-        except ValueError:
-            raise s.error("neuron", f"expected linear[a,b] with two numbers, got {text!r}") from None
-        if (a, b) == (1.0, 0.0):
-            return None
-    raise s.error("neuron", f"unsupported neuron {text!r}; supported: {', '.join(NEURONS)}")
+    try:
+        neuron = parse_neuron(text)
+    except ValueError as e:
+        raise s.error("neuron", str(e)) from None
+    if neuron[0] == "ident" or neuron == ("linear", 1.0, 0.0):
+        return None
+    return neuron
 
 
 def _layer(file, name, values, known_layers):

@@ -2,8 +2,8 @@
 
 Every layer gets its inputs on its own device (the model copies remote ones over) and returns its
 output; backward gets the gradient of its output and returns the gradient for each input (None
-for data layers), writing parameter gradients into the device's gradient block. A layer's
-`neuron=relu` is applied to its output; backward starts by undoing it.
+for data layers), writing parameter gradients into the device's gradient block. A layer's neuron
+(`neuron=relu`, `tanh[a,b]`, ...) is applied to its output; backward starts by undoing it.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ class Layer:
 
     def forward(self, xs, ctx):
         out = self.compute(xs, ctx)
-        return F.relu(out) if self.spec.neuron == "relu" else out
+        if self.spec.neuron is None:
+            return out
+        self.pre_neuron = out  # what the neuron's backward reads besides its output (abs, square: the input)
+        return F.neuron(out, *self.spec.neuron)
 
     def backward(self, grad, xs, out, ctx, needs):
         """needs[i]: whether input i wants a gradient. Returns [grad or None per input]."""
-        if self.spec.neuron == "relu":
-            grad = F.relu_backward(grad, out)
+        if self.spec.neuron is not None:
+            grad = F.neuron_backward(grad, self.pre_neuron, out, *self.spec.neuron)
         return self.compute_backward(grad, xs, out, ctx, needs)
 
 

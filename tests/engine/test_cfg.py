@@ -64,7 +64,7 @@ def test_run_145_details():
     c1 = layers["conv1a"]
     assert (c1.filters, c1.filter_size, c1.stride, c1.padding, c1.channels, c1.gpu, c1.neuron) == (
         48, [11], [4], [0], [3], 0, None)
-    assert layers["pool1a"].neuron == "relu" and layers["pool1a"].size == 3
+    assert layers["pool1a"].neuron == ("relu", None, None) and layers["pool1a"].size == 3
     c3 = layers["conv3b"]
     assert c3.inputs == ["pool2a", "pool2b"] and c3.channels == [128, 128] and c3.init_w == [0.03, 0.03]
     assert layers["fc2048ba"].inputs == ["hs1a", "hs1b"] and layers["fc2048ba"].init_b == 1.0
@@ -89,11 +89,12 @@ def test_minimal_network_and_text_reader(write_cfg):
     (("filterSize=3", "filterSize=0"), "conv1", "filterSize", "must be positive"),
     (("channels=3\n", ""), "conv1", "channels", "missing"),
     (("inputs=conv1", "inputs=nothing"), "fc1", "inputs", "not a layer defined above"),
-    (("outputs=5", "outputs=5\nneuron=tanh"), "fc1", "neuron", "unsupported neuron"),
+    (("outputs=5", "outputs=5\nneuron=tanh"), "fc1", "neuron", r"neuron 'tanh': expected tanh\[a,b\] with 2 number"),
+    (("outputs=5", "outputs=5\nneuron=gelu"), "fc1", "neuron", r"neuron 'gelu': expected one of"),
     (("inputs=labels,probs", "inputs=probs"), "logprob", "inputs", "two inputs"),
     (("filterSize=3", "filterSize=3\nsharedBiases=0"), "conv1", "sharedBiases", "shared biases"),
-    (("outputs=5", "outputs=5\nneuron=linear[2,0]"), "fc1", "neuron", r"unsupported neuron 'linear\[2,0\]'"),
-    (("outputs=5", "outputs=5\nneuron=linear[1]"), "fc1", "neuron", "two numbers"),
+    (("outputs=5", "outputs=5\nneuron=brelu[0]"), "fc1", "neuron", r"brelu\[a\] needs a > 0"),
+    (("outputs=5", "outputs=5\nneuron=linear[1]"), "fc1", "neuron", r"expected linear\[a,b\], 2 number\(s\), got 1"),
     (("sizeX=2", "sizeX=2"), "pool1", "pool", "unsupported pooling 'median'; supported: max, avg"),
 ])
 def test_errors_name_file_section_and_key(write_cfg, edit, section, key, message):
@@ -106,12 +107,16 @@ def test_errors_name_file_section_and_key(write_cfg, edit, section, key, message
     assert str(lp) in str(info.value) and f"[{section}]" in str(info.value)
 
 
-def test_identity_neurons_and_both_poolings(write_cfg):
+def test_neurons_and_both_poolings(write_cfg):
     text = MINIMAL.replace("filterSize=3", "filterSize=3\nneuron=linear[1,0]").replace(
         "[fc1]", "[pool1]\ntype=pool\npool=avg\ninputs=conv1\nsizeX=3\nstride=2\noutputsX=0\nneuron=ident\n[fc1]")
     layers = {s.name: s for s in cfg.read_layers(write_cfg(text)[0])}
     assert layers["conv1"].neuron is None and layers["pool1"].neuron is None
     assert layers["pool1"].pool == "avg" and layers["pool1"].outputs_x == 0
+    text = MINIMAL.replace("filterSize=3", "filterSize=3\nneuron=tanh[1.7159, 0.6666]").replace(
+        "outputs=5", "outputs=5\nneuron=linear[2,-1]")
+    layers = {s.name: s for s in cfg.read_layers(write_cfg(text)[0])}
+    assert layers["conv1"].neuron == ("tanh", 1.7159, 0.6666) and layers["fc1"].neuron == ("linear", 2.0, -1.0)
 
 
 def test_params_errors(write_cfg):

@@ -187,3 +187,33 @@ def test_a_ceil_window_starting_past_the_image_is_refused(write_cfg):
     with pytest.raises(ShapeError, match=r"\[pool1\] the ceil rule's last 1-wide window at stride 3 would start at "
                                          r"pixel 33, past the 32-pixel image.*sizeRule=floor"):
         Model.from_cfg(*write_cfg(text, PARAMS))
+
+
+def with_every_neuron(text):
+    """The same network with each of cuda-convnet's neurons somewhere (sqrt after abs: inputs >= 0)."""
+    for section, neuron in (("conv1", "tanh[1.7159,0.6666]"), ("pool1", "abs"), ("rnorm1", "sqrt"),
+                            ("conv2", "logistic"), ("pool2", "square"), ("conv3", "softrelu"),
+                            ("pool3", "brelu[6]"), ("fc10", "linear[2,-1]")):
+        head = f"[{section}]\n"
+        body_start = text.index(head) + len(head)
+        body_end = text.find("\n[", body_start)
+        body = "\n".join(line for line in text[body_start:body_end].split("\n") if not line.startswith("neuron="))
+        text = text[:body_start] + f"neuron={neuron}\n" + body + text[body_end:]
+    return text
+
+
+def test_every_neuron_trains_as_torch(write_cfg):
+    model = Model.from_cfg(*write_cfg(with_every_neuron(LAYERS), PARAMS), seed=4, dtype=np.float64)
+    assert {name: model.graph.nodes[name].spec.neuron[0] for name in ("conv1", "pool1", "fc10")} == {
+        "conv1": "tanh", "pool1": "abs", "fc10": "linear"}
+    rng = np.random.default_rng(6)
+    x, labels = rng.standard_normal((2, 3, 32, 32)), rng.integers(0, 10, 2)
+    state, momentum = model.state_dict(), model.momentum_state_dict()
+    ref_loss, ref_logits, ref_grads, _, _ = torch_reference.train_step(model, state, momentum, x, labels)
+    np.testing.assert_allclose(model.forward(x, train=True), ref_logits, rtol=1e-9, atol=1e-12)
+    assert model.backward(labels) == pytest.approx(ref_loss, rel=1e-9)
+    grads = model.gradient_dict()
+    for key, ref in ref_grads.items():
+        assert np.abs(ref).max() > 0, key  # every layer's gradient reaches it through the neurons
+        np.testing.assert_allclose(grads[key], ref, rtol=1e-8, atol=1e-11 * max(1.0, float(np.abs(ref).max())),
+                                   err_msg=key)

@@ -17,6 +17,20 @@ def _ceil_pad(x, spec, i, out_hw):
     return TF.pad(x, (0, extra[1], 0, extra[0])) if any(extra) else x
 
 
+# cuda-convnet's neurons as torch expressions: (name) -> f(x, a, b)
+NEURONS = {
+    "relu": lambda x, a, b: torch.relu(x),
+    "logistic": lambda x, a, b: torch.sigmoid(x),
+    "tanh": lambda x, a, b: a * torch.tanh(b * x),
+    "brelu": lambda x, a, b: torch.clamp(x, 0.0, a),
+    "abs": lambda x, a, b: torch.abs(x),
+    "square": lambda x, a, b: x * x,
+    "sqrt": lambda x, a, b: torch.sqrt(x),
+    "linear": lambda x, a, b: a * x + b,
+    "softrelu": lambda x, a, b: TF.softplus(x),
+}
+
+
 def same_map_norm(x, size, alpha, beta, k):
     before = size // 2
     squares = TF.pad(x * x, (before, size - 1 - before, before, size - 1 - before))
@@ -66,8 +80,8 @@ def forward(model, params, x, train, step=None):
             dropout_index += 1
         else:
             raise AssertionError(spec)
-        if spec.neuron == "relu":
-            y = torch.relu(y)
+        if spec.neuron is not None:
+            y = NEURONS[spec.neuron[0]](y, *spec.neuron[1:])
         out[name] = y
     return out[g.logits]
 
