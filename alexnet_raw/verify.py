@@ -318,11 +318,13 @@ def run(dtypes=(np.float32, np.float64), seed=0):
 
 
 def format_table(rows) -> str:
-    head = f"{'check':38s} {'dtype':8s} {'max abs err':>12s} {'max rel err':>12s} {'atol':>8s} {'rtol':>8s} {'result':>7s}"
+    width = max([len("check")] + [len(r["check"]) for r in rows])  # the longest check name sets the column
+    head = (f"{'check':{width}s} {'dtype':8s} {'max abs err':>12s} {'max rel err':>12s} {'atol':>8s} {'rtol':>8s} "
+            f"{'result':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['check']:38s} {r['dtype']:8s} {r['max_abs_error']:12.3e} {r['max_rel_error']:12.3e} "
+            f"{r['check']:{width}s} {r['dtype']:8s} {r['max_abs_error']:12.3e} {r['max_rel_error']:12.3e} "
             f"{r['atol']:8.1e} {r['rtol']:8.1e} {'pass' if r['passed'] else 'FAIL':>7s}"
         )
     failed = sum(not r["passed"] for r in rows)
