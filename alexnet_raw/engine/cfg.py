@@ -5,8 +5,8 @@ layer names), and the type's keys; keys of layers with several inputs hold one v
 (`filters=192,192`). The params file holds the learning hyperparameters (`epsW`, `momW`, `wc`
 per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`).
 
-Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, softmax,
-cost.logreg; on any layer a neuron of cuda-convnet's: relu, logistic, tanh[a,b], brelu[a], abs,
+Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, neuron (a layer
+that only applies its neuron), softmax, cost.logreg; on any layer a neuron of cuda-convnet's: relu, logistic, tanh[a,b], brelu[a], abs,
 square, sqrt, linear[a,b], softrelu, ident. Keys that change what a layer computes and that this
 engine does not implement (sharedBiases=0, randSparse=1, start other than 0) are errors; bookkeeping keys of the original (partialSum, wball, enable, ...)
 are accepted and ignored, and `outputsX`, when not 0, must equal the size the engine computes.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..ops.neuron import parse_neuron
 
-LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "softmax", "cost.logreg")
+LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "neuron", "softmax", "cost.logreg")
 POOLS = ("max", "avg")
 
 
@@ -107,6 +107,11 @@ class HsSpec(LayerSpec):
 
 @dataclasses.dataclass
 class SoftmaxSpec(LayerSpec):
+    pass
+
+
+@dataclasses.dataclass
+class NeuronSpec(LayerSpec):  # a layer that only applies its `neuron=` to its input
     pass
 
 
@@ -317,11 +322,15 @@ def _layer(file, name, values, known_layers):
         spec = HsSpec(**common, keep=keep, mode=s.choice("mode", ("original", "inverted"), "original"))
     elif type_ == "softmax":
         spec = SoftmaxSpec(**common)
+    elif type_ == "neuron":
+        if not s.has("neuron"):
+            raise s.error("neuron", "missing (required for this layer type)")
+        spec = NeuronSpec(**common)
     else:  # cost.logreg
         if n != 2:
             raise s.error("inputs", f"cost.logreg takes two inputs (labels, probabilities), got {n}")
         spec = CostSpec(**common, coeff=s.number("coeff", float, 1.0), topk=s.number("topk", int, 5, positive=True))
-    if type_ in ("pool", "cmrnorm", "rnorm", "hs", "softmax") and n != 1:
+    if type_ in ("pool", "cmrnorm", "rnorm", "hs", "neuron", "softmax") and n != 1:
         raise s.error("inputs", f"a {type_} layer takes one input, got {n}")
     unknown = set(values) - s.used - _IGNORED - {"type", "inputs", "gpu", "neuron"}
     if unknown:

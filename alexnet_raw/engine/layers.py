@@ -141,11 +141,20 @@ class Dropout(Layer):  # hs; `index` numbers the network's hs layers for their r
         return [F.dropout_backward(grad, **self._args(ctx)) if needs[0] else None]
 
 
+class NeuronOnly(Layer):  # type=neuron: Layer.forward applies the neuron to the input as it is
+    def compute(self, xs, ctx):
+        return xs[0] if self.spec.neuron is not None else xs[0].copy()
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        return [grad if needs[0] else None]
+
+
 LAYER_CLASSES = {
     cfg.ConvSpec: Conv,
     cfg.FcSpec: Fc,
     cfg.PoolSpec: Pool,
     cfg.HsSpec: Dropout,
+    cfg.NeuronSpec: NeuronOnly,
 }
 
 

@@ -94,6 +94,7 @@ def test_minimal_network_and_text_reader(write_cfg):
     (("inputs=labels,probs", "inputs=probs"), "logprob", "inputs", "two inputs"),
     (("filterSize=3", "filterSize=3\nsharedBiases=0"), "conv1", "sharedBiases", "shared biases"),
     (("outputs=5", "outputs=5\nneuron=brelu[0]"), "fc1", "neuron", r"brelu\[a\] needs a > 0"),
+    (("type=fc", "type=neuron"), "fc1", "neuron", "missing"),
     (("outputs=5", "outputs=5\nneuron=linear[1]"), "fc1", "neuron", r"expected linear\[a,b\], 2 number\(s\), got 1"),
     (("sizeX=2", "sizeX=2"), "pool1", "pool", "unsupported pooling 'median'; supported: max, avg"),
 ])

@@ -217,3 +217,23 @@ def test_every_neuron_trains_as_torch(write_cfg):
         assert np.abs(ref).max() > 0, key  # every layer's gradient reaches it through the neurons
         np.testing.assert_allclose(grads[key], ref, rtol=1e-8, atol=1e-11 * max(1.0, float(np.abs(ref).max())),
                                    err_msg=key)
+
+
+def test_neuron_layers_train_as_torch(write_cfg):
+    # cuda-convnet's type=neuron: a layer that only applies its neuron (here between pool1 and rnorm1,
+    # and an identity one before fc10)
+    text = LAYERS.replace("[rnorm1]\ntype=rnorm\ninputs=pool1", "[act1]\ntype=neuron\ninputs=pool1\n"
+                          "neuron=tanh[1.7159,0.6666]\n\n[rnorm1]\ntype=rnorm\ninputs=act1").replace(
+        "[fc10]\ntype=fc\noutputs=10\ninputs=pool3", "[same3]\ntype=neuron\ninputs=pool3\nneuron=ident\n\n"
+        "[fc10]\ntype=fc\noutputs=10\ninputs=same3")
+    model = Model.from_cfg(*write_cfg(text, PARAMS), seed=7, dtype=np.float64)
+    assert model.shapes["act1"] == model.shapes["pool1"] and model.shapes["same3"] == (16, 4, 4)
+    rng = np.random.default_rng(8)
+    x, labels = rng.standard_normal((2, 3, 32, 32)), rng.integers(0, 10, 2)
+    state, momentum = model.state_dict(), model.momentum_state_dict()
+    ref_loss, ref_logits, ref_grads, _, _ = torch_reference.train_step(model, state, momentum, x, labels)
+    np.testing.assert_allclose(model.forward(x, train=True), ref_logits, rtol=1e-9, atol=1e-12)
+    assert model.backward(labels) == pytest.approx(ref_loss, rel=1e-9)
+    for key, ref in ref_grads.items():
+        np.testing.assert_allclose(model.gradient_dict()[key], ref, rtol=1e-8,
+                                   atol=1e-11 * max(1.0, float(np.abs(ref).max())), err_msg=key)

@@ -68,6 +68,8 @@ def forward(model, params, x, train, step=None):
             y = TF.local_response_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
         elif spec.type == "rnorm":
             y = same_map_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
+        elif isinstance(spec, cfg.NeuronSpec):
+            y = xs[0]
         elif isinstance(spec, cfg.HsSpec):
             p = 1.0 - spec.keep
             if train:
