@@ -3,14 +3,6 @@ from pathlib import Path
 
 import pytest
 
-# the original's layer files (with their licence), copied from ../shared/reference/cuda-convnet-2012
-REFERENCE = Path(__file__).resolve().parent / "cuda-convnet-2012"
-RUNS = ("145", "145-half", "147", "148", "150")
-
-
-def reference_files(run):
-    return REFERENCE / f"layers-{run}.cfg", REFERENCE / f"layer-params-{run}.cfg"
-
 
 @pytest.fixture
 def write_cfg(tmp_path):

@@ -3,7 +3,7 @@
 import warnings
 
 import pytest
-from conftest import RUNS, reference_files
+from reference_runs import RUNS, reference_files
 
 from alexnet_raw.engine import cfg
 

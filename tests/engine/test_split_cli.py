@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import reference_files
+from reference_runs import reference_files
 
 from alexnet_raw import split
 
