@@ -11,6 +11,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from central_differences import numeric_gradient
+
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
 from alexnet_raw.ops import conv2d as conv_ops
@@ -170,20 +172,9 @@ def test_gradient_check_float64(cpu_backend):
     args = ((2, 1), (1, 0), 2, True)
     g = rng.standard_normal(F.conv2d(x, w, b, *args).shape)
     grad_x, grad_w, grad_b = F.conv2d_backward(g, x, w, *args)
-    eps = 1e-5
-
-    def numeric(which):
-        arrays = [x, w, b]
-        out = np.zeros_like(arrays[which])
-        for idx in np.ndindex(out.shape):
-            plus, minus = [a.copy() for a in arrays], [a.copy() for a in arrays]
-            plus[which][idx] += eps
-            minus[which][idx] -= eps
-            out[idx] = np.sum((F.conv2d(*plus, *args) - F.conv2d(*minus, *args)) * g) / (2 * eps)
-        return out
-
-    for which, analytic in enumerate((grad_x, grad_w, grad_b)):
-        np.testing.assert_allclose(analytic, numeric(which), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(grad_x, numeric_gradient(lambda v: F.conv2d(v, w, b, *args), x, g), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(grad_w, numeric_gradient(lambda v: F.conv2d(x, v, b, *args), w, g), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(grad_b, numeric_gradient(lambda v: F.conv2d(x, w, v, *args), b, g), rtol=1e-7, atol=1e-8)
 
 
 def test_optional_gradients(cpu_backend):
