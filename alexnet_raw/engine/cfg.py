@@ -6,10 +6,11 @@ layer names), and the type's keys; keys of layers with several inputs hold one v
 per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`).
 
 Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, neuron (a layer
-that only applies its neuron), softmax, cost.logreg; on any layer a neuron of cuda-convnet's: relu, logistic, tanh[a,b], brelu[a], abs,
-square, sqrt, linear[a,b], softrelu, ident. Keys that change what a layer computes and that this
-engine does not implement (sharedBiases=0, randSparse=1, start other than 0) are errors; bookkeeping keys of the original (partialSum, wball, enable, ...)
-are accepted and ignored, and `outputsX`, when not 0, must equal the size the engine computes.
+that only applies its neuron), softmax, cost.logreg; on any layer one of cuda-convnet's neurons:
+relu, logistic, tanh[a,b], brelu[a], abs, square, sqrt, linear[a,b], softrelu, ident. Keys that
+change what a layer computes and that this engine does not implement (sharedBiases=0,
+randSparse=1, start other than 0) are errors; bookkeeping keys of the original (partialSum, wball,
+enable, ...) are accepted and ignored, and `outputsX`, when not 0, must equal the computed size.
 
 Extensions of ours, all optional: `sizeRule=floor|ceil` on conv and pool layers (default ceil,
 cuda-convnet's; floor is PyTorch's), `mode=original|inverted` on hs layers (default original:

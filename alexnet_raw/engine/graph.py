@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..ops import conv2d as conv2d_ops
-from ..ops import max_pool2d as pool_ops
+from ..ops import pool_geometry
 from . import cfg
 
 HOST = "host"
@@ -44,7 +44,7 @@ def pool_output_size(size: int, window: int, stride: int, rule: str) -> int:
     if rule == "floor":
         return 1 + span // stride
     out = 1 + -(-span // stride)
-    if out != pool_ops.output_size(size, window, stride, 0, True):
+    if out != pool_geometry.output_size(size, window, stride, 0, True):
         raise ShapeError(f"the ceil rule's last {window}-wide window at stride {stride} would start at pixel "
                          f"{(out - 1) * stride}, past the {size}-pixel image (an empty window); use sizeRule=floor "
                          f"or a stride no larger than the window")
