@@ -54,14 +54,14 @@ class CMakeBuild(build_ext):
 
 
 class BuildPyWithKernels(build_py):
-    """Copy kernels/*.cu and *.cuh into the package as alexnet_raw/kernels_src."""
+    """Copy kernels/*.cu, *.cuh and gpu_options.txt into the package as alexnet_raw/kernels_src."""
 
     def run(self):
         super().run()
         target = Path(self.build_lib) / "alexnet_raw" / "kernels_src"
         target.mkdir(parents=True, exist_ok=True)
         for src in sorted((ROOT / "kernels").iterdir()):
-            if src.suffix in (".cu", ".cuh"):
+            if src.suffix in (".cu", ".cuh") or src.name == "gpu_options.txt":
                 shutil.copy2(src, target / src.name)
 
 

@@ -38,8 +38,13 @@ class Backend:
     name = "?"
     array_module = np
 
-    def launch(self, launch: Launch) -> None:
+    def prepare(self, launch: Launch):
+        """Everything a launch needs done on the host (the kernel looked up, the arguments checked
+        and packed), returned as a callable that queues the kernel: the benchmark times only that."""
         raise NotImplementedError
+
+    def launch(self, launch: Launch) -> None:
+        self.prepare(launch)()
 
     def empty(self, shape, dtype):
         return self.array_module.empty(shape, dtype)
@@ -74,9 +79,9 @@ class EmuBackend(Backend):
                 self._modules[source] = m
             return m
 
-    def launch(self, launch: Launch) -> None:
+    def prepare(self, launch: Launch):
         kernel = self.module(launch.source).get_function(launch.kernel)
-        kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_bytes)
+        return lambda: kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_bytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,30 +115,34 @@ class ExtensionBackend(Backend):
                 "(rebuild with pip install .)"
             ) from None
 
-    def launch(self, launch: Launch) -> None:
+    def prepare(self, launch: Launch):
         codes = self.param_codes(launch.kernel)
+        ext, name, grid, block, shared = self._ext, launch.kernel, launch.grid, launch.block, launch.shared_bytes
         if self._on_gpu:
             import cupy
 
-            blob, offsets, keep = kernel_args.pack(launch.kernel, codes, launch.args, _cupy_view)
-            stream = cupy.cuda.get_current_stream().ptr
-        else:
-            from . import emu
+            blob, offsets, keep = kernel_args.pack(name, codes, launch.args, _cupy_view)
 
-            blob, offsets, keep = kernel_args.pack(launch.kernel, codes, launch.args)
+            def run():
+                ext.launch(name, grid, block, shared, cupy.cuda.get_current_stream().ptr, blob, offsets)
+                keep.clear()  # the arrays stay alive in the caller; CuPy's pool orders their reuse
+
+            return run
+        from . import emu
+
+        blob, offsets, keep = kernel_args.pack(name, codes, launch.args)
+
+        def run_on_cpu():
             o = emu.launch_options()
-            self._ext.configure(o.schedule, o.seed, o.num_threads, o.poison, o.max_shared_bytes)
-            stream = 0
-        try:
-            self._ext.launch(launch.kernel, launch.grid, launch.block, launch.shared_bytes, stream, blob, offsets)
-        except RuntimeError as e:
-            if self._on_gpu:
-                raise
-            from . import emu
+            ext.configure(o.schedule, o.seed, o.num_threads, o.poison, o.max_shared_bytes, 0)
+            try:
+                ext.launch(name, grid, block, shared, 0, blob, offsets)
+            except RuntimeError as e:
+                emu.raise_launch_error(str(e))
+            finally:
+                keep.clear()
 
-            emu.raise_launch_error(str(e))
-        finally:
-            del keep
+        return run_on_cpu
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,11 +165,40 @@ class CupyBackend(Backend):
             self._modules[source] = m
         return m
 
-    def launch(self, launch: Launch) -> None:
-        if self._codes_from is not None:
+    def prepare(self, launch: Launch):
+        if self._codes_from is not None:  # CuPy itself would pack a wrong scalar type silently
             kernel_args.pack(launch.kernel, self._codes_from.param_codes(launch.kernel), launch.args, _cupy_view)
         kernel = self.module(launch.source).get_function(launch.kernel)
-        kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_bytes)
+        return lambda: kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_bytes)
+
+
+class OnDevice(Backend):
+    """A GPU backend bound to the GPU its arrays are on: allocations and launches go there,
+    whichever GPU is current (as PyTorch runs an op on its tensors' device)."""
+
+    def __init__(self, backend, device_id):
+        import cupy
+
+        self._backend, self.device_id, self._cupy = backend, device_id, cupy
+        self.name, self.array_module = backend.name, backend.array_module
+
+    def prepare(self, launch: Launch):
+        with self._cupy.cuda.Device(self.device_id):
+            run = self._backend.prepare(launch)
+
+        def run_there():
+            with self._cupy.cuda.Device(self.device_id):
+                run()
+
+        return run_there
+
+    def empty(self, shape, dtype):
+        with self._cupy.cuda.Device(self.device_id):
+            return self._backend.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        with self._cupy.cuda.Device(self.device_id):
+            return self._backend.zeros(shape, dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,6 +282,16 @@ def get_backend(name: str) -> Backend:
     return b
 
 
+def reset() -> None:
+    """Forget the backends created so far and this thread's GPU choice: they are created again on
+    next use. For code that replaced CuPy or an extension module (the tests' CuPy stand-in)."""
+    with _instances_lock:
+        _instances.clear()
+    _choice.gpu = None
+    if _choice.cpu not in CPU_BACKENDS:
+        _choice.cpu = "emu"
+
+
 def available_backends():
     """Names of the backends that work on this machine."""
     names = []
@@ -288,7 +336,7 @@ def current_backends():
 
 
 def backend_for(array) -> Backend:
-    """The backend that runs kernels on `array`'s kind of memory."""
+    """The backend that runs kernels on `array`'s kind of memory (for a CuPy array: on its GPU)."""
     if isinstance(array, np.ndarray):
         return get_backend(_choice.cpu)
     cupy = sys.modules.get("cupy")
@@ -299,7 +347,11 @@ def backend_for(array) -> Backend:
                 _choice.gpu = "cuda"
             except BackendUnavailable:
                 _choice.gpu = "cupy"
-        return get_backend(_choice.gpu)
+        backend = get_backend(_choice.gpu)
+        device_id = array.device.id
+        if device_id != cupy.cuda.runtime.getDevice():
+            return OnDevice(backend, device_id)
+        return backend
     raise TypeError(
         f"expected a numpy.ndarray (CPU) or a cupy.ndarray (GPU), got {type(array).__module__}.{type(array).__name__}"
     )

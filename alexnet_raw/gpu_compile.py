@@ -1,8 +1,10 @@
 """Compile the kernels for GPU architectures without a GPU, and read ptxas's resource report.
 
-* ``nvrtc_compile``: exactly the program the ``cupy`` backend compiles (kernel_sources.nvrtc_program),
-  through the low-level NVRTC interface of cuda-bindings (CuPy's own compile call needs a device).
-* ``nvcc_compile``: the kernel file as the ``cuda`` extension compiles it (nvcc, -lineinfo).
+* ``nvrtc_compile``: exactly the program the ``cupy`` backend compiles (kernel_sources.nvrtc_program,
+  plus the -ftz=true CuPy appends), through the low-level NVRTC interface of cuda-bindings (CuPy's
+  own compile call needs a device).
+* ``nvcc_compile``: the kernel file as the ``cuda`` extension compiles it (nvcc, -lineinfo and
+  kernels/gpu_options.txt, as CMakeLists.txt passes them).
 
 Both return, per kernel instantiation, the registers, static shared memory, stack frame and spill
 bytes ptxas reports, plus the cubin. ``disassemble`` reads a cubin's SASS with nvdisasm, and
@@ -104,9 +106,10 @@ def _check(result, what, prog=None, nvrtc=None):
 
 
 def nvrtc_compile(source: str, arch: str) -> GpuBuild:
-    """Compile kernels/<source> with NVRTC for `arch` exactly as the cupy backend does."""
+    """Compile kernels/<source> with NVRTC for `arch` exactly as the cupy backend does: its options,
+    then what CuPy appends to every RawModule compilation (-ftz=true)."""
     text, options, names = kernel_sources.nvrtc_program(source)
-    return nvrtc_compile_text(text, names, arch, options, source)
+    return nvrtc_compile_text(text, names, arch, options + kernel_sources.CUPY_APPENDED_OPTIONS, source)
 
 
 def nvrtc_compile_text(text: str, names, arch: str, options=kernel_sources.COMPILE_OPTIONS,
@@ -191,7 +194,8 @@ def nvcc_compile(source: str, arch: str) -> GpuBuild:
             "__attribute__((used)) = (const void*)&__VA_ARGS__;\n"
         )
         out = Path(tmp) / "k.cubin"
-        cmd = [nvcc, "-cubin", f"-arch={arch}", "-std=c++17", "-lineinfo", "-Xptxas", "-v",
+        cmd = [nvcc, "-cubin", f"-arch={arch}", *kernel_sources.COMPILE_OPTIONS, "-lineinfo",
+               *kernel_sources.gpu_options(), "-Xptxas", "-v",
                "-include", str(wrapper), "-I", str(kernel_sources.kernel_dir()), str(path), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

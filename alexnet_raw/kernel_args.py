@@ -114,34 +114,33 @@ def pack(kernel_name: str, codes, args, view_of=numpy_view, names=()):
     offsets = []
     keep_alive = []
     for i, (code, value) in enumerate(zip(codes, args)):
-        name = f" ('{names[i]}')" if i < len(names) and names[i] else ""
-        where = f"argument {i}{name} of {signature(kernel_name, codes)}"
+        at = (kernel_name, codes, names, i)  # for messages, formatted only when one is raised
         if code.startswith("p:") or code.startswith("pc:"):
             view = view_of(value)
             if view is None:
-                raise TypeError(f"{where}: expected an array for '{c_type(code)}', got {_describe(value)}")
+                raise TypeError(f"{_where(*at)}: expected an array for '{c_type(code)}', got {_describe(value)}")
             pointee = code.split(":", 1)[1]
             if pointee in SCALAR_DTYPES:
                 if view.dtype != SCALAR_DTYPES[pointee]:
                     raise TypeError(
-                        f"{where}: expected an array of {SCALAR_DTYPES[pointee]} for '{c_type(code)}', "
+                        f"{_where(*at)}: expected an array of {SCALAR_DTYPES[pointee]} for '{c_type(code)}', "
                         f"got {view.dtype}"
                     )
             elif pointee in VECTOR_POINTEES:
                 base, lanes = VECTOR_POINTEES[pointee]
                 if view.dtype != SCALAR_DTYPES[base]:
                     raise TypeError(
-                        f"{where}: expected an array of {SCALAR_DTYPES[base]} for '{c_type(code)}', got {view.dtype}"
+                        f"{_where(*at)}: expected an array of {SCALAR_DTYPES[base]} for '{c_type(code)}', got {view.dtype}"
                     )
                 width = SCALAR_DTYPES[base].itemsize * lanes
                 if view.nbytes % width or view.address % width:
                     raise ValueError(
-                        f"{where}: '{c_type(code)}' needs an array of whole {lanes}-vectors aligned to {width} bytes"
+                        f"{_where(*at)}: '{c_type(code)}' needs an array of whole {lanes}-vectors aligned to {width} bytes"
                     )
             if not view.contiguous:
-                raise ValueError(f"{where}: the array must be C-contiguous (a kernel sees a flat pointer)")
+                raise ValueError(f"{_where(*at)}: the array must be C-contiguous (a kernel sees a flat pointer)")
             if code.startswith("p:") and not view.writable:
-                raise ValueError(f"{where}: the array is read-only but the kernel may write through '{c_type(code)}'")
+                raise ValueError(f"{_where(*at)}: the array is read-only but the kernel may write through '{c_type(code)}'")
             _align(blob, 8)
             offsets.append(len(blob))
             blob += int(view.address).to_bytes(8, "little")
@@ -150,16 +149,22 @@ def pack(kernel_name: str, codes, args, view_of=numpy_view, names=()):
             expected = SCALAR_DTYPES[code]
             if not isinstance(value, np.generic) or isinstance(value, np.ndarray) or value.dtype != expected:
                 raise TypeError(
-                    f"{where}: expected numpy.{expected.type.__name__} for C type '{c_type(code)}', got "
+                    f"{_where(*at)}: expected numpy.{expected.type.__name__} for C type '{c_type(code)}', got "
                     f"{_describe(value)}; scalar types must match the kernel signature exactly"
                 )
             _align(blob, max(expected.itemsize, 1))
             offsets.append(len(blob))
             blob += value.tobytes()
         else:
-            raise TypeError(f"{where}: parameters of type '{c_type(code)}' cannot be passed from Python")
+            raise TypeError(f"{_where(*at)}: parameters of type '{c_type(code)}' cannot be passed from Python")
     _align(blob, 8)
     return blob, offsets, keep_alive
+
+
+def _where(kernel_name, codes, names, i) -> str:
+    """'argument i ('name') of kernel(signature)', for messages (built only when one is raised)."""
+    name = f" ('{names[i]}')" if i < len(names) and names[i] else ""
+    return f"argument {i}{name} of {signature(kernel_name, codes)}"
 
 
 def _align(blob: bytearray, alignment: int) -> None:

@@ -19,6 +19,9 @@ _INSTANTIATE = re.compile(r"^[ \t]*ALX_INSTANTIATE\((.*)\)[ \t]*$", re.M)
 
 # Options every backend compiles the kernels with (NVRTC spelling; the CPU runtime maps them).
 COMPILE_OPTIONS = ("-std=c++17",)
+# What CuPy appends to every RawModule compilation, after the caller's options, with no way to turn
+# it off (cupy/cuda/compiler.py, _compile_with_cache_cuda; cupy issue 9576).
+CUPY_APPENDED_OPTIONS = ("-ftz=true",)
 
 
 def kernel_dir() -> Path:
@@ -53,12 +56,24 @@ def instantiations(source: str):
     return tuple(" ".join(text[m.start(1) : m.end(1)].split()) for m in _INSTANTIATE.finditer(masked))
 
 
+def gpu_options():
+    """The options both GPU builds add (kernels/gpu_options.txt: the nvcc extension gets them from
+    CMake, the cupy backend passes them to NVRTC), as a tuple."""
+    path = kernel_dir() / "gpu_options.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise FileNotFoundError(f"{path} is missing (a broken install?): {e}") from None
+    return tuple(line.strip() for line in lines if line.strip().startswith("-"))
+
+
 def nvrtc_program(source: str):
-    """(source text, options, name expressions) that the cupy backend compiles with NVRTC.
+    """(source text, options, name expressions) that the cupy backend compiles with NVRTC; CuPy
+    then appends CUPY_APPENDED_OPTIONS.
 
     Local includes are inlined so that the program is self-contained: CuPy's kernel cache is keyed
     by the source text, and would not notice a change in an included header otherwise.
     """
     path = kernel_path(source)
     text = _translate.inline_includes(str(path), (str(kernel_dir()),))
-    return text, COMPILE_OPTIONS, instantiations(source)
+    return text, COMPILE_OPTIONS + gpu_options(), instantiations(source)

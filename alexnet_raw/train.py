@@ -343,7 +343,7 @@ def train_epoch(run, stop, progress=True):
                 loss, logits = model.train_step(x, labels, epoch=epoch)
                 correct = _host_logits_correct(model, logits, labels)
                 now = time.perf_counter()
-                p["loss_sum"] += loss
+                p["loss_sum"] += float(loss)  # on a GPU: the step's one wait, for the progress bar
                 p["correct"] += correct
                 p["seen"] += len(labels)
                 p["batches"] += 1

@@ -1,9 +1,13 @@
-"""Run every kernel against PyTorch on the CPU and print a pass/fail table with the largest errors.
+"""Run every kernel against PyTorch and print a pass/fail table with the largest errors.
 
-    alexnet-raw verify [--backend emu|emu_ext]
+    alexnet-raw verify [--backend emu|emu_ext|cupy|cuda]
 
 Each check draws inputs, runs our kernel through the chosen backend and the same computation in
-PyTorch (float32 and float64), and compares them under the tolerance policy (tolerances.py).
+PyTorch on the CPU (float32 and float64), and compares them under the tolerance policy
+(tolerances.py). On a GPU backend the inputs are copied to the GPU and the results back
+(alexnet_raw.on_device), so the same checks run on the kernels the GPU executes; GPU backends
+flush float32 subnormals to zero (kernels/gpu_options.txt), which no check's inputs contain.
+Exits 1 when a check fails, 2 when the backend cannot run here (saying why).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ CHECKS = []  # (name, tolerance key, function(rng, dtype, torch) -> (ours, refer
 
 
 def check(name: str, op: str):
+    """Register fn(rng, dtype, torch, F) -> (ours, reference): F is alexnet_raw.functional, or its
+    OnDevice wrapper on a GPU backend."""
     def register(fn):
         CHECKS.append((name, op, fn))
         return fn
@@ -35,13 +41,13 @@ def _with_specials(x):
 
 
 @check("relu forward", "relu")
-def _relu_forward(rng, dtype, torch):
+def _relu_forward(rng, dtype, torch, F):
     x = _with_specials(rng.standard_normal((2, 3, 17, 19)).astype(dtype))
     return F.relu(x), torch.relu(torch.from_numpy(x)).numpy()
 
 
 @check("relu backward", "relu")
-def _relu_backward(rng, dtype, torch):
+def _relu_backward(rng, dtype, torch, F):
     x = torch.from_numpy(rng.standard_normal((2, 3, 17, 19)).astype(dtype)).requires_grad_()
     y = torch.relu(x)
     g = torch.from_numpy(rng.standard_normal(y.shape).astype(dtype))
@@ -76,7 +82,7 @@ def _neuron_input(rng, dtype, name):
 
 
 @check("neurons forward (all eight)", "neuron")
-def _neurons_forward(rng, dtype, torch):
+def _neurons_forward(rng, dtype, torch, F):
     ours, reference = [], []
     for text in NEURONS:
         name, a, b = F.parse_neuron(text)
@@ -87,7 +93,7 @@ def _neurons_forward(rng, dtype, torch):
 
 
 @check("neurons backward (all eight)", "neuron")
-def _neurons_backward(rng, dtype, torch):
+def _neurons_backward(rng, dtype, torch, F):
     ours, reference = [], []
     for text in NEURONS:  # inputs away from brelu's ends 0 and a, where cuda-convnet's gradient is 0
         name, a, b = F.parse_neuron(text)
@@ -101,7 +107,7 @@ def _neurons_backward(rng, dtype, torch):
 
 
 @check("dropout forward (inverted)", "dropout")
-def _dropout_forward(rng, dtype, torch):
+def _dropout_forward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 4096)).astype(dtype)
     y = F.dropout(x, p=0.5, seed=7, offset=3)
     mask = torch.from_numpy((y != 0).astype(dtype))  # our mask, applied with torch's arithmetic
@@ -109,14 +115,14 @@ def _dropout_forward(rng, dtype, torch):
 
 
 @check("dropout backward (original)", "dropout")
-def _dropout_backward(rng, dtype, torch):
+def _dropout_backward(rng, dtype, torch, F):
     g = rng.standard_normal((2, 4096)).astype(dtype)
     y = F.dropout(np.ones_like(g), p=0.5, seed=7, offset=3, mode="original")
     return F.dropout_backward(g, p=0.5, seed=7, offset=3, mode="original"), (torch.from_numpy(g) * torch.from_numpy(y)).numpy()
 
 
 @check("softmax cross-entropy loss", "cross_entropy")
-def _cross_entropy(rng, dtype, torch):
+def _cross_entropy(rng, dtype, torch, F):
     x = (4 * rng.standard_normal((2, 1000))).astype(dtype)
     t = rng.integers(0, 1000, 2)
     ref = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t))
@@ -124,7 +130,7 @@ def _cross_entropy(rng, dtype, torch):
 
 
 @check("softmax cross-entropy backward", "cross_entropy")
-def _cross_entropy_backward(rng, dtype, torch):
+def _cross_entropy_backward(rng, dtype, torch, F):
     x = torch.from_numpy((4 * rng.standard_normal((2, 1000))).astype(dtype)).requires_grad_()
     t = torch.from_numpy(rng.integers(0, 1000, 2))
     torch.nn.functional.cross_entropy(x, t).backward()
@@ -132,7 +138,7 @@ def _cross_entropy_backward(rng, dtype, torch):
 
 
 @check("top-5 correct count", "topk_correct")
-def _topk(rng, dtype, torch):
+def _topk(rng, dtype, torch, F):
     x = rng.standard_normal((64, 1000)).astype(dtype)
     t = rng.integers(0, 1000, 64)
     t[:8] = np.argmax(x[:8], axis=1)  # some hits
@@ -141,7 +147,7 @@ def _topk(rng, dtype, torch):
 
 
 @check("sgd step (torch convention)", "sgd")
-def _sgd(rng, dtype, torch):
+def _sgd(rng, dtype, torch, F):
     w0 = (0.05 * rng.standard_normal(4096)).astype(dtype)
     grads = [rng.standard_normal(4096).astype(dtype) for _ in range(3)]
     w, buf = w0.copy(), np.zeros_like(w0)
@@ -156,14 +162,14 @@ def _sgd(rng, dtype, torch):
 
 
 @check("LRN forward (#145 LRN1)", "local_response_norm")
-def _lrn_forward(rng, dtype, torch):
+def _lrn_forward(rng, dtype, torch, F):
     x = (30 * rng.standard_normal((2, 48, 55, 55))).astype(dtype)
     ref = torch.nn.functional.local_response_norm(torch.from_numpy(x), 5, 1e-4, 0.75, 2.0)
     return F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), ref.numpy()
 
 
 @check("LRN backward (#145 LRN2)", "local_response_norm")
-def _lrn_backward(rng, dtype, torch):
+def _lrn_backward(rng, dtype, torch, F):
     x = (30 * rng.standard_normal((2, 128, 27, 27))).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
@@ -172,14 +178,14 @@ def _lrn_backward(rng, dtype, torch):
 
 
 @check("max_pool2d forward (#145 pool1)", "max_pool2d")
-def _max_pool2d_forward(rng, dtype, torch):
+def _max_pool2d_forward(rng, dtype, torch, F):
     x = _with_specials(rng.standard_normal((2, 48, 55, 55)).astype(dtype))
     ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True)
     return F.max_pool2d(x, 3, 2, ceil_mode=True), ref.numpy()
 
 
 @check("max_pool2d backward (torchvision)", "max_pool2d")
-def _max_pool2d_backward(rng, dtype, torch):
+def _max_pool2d_backward(rng, dtype, torch, F):
     x = rng.integers(0, 8, (2, 64, 55, 55)).astype(dtype)  # many ties: the first maximum takes the gradient
     xt = torch.from_numpy(x).requires_grad_()
     y = torch.nn.functional.max_pool2d(xt, 3, 2)
@@ -189,7 +195,7 @@ def _max_pool2d_backward(rng, dtype, torch):
 
 
 @check("avg_pool2d forward (CIFAR pool=avg)", "avg_pool2d")
-def _avg_pool2d_forward(rng, dtype, torch):
+def _avg_pool2d_forward(rng, dtype, torch, F):
     # cuda-convnet's pool=avg: in-image pixels only, its ceil rule (32 -> 16, the last window cut)
     x = _with_specials(rng.standard_normal((2, 32, 32, 32)).astype(dtype))
     ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True, count_include_pad=False)
@@ -197,7 +203,7 @@ def _avg_pool2d_forward(rng, dtype, torch):
 
 
 @check("avg_pool2d backward (55x55, pad 1)", "avg_pool2d")
-def _avg_pool2d_backward(rng, dtype, torch):
+def _avg_pool2d_backward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 48, 55, 55)).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
     y = torch.nn.functional.avg_pool2d(xt, 3, 2, 1, ceil_mode=True, count_include_pad=True)
@@ -215,13 +221,13 @@ def _torch_same_map_norm(torch, x, size, alpha, beta, k):
 
 
 @check("rnorm forward (#145 cnorm2)", "same_map_norm")
-def _same_map_norm_forward(rng, dtype, torch):
+def _same_map_norm_forward(rng, dtype, torch, F):
     x = torch.from_numpy((20 * rng.standard_normal((2, 128, 27, 27))).astype(dtype))
     return F.same_map_norm(x.numpy(), 5, 1e-3, 0.75, 1.0), _torch_same_map_norm(torch, x, 5, 1e-3, 0.75, 1.0).numpy()
 
 
 @check("rnorm backward (#145 cnorm2)", "same_map_norm")
-def _same_map_norm_backward(rng, dtype, torch):
+def _same_map_norm_backward(rng, dtype, torch, F):
     x = (20 * rng.standard_normal((2, 128, 27, 27))).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
@@ -229,7 +235,7 @@ def _same_map_norm_backward(rng, dtype, torch):
     return F.same_map_norm_backward(g, x, 5, 1e-3, 0.75, 1.0), xt.grad.numpy()
 
 
-def _conv1_145(rng, dtype, torch):
+def _conv1_145(rng, dtype, torch, F):
     """#145's conv1 on one tower at batch 2 (the ceil rule: torch's input padded by 3 on the right
     and bottom gives the same 55 x 55), with an upstream gradient."""
     x = rng.standard_normal((2, 3, 224, 224)).astype(dtype)
@@ -243,25 +249,25 @@ def _conv1_145(rng, dtype, torch):
 
 
 @check("conv2d forward (#145 conv1)", "conv2d")
-def _conv2d_forward(rng, dtype, torch):
+def _conv2d_forward(rng, dtype, torch, F):
     (x, w, b, _), y, _ = _conv1_145(rng, dtype, torch)
     return F.conv2d(x, w, b, 4, 0, 1, True), y
 
 
 @check("conv2d backward input (#145 conv1)", "conv2d")
-def _conv2d_backward_input(rng, dtype, torch):
+def _conv2d_backward_input(rng, dtype, torch, F):
     (x, w, _, g), _, grads = _conv1_145(rng, dtype, torch)
     return F.conv2d_backward(g, x, w, 4, 0, 1, True)[0], grads[0]
 
 
 @check("conv2d backward weights (#145 conv1)", "conv2d")
-def _conv2d_backward_weight(rng, dtype, torch):
+def _conv2d_backward_weight(rng, dtype, torch, F):
     (x, w, _, g), _, grads = _conv1_145(rng, dtype, torch)
     return F.conv2d_backward(g, x, w, 4, 0, 1, True)[1], grads[1]
 
 
 @check("conv2d backward input (torchvision conv2)", "conv2d")
-def _conv2d_backward_torchvision(rng, dtype, torch):
+def _conv2d_backward_torchvision(rng, dtype, torch, F):
     x = rng.standard_normal((2, 64, 27, 27)).astype(dtype)
     w = (0.1 * rng.standard_normal((192, 64, 5, 5))).astype(dtype)
     g = rng.standard_normal((2, 192, 27, 27)).astype(dtype)
@@ -271,7 +277,7 @@ def _conv2d_backward_torchvision(rng, dtype, torch):
 
 
 @check("linear forward (#145 fc6)", "linear")
-def _linear_forward(rng, dtype, torch):
+def _linear_forward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 4608)).astype(dtype)
     w = (0.01 * rng.standard_normal((2048, 4608))).astype(dtype)
     b = rng.standard_normal(2048).astype(dtype)
@@ -279,7 +285,7 @@ def _linear_forward(rng, dtype, torch):
 
 
 @check("linear backward (torchvision fc8)", "linear")
-def _linear_backward(rng, dtype, torch):
+def _linear_backward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 4096)).astype(dtype)
     w = (0.01 * rng.standard_normal((1000, 4096))).astype(dtype)
     g = rng.standard_normal((2, 1000)).astype(dtype)
@@ -290,7 +296,9 @@ def _linear_backward(rng, dtype, torch):
                                                                             wt.grad.numpy().ravel()])
 
 
-def run(dtypes=(np.float32, np.float64), seed=0):
+def run(dtypes=(np.float32, np.float64), seed=0, functional=F):
+    """Every check at every dtype through `functional` (default: alexnet_raw.functional on the
+    current CPU backend)."""
     import torch
 
     rows = []
@@ -298,7 +306,7 @@ def run(dtypes=(np.float32, np.float64), seed=0):
         for dtype in dtypes:
             rng = np.random.default_rng(seed)
             t0 = time.perf_counter()
-            ours, reference = fn(rng, dtype, torch)
+            ours, reference = fn(rng, dtype, torch, functional)
             seconds = time.perf_counter() - t0
             abs_err, rel_err = tolerances.max_errors(ours, reference)
             scale = tolerances.atol_scale(reference, op)
@@ -337,8 +345,8 @@ def format_table(rows) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="alexnet-raw verify", description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", choices=backends.CPU_BACKENDS, default=None,
-                    help="CPU backend to run the kernels on (default: emu, the CPU runtime's JIT)")
+    ap.add_argument("--backend", choices=backends.ALL_BACKENDS, default=None,
+                    help="backend to run the kernels on (default: emu, the CPU runtime's JIT; cupy and cuda need a GPU)")
     args = ap.parse_args(argv)
     try:
         import torch  # noqa: F401
@@ -346,9 +354,25 @@ def main(argv=None) -> int:
         print("error: verify compares with PyTorch: pip install 'torch==2.13.0'", file=sys.stderr)
         return 2
     if args.backend:
-        backends.set_backend(args.backend)
-    cpu, _ = backends.current_backends()
-    print(f"kernels run on the '{cpu}' backend (CPU); reference: PyTorch {torch.__version__} on the CPU")
-    rows = run()
+        try:
+            backends.set_backend(args.backend)
+        except backends.BackendUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    functional = F
+    if args.backend in backends.GPU_BACKENDS:
+        import cupy
+
+        from .on_device import OnDevice
+
+        functional = OnDevice(F, cupy)
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        print(f"kernels run on the '{args.backend}' backend (GPU {cupy.cuda.runtime.getDevice()}: {name}); "
+              f"reference: PyTorch {torch.__version__} on the CPU")
+    else:
+        cpu, _ = backends.current_backends()
+        print(f"kernels run on the '{cpu}' backend (CPU); reference: PyTorch {torch.__version__} on the CPU")
+    rows = run(functional=functional)
     print(format_table(rows))
     return 0 if all(r["passed"] for r in rows) else 1

@@ -32,7 +32,7 @@ std::vector<KernelRecord>& kernel_registry() {
 
 #if defined(ALX_CPU_RUNTIME)
 emu::LaunchOptions& emu_launch_options() {
-  static emu::LaunchOptions options{emu::kForward, 0, 0, 1, 48 * 1024};
+  static emu::LaunchOptions options{emu::kForward, 0, 0, 1, 48 * 1024, 0};
   return options;
 }
 #endif
@@ -102,13 +102,16 @@ PYBIND11_MODULE(ALX_MODULE_NAME, m) {
 #if defined(ALX_CPU_RUNTIME)
   m.def(
       "configure",
-      [](int schedule, unsigned long long seed, int threads, int poison, size_t max_shared_bytes) {
+      [](int schedule, unsigned long long seed, int threads, int poison, size_t max_shared_bytes, int flush_denormals) {
         if (schedule < 0 || schedule > 2) throw py::value_error("schedule must be 0 (forward), 1 (reverse) or 2 (random)");
-        alx::emu_launch_options() = emu::LaunchOptions{schedule, seed, threads, poison, max_shared_bytes};
+        alx::emu_launch_options() =
+            emu::LaunchOptions{schedule, seed, threads, poison, max_shared_bytes, flush_denormals ? 1 : 0};
       },
       py::arg("schedule"), py::arg("seed"), py::arg("threads"), py::arg("poison"), py::arg("max_shared_bytes"),
+      py::arg("flush_denormals") = 0,
       "Launch options of the CPU runtime for the following launches.");
 #else
+  m.attr("gpu_options") = ALX_GPU_OPTIONS;  // kernels/gpu_options.txt, as CMake passed it to nvcc
   m.def(
       "device_count",
       [] {

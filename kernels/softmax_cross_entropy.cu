@@ -10,8 +10,8 @@
 //                        (ties count in the target's favour), NaN ordered above every number as
 //                        torch.topk does; correct count = sum_r f_r (xent_count, a second kernel)
 // NaN in a row makes its max, sum, loss and whole gradient row NaN (and so the mean), as PyTorch.
-// A target outside [0, C) (the host rejects it first) gives a NaN row loss and flag 0, never a read
-// out of bounds.
+// A target outside [0, C) (the host rejects it first, unless the caller checked it: the engine on
+// a GPU) gives a NaN row loss, a NaN gradient row and flag 0, never a read out of bounds.
 //
 // Layout: x is (N, C) row-major, one row per example; target is (N,) int64. Tiling: one block per
 // row (grid-stride over rows), its threads striding over the C columns, each keeping a partial
@@ -79,9 +79,10 @@ __global__ void xent_backward(T* __restrict__ grad, const T* __restrict__ x, con
     T m, s;
     row_stats(xr, C, slots, m, s);
     const long long t = target[r];
+    const bool valid = t >= 0 && t < C;
     for (int j = threadIdx.x; j < C; j += blockDim.x) {
       const T p = xent_exp(xr[j] - m) / s;
-      gr[j] = (j == t ? p - T(1) : p) * inv_n;
+      gr[j] = valid ? (j == t ? p - T(1) : p) * inv_n : xent_nan(T(0));
     }
   }
 }

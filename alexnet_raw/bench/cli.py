@@ -7,7 +7,7 @@ import sys
 
 from .. import backends, kernel_launches
 from .report import format_markdown, machine_line, write_outputs
-from .runs import Config, FULL_CPU_BATCHES, GPU_BATCHES, NEEDS_GPU, QUICK_BATCHES, run_cpu, run_gpu
+from .runs import Config, FULL_CPU_BATCHES, GPU_BATCHES, NEEDS_GPU, QUICK_BATCHES, new_result, run_cpu, run_gpu
 
 
 def _ints(text):
@@ -64,15 +64,23 @@ def main(argv=None) -> int:
     except ImportError:
         print("error: the benchmark compares with PyTorch: pip install 'torch==2.13.0'", file=sys.stderr)
         return 2
-    if on_gpu:
-        print("GPU found: timing our cupy and cuda paths against cuDNN/cuBLAS through PyTorch")
-        result = run_gpu(config)
-    else:
-        print("No GPU here: these are CPU figures (our kernels on the CPU runtime against PyTorch on the CPU).")
-        print("Comparisons that need a GPU:")
-        for n in NEEDS_GPU:
-            print(f"  - {n}")
-        result = run_cpu(config)
+    result = new_result("gpu" if on_gpu else "cpu", config)
+    try:
+        if on_gpu:
+            print("GPU found: timing our cupy and cuda paths against cuDNN/cuBLAS through PyTorch")
+            run_gpu(config, result=result)
+        else:
+            print("No GPU here: these are CPU figures (our kernels on the CPU runtime against PyTorch on the CPU).")
+            print("Comparisons that need a GPU:")
+            for n in NEEDS_GPU:
+                print(f"  - {n}")
+            run_cpu(config, result=result)
+    except (Exception, KeyboardInterrupt) as e:  # write what was measured, then fail
+        result["error"] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        paths = write_outputs(result, args.out)
+        print(f"error: the benchmark stopped: {result['error']}", file=sys.stderr)
+        print(f"wrote what was measured before that to {paths['json']}, {paths['md']}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
     paths = write_outputs(result, args.out)
     print(machine_line(result))
     print(format_markdown(result) if result["rows"] else "no rows measured")

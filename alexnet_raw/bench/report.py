@@ -25,6 +25,10 @@ def _fmt_rate(row):
 
 def machine_line(result) -> str:
     m = result["machine"]
+    if result["mode"] == "gpu-standin":
+        return "No timings: " + result["clock"].removeprefix("none: ")
+    if not m:
+        return "Nothing measured: the run stopped before it read the machine"
     if m["kind"] == "cpu":
         return (f"CPU figures, measured on {m['name']}, {m['cores']} cores ({m['platform']}); "
                 f"PyTorch with {m.get('torch_threads', '?')} threads; {result['clock']}")
@@ -41,8 +45,15 @@ def format_markdown(result) -> str:
     rows, m = result["rows"], result["machine"]
     impls = _impls(rows)
     peak = f"{m['peak_gflops']:.0f} GFLOP/s" if m.get("peak_gflops") else "unknown"
-    lines = ["# alexnet-raw bench", "", f"**{machine_line(result)}.**", "",
-             f"FP32 peak used for the % columns: {peak} ({m['peak_source']}).", ""]
+    lines = ["# alexnet-raw bench", "", f"**{machine_line(result)}.**", ""]
+    if result.get("error"):
+        lines += [f"**The run stopped: {result['error']}.** What follows was measured before that.", ""]
+    if m:
+        lines += [f"FP32 peak used for the % columns: {peak} ({m.get('peak_source', 'unknown')}).", ""]
+    validated = result.get("validation", [])
+    if validated:
+        lines += [f"Every layer timed was first checked against PyTorch on the same inputs ({len(validated)} "
+                  "layer/batch/path checks, all within alexnet_raw/tolerances.py; largest errors in bench.json).", ""]
     if result["mode"] == "cpu":
         lines += ["These are CPU figures: our CUDA kernels on the project's CPU runtime against PyTorch's CPU "
                   "kernels. They say nothing about GPU speed. Comparisons that need a GPU:", ""]
@@ -113,6 +124,8 @@ def write_chart(result, path):
     rows = result["rows"]
     impls = _impls(rows)
     fig, (a, b) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    if not rows:
+        a.text(0.5, 0.5, "no timings", ha="center", va="center", transform=a.transAxes)
     layer_rows = [r for r in rows if r["phase"] != "train_step"]
     if layer_rows:
         top = max(r["batch"] for r in layer_rows)
@@ -144,7 +157,8 @@ def write_chart(result, path):
     b.set_xlabel("batch size")
     b.set_ylabel("median ms")
     b.set_title("training step" if steps else "all layers, forward + backward")
-    b.legend(fontsize=8)
+    if series:
+        b.legend(fontsize=8)
     fig.suptitle(machine_line(result), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

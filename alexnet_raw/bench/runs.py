@@ -1,4 +1,8 @@
-"""What a benchmark run measures: the configuration, our training step, and the CPU and GPU runs."""
+"""What a benchmark run measures: the configuration, our training step, and the CPU and GPU runs.
+
+Every layer is validated against PyTorch (validate.py) before it is timed, and nothing is caught:
+a failure ends the run with an error. The run fills a result dict as it goes (`new_result`), so the
+caller can write what was measured before the failure (bench/cli.py does)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from .machine import cpu_info, gpu_info
 from .phases import measure_ours
 from .stats import summarize, throughput
 from .torch_side import TorchLayer, measure_torch, measure_train_torch
+from .validate import validate_layer
 
 QUICK_BATCHES = (1, 2, 4)
 FULL_CPU_BATCHES = (1, 2, 4, 8, 16)
@@ -23,18 +28,27 @@ NEEDS_GPU = [
     "GFLOP/s against a GPU's FP32 peak (e.g. H100 SXM ~67 TFLOP/s)",
     "the two-tower split over two GPUs against one device, with and without overlapped transfers",
 ]
+STAND_IN_NOTE = ("the CuPy stand-in (the tests' CPU double of CuPy) is not a GPU: the GPU branch ran, every layer was "
+                 "validated, and no timing of it is written")
+
+
+def is_stand_in(cupy) -> bool:
+    """True for the tests' CuPy stand-in, whose event times are CPU times of queued work."""
+    return bool(getattr(cupy, "IS_ALEXNET_RAW_STAND_IN", False))
 
 
 def measure_train_ours(network, batch, backend, clock, warmup, repeats, flush=None, single_device=False,
                        overlap_transfers=False):
-    from .engine.model import Model
+    """Seconds per training step (forward, backward, SGD) of ours; the batch and labels stay where
+    the model computes (on a GPU: device arrays, as PyTorch's side keeps them), nothing is read back."""
+    from ..engine.model import Model
 
     model = Model.named(network, backend=backend, single_device=single_device, overlap_transfers=overlap_transfers)
     xp = model.devices.xp
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, model.input_channels, model.image_size, model.image_size),
                                        dtype=np.float32))
-    labels = rng.integers(0, model.num_classes, batch)
+    labels = xp.asarray(rng.integers(0, model.num_classes, batch))
     times = []
     for r in range(warmup + repeats):
         if flush:
@@ -70,6 +84,12 @@ class Config:
     cpu_backends: tuple = ("emu",)
 
 
+def new_result(mode, config) -> dict:
+    return {"mode": mode, "machine": {}, "clock": "", "rows": [], "validation": [], "notes": [],
+            "needs_gpu": NEEDS_GPU if mode == "cpu" else [], "config": dataclasses.asdict(config),
+            "complete": False}
+
+
 def _row(network, case, batch, phase, impl, seconds, flop, peak):
     stats = summarize(seconds)
     gflops, pct = throughput(flop, stats["median_ms"], peak)
@@ -86,31 +106,34 @@ def _cases(config):
                 yield network, case
 
 
-def run_cpu(config: Config, log=print) -> dict:
+def _validated(result, case, batch, impl, errors):
+    result["validation"].append({"network": case.network, "layer": case.name, "batch": batch, "impl": impl,
+                                 "max_errors": {k: list(v) for k, v in errors.items()}})
+
+
+def run_cpu(config: Config, log=print, result=None) -> dict:
     """The CPU runtime against PyTorch on the CPU."""
     import torch
 
+    result = new_result("cpu", config) if result is None else result
     machine = cpu_info()
     machine["torch_threads"] = torch.get_num_threads()
-    peak = machine["peak_gflops"]
+    result["machine"], peak = machine, machine["peak_gflops"]
     clock = CpuClock()
-    rows, notes = [], []
+    result["clock"] = clock.name
+    rows = result["rows"]
     for network, case in _cases(config):
         for batch in config.batches:
             flops = kernel_launches.layer_flops(case, batch)
+            layer = TorchLayer(case, batch)
             for backend in config.cpu_backends:
                 backends.set_backend(backend)
-                try:
-                    run = kernel_launches.make_layer_run(case, batch)
-                    out = run.forward()
-                    grad = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
-                    measured = measure_ours(run, clock, grad, config.warmup, config.repeats)
-                except Exception as e:  # an op not written yet
-                    notes.append(f"{network}/{case.name}: ours not measured ({type(e).__name__}: {e})")
-                    continue
-                for phase, secs in measured.items():
-                    rows.append(_row(network, case, batch, phase, f"ours ({backend}, CPU)", secs, flops.get(phase), peak))
-            layer = TorchLayer(case, batch)
+                impl = f"ours ({backend}, CPU)"
+                run = kernel_launches.make_layer_run(case, batch)
+                _validated(result, case, batch, impl, validate_layer(run, layer, np.array, np.asarray))
+                grad = np.random.default_rng(1).standard_normal((batch, *case.output_shape)).astype(np.float32)
+                for phase, secs in measure_ours(run, clock, grad, config.warmup, config.repeats).items():
+                    rows.append(_row(network, case, batch, phase, impl, secs, flops.get(phase), peak))
             for phase, secs in measure_torch(layer, clock, config.warmup, config.repeats).items():
                 rows.append(_row(network, case, batch, phase, "PyTorch (CPU)", secs, flops.get(phase), peak))
             log(f"  {network}/{case.name} batch {batch}: done")
@@ -118,86 +141,98 @@ def run_cpu(config: Config, log=print) -> dict:
         for network in config.networks:
             for batch in config.train_batches:
                 flop = train_step_flop(network, batch)
-                try:
-                    secs = measure_train_ours(network, batch, config.cpu_backends[0], clock, config.warmup, config.repeats)
-                    rows.append(_row(network, None, batch, "train_step", f"ours ({config.cpu_backends[0]}, CPU)",
-                                     secs, flop, peak))
-                except Exception as e:
-                    notes.append(f"{network} training step: ours not measured ({type(e).__name__}: {e})")
+                backend = config.cpu_backends[0]
+                secs = measure_train_ours(network, batch, backend, clock, config.warmup, config.repeats)
+                rows.append(_row(network, None, batch, "train_step", f"ours ({backend}, CPU)", secs, flop, peak))
                 if network == "torchvision":
                     secs = measure_train_torch(batch, "cpu", clock, config.warmup, config.repeats)
                     rows.append(_row(network, None, batch, "train_step", "PyTorch (CPU)", secs, flop, peak))
                 log(f"  {network} training step batch {batch}: done")
         if "krizhevsky2012" in config.networks:
-            notes.append("krizhevsky2012 training step: no PyTorch column (its two towers, rnorm and cross-tower "
-                         "layers have no stock PyTorch model; the per-layer rows compare every layer)")
-    return {"mode": "cpu", "machine": machine, "clock": clock.name, "rows": rows, "notes": sorted(set(notes)),
-            "needs_gpu": NEEDS_GPU, "config": dataclasses.asdict(config)}
+            result["notes"].append("krizhevsky2012 training step: no PyTorch column (its two towers, rnorm and "
+                                   "cross-tower layers have no stock PyTorch model; the per-layer rows compare every layer)")
+    result["complete"] = True
+    return result
 
 
-def run_gpu(config: Config, log=print) -> dict:
-    """Our cupy and cuda paths against cuDNN through PyTorch (FP32 and TF32), CUDA events."""
+def run_gpu(config: Config, log=print, result=None) -> dict:
+    """Our cupy and cuda paths against cuDNN through PyTorch (FP32 and TF32), CUDA events. On the
+    tests' CuPy stand-in everything runs (on the CPU) and is validated, and no timing is kept."""
     import cupy
     import torch
 
+    result = new_result("gpu", config) if result is None else result
+    stand_in = is_stand_in(cupy)
+    torch_device = "cpu" if stand_in else "cuda"
     torch.backends.cudnn.benchmark = True
     machine = gpu_info()
-    peak = machine["peak_gflops"]
+    result["machine"], peak = machine, machine["peak_gflops"]
     flush_buffer = cupy.empty(2 * machine["l2_bytes"] // 4 + 1, np.float32)
 
     def flush():
         flush_buffer.fill(0)
 
-    ours_clock, torch_clock = CudaEventClock("cupy"), CudaEventClock("torch")
+    ours_clock = CudaEventClock("cupy")
+    torch_clock = CpuClock() if stand_in else CudaEventClock("torch")
+    step_clock = SyncedWallClock()
+    result["clock"] = ("CUDA events per kernel or call (training step: wall clock with all GPUs synchronized), "
+                       "L2 flushed before every repeat")
+    if stand_in:
+        result["mode"], result["stand_in"], result["clock"] = "gpu-standin", [], "none: " + STAND_IN_NOTE
+        result["notes"].append(STAND_IN_NOTE)
     gpu_backends = [b for b in backends.GPU_BACKENDS if b in backends.available_backends()]
-    rows, notes = [], []
+
+    def keep(network, case, batch, phase, impl, secs, flop):
+        if stand_in:  # what would have been a row, without its times
+            result["stand_in"].append({"network": network, "layer": case.name if case else "train_step",
+                                       "batch": batch, "phase": phase, "impl": impl, "repeats": len(secs)})
+        else:
+            result["rows"].append(_row(network, case, batch, phase, impl, secs, flop, peak))
+
     for network, case in _cases(config):
         for batch in config.batches:
             flops = kernel_launches.layer_flops(case, batch)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            reference = TorchLayer(case, batch, torch_device)
             for backend in gpu_backends:
                 backends.set_backend(backend)
-                try:
-                    run = kernel_launches.make_layer_run(case, batch, xp=cupy)
-                    out = run.forward()
-                    grad = cupy.asarray(np.random.default_rng(1).standard_normal(out.shape).astype(np.float32))
-                    measured = measure_ours(run, ours_clock, grad, config.warmup, config.repeats, flush)
-                except Exception as e:
-                    notes.append(f"{network}/{case.name}: ours ({backend}) not measured ({type(e).__name__}: {e})")
-                    continue
-                for phase, secs in measured.items():
-                    rows.append(_row(network, case, batch, phase, f"ours ({backend})", secs, flops.get(phase), peak))
+                impl = f"ours ({backend})"
+                run = kernel_launches.make_layer_run(case, batch, xp=cupy)
+                _validated(result, case, batch, impl, validate_layer(run, reference, cupy.asarray, cupy.asnumpy))
+                grad = cupy.asarray(np.random.default_rng(1).standard_normal((batch, *case.output_shape))
+                                    .astype(np.float32))
+                for phase, secs in measure_ours(run, ours_clock, grad, config.warmup, config.repeats, flush).items():
+                    keep(network, case, batch, phase, impl, secs, flops.get(phase))
             for tf32 in (False, True):
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                torch.backends.cudnn.allow_tf32 = tf32
-                layer = TorchLayer(case, batch, "cuda")
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+                layer = TorchLayer(case, batch, torch_device)
                 impl = "cuDNN/cuBLAS (TF32)" if tf32 else "cuDNN/cuBLAS (FP32)"
-                for phase, secs in measure_torch(layer, torch_clock, config.warmup, config.repeats, flush).items():
-                    rows.append(_row(network, case, batch, phase, impl, secs, flops.get(phase), peak))
+                for phase, secs in measure_torch(layer, torch_clock, config.warmup, config.repeats,
+                                                 None if stand_in else flush).items():
+                    keep(network, case, batch, phase, impl, secs, flops.get(phase))
             log(f"  {network}/{case.name} batch {batch}: done")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     count = cupy.cuda.runtime.getDeviceCount()
-    notes.append(f"{count} GPU(s): the two-tower network's towers run on GPUs {'0 and 1' if count > 1 else '0 (both)'}; "
-                 "'overlapped' rows queue the copies on streams (Model(overlap_transfers=True)), the others copy "
-                 "synchronously")
-    step_clock = SyncedWallClock()
+    result["notes"].append(
+        f"{count} GPU(s): the two-tower network's towers run on GPUs {'0 and 1' if count > 1 else '0 (both)'}; "
+        "'overlapped' rows queue the copies on streams (Model(overlap_transfers=True)), the others order them "
+        "with events on each GPU's default stream")
     if config.train_step:
         for network in config.networks:
             for batch in config.train_batches:
                 flop = train_step_flop(network, batch)
                 for backend in gpu_backends:
                     secs = measure_train_ours(network, batch, backend, step_clock, config.warmup, config.repeats, flush)
-                    rows.append(_row(network, None, batch, "train_step", f"ours ({backend})", secs, flop, peak))
+                    keep(network, None, batch, "train_step", f"ours ({backend})", secs, flop)
                     if network == "krizhevsky2012":  # the split network (towers on GPUs d % count) vs one device
                         for label, options in (("one device", dict(single_device=True)),
                                                ("overlapped transfers", dict(overlap_transfers=True))):
                             secs = measure_train_ours(network, batch, backend, step_clock, config.warmup,
                                                       config.repeats, flush, **options)
-                            rows.append(_row(network, None, batch, "train_step", f"ours ({backend}, {label})", secs,
-                                             flop, peak))
+                            keep(network, None, batch, "train_step", f"ours ({backend}, {label})", secs, flop)
                 if network == "torchvision":
-                    secs = measure_train_torch(batch, "cuda", step_clock, config.warmup, config.repeats, flush)
-                    rows.append(_row(network, None, batch, "train_step", "cuDNN/cuBLAS (FP32)", secs, flop, peak))
-    return {"mode": "gpu", "machine": machine, "rows": rows,
-            "clock": "CUDA events per kernel or call (training step: wall clock with all GPUs synchronized), "
-                     "L2 flushed before every repeat",
-            "notes": sorted(set(notes)), "needs_gpu": [], "config": dataclasses.asdict(config)}
+                    secs = measure_train_torch(batch, torch_device, CpuClock() if stand_in else step_clock,
+                                               config.warmup, config.repeats, None if stand_in else flush)
+                    keep(network, None, batch, "train_step", "cuDNN/cuBLAS (FP32)", secs, flop)
+    result["complete"] = True
+    return result

@@ -34,6 +34,21 @@ class TorchLayer:
             self.x_leaf = self.xs[0].clone().requires_grad_()
             self.y = self._pointwise(self.x_leaf)
 
+    def float64(self):
+        """The same layer with every tensor in float64 (the validation reference of conv and fc)."""
+        twin = object.__new__(TorchLayer)
+        twin.torch, twin.case = self.torch, self.case
+        d = self.torch.float64
+        twin.xs = [x.to(d) for x in self.xs]
+        twin.grad, twin.ws = self.grad.to(d), [w.to(d) for w in self.ws]
+        twin.b = self.b.to(d) if self.b is not None else None
+        if self.case.kind == "conv":
+            twin.conv = [(xp.to(d), kw) for xp, kw in self.conv]
+        elif self.case.kind in ("pool", "lrn", "rnorm"):
+            twin.x_leaf = twin.xs[0].clone().requires_grad_()
+            twin.y = twin._pointwise(twin.x_leaf)
+        return twin
+
     def _pointwise(self, x):
         F, s = self.torch.nn.functional, self.case.spec
         if self.case.kind == "pool":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import kernel_args
-from ._jit import CompileError, LaunchOptions, build, cache_dir
+from ._jit import CompileError, LaunchOptions, build, cache_dir, flushes_denormals
 from ._translate import TranslationError
 
 __all__ = [
@@ -107,14 +107,21 @@ def set_num_threads(n: int) -> None:
     _settings.num_threads = int(n)
 
 
-def launch_options(max_shared_bytes: int = GPU_DEFAULT_SHARED_BYTES) -> LaunchOptions:
+def launch_options(max_shared_bytes: int = GPU_DEFAULT_SHARED_BYTES, flush_denormals: bool = False) -> LaunchOptions:
     o = LaunchOptions()
+    o.flush_denormals = 1 if flush_denormals else 0
     o.schedule = SCHEDULES.index(_settings.schedule)
     o.seed = _settings.seed
     o.num_threads = _settings.num_threads
     o.poison = 0 if os.environ.get("ALEXNET_RAW_EMU_POISON", "1") in ("0", "false", "no") else 1
     o.max_shared_bytes = max_shared_bytes
     return o
+
+
+def flush_applies(param_codes) -> bool:
+    """-ftz=true flushes float32 only; the CPU's flush bits (x86 MXCSR FTZ/DAZ) flush doubles as
+    well, so they are set only for kernels without a double parameter (scalar or pointer)."""
+    return not any(c in ("f64", "p:f64", "pc:f64", "p:f64x2", "pc:f64x2") for c in param_codes)
 
 
 def raise_launch_error(message: str):
@@ -150,8 +157,9 @@ class Function:
         limit = GPU_DEFAULT_SHARED_BYTES
         if self.max_dynamic_shared_size_bytes:
             limit = min(GPU_MAX_SHARED_BYTES, max(limit, int(self.max_dynamic_shared_size_bytes)))
+        flush = self._module.flush_denormals and flush_applies(self.param_codes)
         rc, message = self._module._compiled.launch(
-            self._index, grid, block, int(shared_mem), pointers, launch_options(limit)
+            self._index, grid, block, int(shared_mem), pointers, launch_options(limit, flush)
         )
         del keep, buf
         if rc:
@@ -162,8 +170,10 @@ class RawModule:
     """CUDA source compiled for the CPU runtime. Mirrors cupy.RawModule.
 
     ``code``: the source text; or ``path``: a .cu file (its directory is searched for includes).
-    ``options``: NVRTC-style options; -I, -D, -U and -std= are honoured, GPU code-generation
-    options are ignored. ``name_expressions``: template instantiations to export, as for CuPy.
+    ``options``: NVRTC-style options; -I, -D, -U and -std= are honoured, and -ftz=true (or
+    --use_fast_math) flushes float32 subnormals to zero while a kernel without double parameters
+    runs (x86 MXCSR FTZ and DAZ); other GPU code-generation options are ignored.
+    ``name_expressions``: template instantiations to export, as for CuPy.
     """
 
     def __init__(self, code=None, *, path=None, options=(), name_expressions=None, backend="nvrtc",
@@ -181,6 +191,7 @@ class RawModule:
         self.path = path
         self.options = tuple(options) if not isinstance(options, str) else (options,)
         self.name_expressions = tuple(name_expressions or ())
+        self.flush_denormals = flushes_denormals(self.options)  # -ftz=true: applied to each launch
         self._name = name or (Path(path).name if path else "<RawModule>")
         self._compiled = None
         self._functions = {}

@@ -34,8 +34,6 @@ _GPU_ONLY_PREFIXES = (
     "--use_fast_math",
     "-fmad",
     "--fmad",
-    "-ftz",
-    "--ftz",
     "-prec-div",
     "--prec-div",
     "-prec-sqrt",
@@ -65,6 +63,27 @@ _GPU_ONLY_PREFIXES = (
 )
 
 
+_FTZ_PREFIXES = ("-ftz=", "--ftz=")
+
+
+def flushes_denormals(options) -> bool:
+    """Whether NVRTC-style options flush float32 subnormals to zero: -ftz=true (which CuPy appends to
+    every RawModule compilation), or --use_fast_math, which implies it; the last one given wins.
+    The CPU runtime applies it at launch time (LaunchOptions.flush_denormals)."""
+    flush = False
+    for opt in (options,) if isinstance(options, str) else options:
+        if not isinstance(opt, str):
+            continue
+        if opt.startswith(_FTZ_PREFIXES):
+            value = opt.split("=", 1)[1]
+            if value not in ("true", "false"):
+                raise ValueError(f"option '{opt}': -ftz takes true or false")
+            flush = value == "true"
+        elif opt in ("-use_fast_math", "--use_fast_math"):
+            flush = True
+    return flush
+
+
 class CompileError(RuntimeError):
     """The host compiler rejected the kernel source."""
 
@@ -77,6 +96,7 @@ class LaunchOptions(ctypes.Structure):
         ("num_threads", ctypes.c_int),
         ("poison", ctypes.c_int),
         ("max_shared_bytes", ctypes.c_size_t),
+        ("flush_denormals", ctypes.c_int),
     ]
 
 
@@ -192,6 +212,8 @@ def parse_options(options):
             if std not in ("c++17", "c++20"):
                 raise ValueError(f"the CPU runtime compiles with -std=c++17 or c++20, got option '{opt}'")
             host.append("-std=" + std)
+        elif opt.startswith(_FTZ_PREFIXES):
+            flushes_denormals((opt,))  # checks the value; applied at launch time
         elif opt.startswith(_GPU_ONLY_PREFIXES):
             pass
         else:

@@ -1,13 +1,13 @@
 """Logical devices and the copies between them.
 
 A network names logical devices (`gpu=0`, `gpu=1`, ...). On GPUs (CuPy arrays) logical device d
-runs on physical GPU d % count, so two towers share one GPU when only one is present. On the CPU
-runtime every logical device still gets its own buffers, and every edge between devices is an
-explicit copy, counted, so a CPU run moves exactly the bytes a GPU run would.
+runs on physical GPU d % count, so two towers share one GPU when only one is present, and the
+copies between devices are queued and ordered by events (streams.py). On the CPU runtime every
+logical device still gets its own buffers, and every edge between devices is an explicit memory
+copy, counted, so a CPU run moves exactly the bytes a GPU run would.
 
-Copies are synchronous by default. With overlap=True (GPUs only; on the CPU runtime copies stay
-synchronous memory copies and the flag changes nothing) each logical device computes on its own
-stream and copies are queued with events (streams.py), so transfers overlap with compute.
+overlap=True (GPUs only; on the CPU runtime the flag changes nothing) gives each logical device a
+compute stream and a copy stream of its own, so transfers overlap with compute.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import contextlib
 import numpy as np
 
 from .. import backends
-from .streams import OverlappedStreams
+from .streams import Transfers
 
 
 class Devices:
     def __init__(self, logical, backend=None, overlap=False):
         self.logical = list(logical)
         self.overlap = bool(overlap)
-        self.streams = None
+        self.transfers = None
         if backend is None:
             backend = _default_backend()
         if backend not in backends.ALL_BACKENDS:
@@ -39,8 +39,7 @@ class Devices:
             count = cupy.cuda.runtime.getDeviceCount()
             self.physical = {d: d % count for d in self.logical}
             self._enable_peer_access(cupy)
-            if self.overlap:
-                self.streams = OverlappedStreams(cupy.cuda, self.physical)
+            self.transfers = Transfers(cupy, self.physical, overlap=self.overlap)
         else:
             self.xp = np
             self.physical = {d: None for d in self.logical}
@@ -60,9 +59,7 @@ class Devices:
         """Make `device` current for allocations and launches (a no-op on the CPU)."""
         if not self.on_gpu:
             return contextlib.nullcontext()
-        if self.streams is not None:
-            return self.streams.context(device)
-        return self.xp.cuda.Device(self.physical[device])
+        return self.transfers.context(device)
 
     def zeros(self, device, shape, dtype):
         with self.context(device):
@@ -77,35 +74,45 @@ class Devices:
         with self.context(device):
             return self.xp.array(array, copy=True)
 
+    def receive(self, device, array):
+        """A caller's array (NumPy, or on a GPU a CuPy array on any GPU) for `device`: a host
+        array is copied there; a device array is used where it is (on `device`'s GPU) or copied
+        over, ordered after the caller's queued work, without waiting for it."""
+        if isinstance(array, np.ndarray):
+            return self.from_host(device, array) if self.on_gpu else np.array(array, copy=True)
+        return self.transfers.receive(array, device)
+
     def copy(self, src, device, src_device):
-        """A copy of the array `src` (on logical device `src_device`) on `device`: peer-to-peer
-        between GPUs where possible, queued on streams with overlap; on the CPU runtime a memory
-        copy into that device's own buffer."""
+        """A copy of the array `src` (on logical device `src_device`) on `device`: queued after
+        src's producers on GPUs (peer-to-peer where possible); on the CPU runtime a memory copy into
+        that device's own buffer."""
         with self.context(device):
             dst = self.xp.empty(src.shape, src.dtype)
-            if self.streams is not None:
-                self.streams.copy(dst, src, src_device, device)
-            elif self.on_gpu:
-                dst.data.copy_from_device(src.data, src.nbytes)
-            else:
-                np.copyto(dst, src)
-            return dst
+        if self.on_gpu:
+            self.transfers.copy(dst, src, src_device, device)
+        else:
+            np.copyto(dst, src)
+        return dst
 
     def synchronize(self):
-        """Wait for queued work and copies (a no-op without overlap: copies were synchronous)."""
-        if self.streams is not None:
-            self.streams.synchronize()
+        """Wait for copies queued across streams (none on one GPU without overlap, nor on the CPU)."""
+        if self.transfers is not None:
+            self.transfers.synchronize()
 
     def to_host(self, array):
+        """A NumPy copy of a device array, read on its own GPU after its producers."""
         self.synchronize()
         if self.on_gpu:
-            return array.get()
+            with self.xp.cuda.Device(array.device.id):
+                return array.get()
         return np.array(array, copy=True)
 
 
 def _default_backend():
-    """A GPU backend when a GPU is present, else the CPU runtime (the current CPU choice)."""
-    for name in backends.GPU_BACKENDS:
+    """A GPU backend when a GPU is present (the same choice as the functional API's: `cuda` when
+    the nvcc extension was built, else `cupy`), else the CPU runtime (the current CPU choice)."""
+    gpu = backends.current_backends()[1]
+    for name in ((gpu,) if gpu else ()) + ("cuda", "cupy"):
         try:
             backends.get_backend(name)
         except backends.BackendUnavailable:

@@ -253,10 +253,13 @@ class Model:
 
     # ------------------------------------------------------------------------------------------
     def _check_images(self, x):
+        """Type, dtype and shape of a batch; its values too when it is on the host (a device batch
+        is not read back: that would wait for the GPU; a NaN or Inf in it gives a NaN loss)."""
         xp = self.devices.xp
-        if not isinstance(x, (np.ndarray, xp.ndarray)):
-            raise TypeError(f"x must be a {'cupy' if self.devices.on_gpu else 'numpy'}.ndarray of images, "
-                            f"got {type(x).__name__}")
+        kinds = (np.ndarray, xp.ndarray) if self.devices.on_gpu else (np.ndarray,)
+        if not isinstance(x, kinds):
+            raise TypeError(f"x must be a {'numpy.ndarray or cupy' if self.devices.on_gpu else 'numpy'}.ndarray "
+                            f"of images, got {type(x).__module__}.{type(x).__name__}")
         if x.dtype != self.dtype:
             raise TypeError(f"x must be {self.dtype} (the model's dtype), got {x.dtype}")
         if x.ndim != 4 or x.shape[1] != self.input_channels or x.shape[0] < 1:
@@ -264,7 +267,9 @@ class Model:
         if (x.shape[2], x.shape[3]) != (self.image_size, self.image_size):
             raise ValueError(f"{self.source} takes {self.image_size}x{self.image_size} images, "
                              f"got {x.shape[2]}x{x.shape[3]}")
-        if not bool(xp.isfinite(x).all()):
+        if not x.flags.c_contiguous:
+            raise ValueError(f"x must be C-contiguous (NCHW), got strides {x.strides}")
+        if isinstance(x, np.ndarray) and not np.isfinite(x).all():
             raise ValueError("x holds non-finite values (NaN or Inf)")
 
     def _count(self, src, device, direction, nbytes):
@@ -275,17 +280,15 @@ class Model:
         """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
         draws dropout masks; train=False is the cfg's test behaviour."""
         self._check_images(x)
-        self.devices.synchronize()  # a previous forward's queued copies (eval loops call no backward)
-        host_x = x if isinstance(x, np.ndarray) else None
+        self.devices.synchronize()  # a previous forward's copies across GPUs (eval loops call no backward)
         ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
         self.traffic = {}
         outputs = {}  # (layer name, device) -> output there
         image = self.graph.image_input
         for device in self.graph.devices:
             if any(self.graph.nodes[c].device == device for c in self.graph.nodes[image].consumers):
-                src = host_x if host_x is not None else self.devices.to_host(x)
-                outputs[(image, device)] = self.devices.from_host(device, src)
-                self._count(image, device, "forward", src.nbytes)
+                outputs[(image, device)] = self.devices.receive(device, x)  # a device batch stays on the device
+                self._count(image, device, "forward", x.nbytes)
         inputs_of = {}
         for layer in self.layers:
             xs = [self._input(p, layer.device, outputs) for p in layer.spec.inputs]
@@ -307,17 +310,21 @@ class Model:
         return outputs[key]
 
     def backward(self, labels):
-        """Mean log loss of the last forward(train=True) against `labels` (N,) class indices;
-        leaves the gradient of that mean in every parameter's gradient view. Returns the loss."""
+        """Mean log loss of the last forward(train=True) against `labels` (N,) class indices (NumPy,
+        or on a GPU also CuPy); leaves the gradient of that mean in every parameter's gradient view.
+        Returns the loss as a 0-d array on the classifier's device (NumPy on the CPU runtime):
+        float(loss) reads it, which on a GPU waits for the step. Nothing here waits for the GPU;
+        host labels are range-checked on the host, device labels are not read back (one out of
+        range gives a NaN loss: the kernels never read outside a row)."""
         if self._last is None:
             raise RuntimeError("backward() needs a forward(x, train=True) first (and one backward per forward)")
         ctx, outputs, inputs_of = self._last
         logits_device = self.graph.nodes[self.graph.logits].device
         logits = outputs[(self.graph.logits, logits_device)]
         labels = self._labels(labels, logits.shape[0], logits_device)
-        with self.devices.context(logits_device):
-            loss = F.cross_entropy(logits, labels)
-            grads = {self.graph.logits: F.cross_entropy_backward(logits, labels)}
+        with self.devices.context(logits_device):  # labels were checked by _labels, without a wait
+            loss = F.cross_entropy(logits, labels, validate_target=False)
+            grads = {self.graph.logits: F.cross_entropy_backward(logits, labels, validate_target=False)}
         for layer in reversed(self.layers):
             grad = grads.pop(layer.name, None)
             if grad is None:
@@ -340,16 +347,23 @@ class Model:
                 else:
                     grads[producer] = g
         self._last = None
-        self.devices.synchronize()  # queued copies done: their source arrays may be freed
-        return float(loss)
+        self.devices.synchronize()  # copies across GPUs done: their source arrays may be freed
+        return loss
 
     def _labels(self, labels, n, device):
+        if self.devices.on_gpu and isinstance(labels, self.devices.xp.ndarray):
+            if labels.dtype.kind not in "iu":
+                raise TypeError(f"labels must be integers (class indices), got dtype {labels.dtype}")
+            if labels.shape != (n,):
+                raise ValueError(f"labels must have shape ({n},) (one per image of the batch), got {labels.shape}")
+            self._count(self.graph.label_input or "labels", device, "forward", n * 8)
+            with self.devices.context(device):
+                received = self.devices.receive(device, labels)
+                return received if received.dtype == np.int64 and received.flags.c_contiguous else \
+                    self.devices.xp.ascontiguousarray(received, dtype=np.int64)
         array = labels if isinstance(labels, np.ndarray) else None
         if array is None:
-            if self.devices.on_gpu and isinstance(labels, self.devices.xp.ndarray):
-                array = labels.get()
-            else:
-                raise TypeError(f"labels must be an array of class indices, got {type(labels).__name__}")
+            raise TypeError(f"labels must be an array of class indices, got {type(labels).__name__}")
         if array.dtype.kind not in "iu":
             raise TypeError(f"labels must be integers (class indices), got dtype {array.dtype}")
         if array.shape != (n,):
@@ -380,7 +394,9 @@ class Model:
         self.steps += 1
 
     def train_step(self, x, labels, epoch=0):
-        """forward(train=True), backward, step; returns (loss, logits)."""
+        """forward(train=True), backward, step; returns (loss, logits), both on the classifier's
+        device (see backward). On a GPU nothing in it waits for the GPU, with one exception: a
+        network whose copies cross GPUs or streams waits at the end for those copies."""
         logits = self.forward(x, train=True)
         loss = self.backward(labels)
         self.step(epoch)

@@ -43,9 +43,19 @@ def tensor(x, name: str, *, ndim=None, like=None):
     if like is not None:
         if type(x) is not type(like):
             raise TypeError(f"{name} is a {_kind(x)} but the other arrays are {_kind(like)}: use one device")
+        same_device(x, name, like)
         if x.dtype != like.dtype:
             raise TypeError(f"{name} must have the same dtype as the other arrays ({like.dtype}), got {x.dtype}")
     return backends.backend_for(x)
+
+
+def same_device(x, name, like):
+    """GPU arrays of one op must be on one GPU (the op runs there); NumPy arrays always are."""
+    if isinstance(x, np.ndarray) or isinstance(like, np.ndarray):
+        return
+    if x.device.id != like.device.id:
+        raise ValueError(f"{name} is on GPU {x.device.id} but the other arrays are on GPU {like.device.id}: an op "
+                         "runs on one GPU (copy the array over first)")
 
 
 def same_shape(x, name: str, expected, expected_from: str):

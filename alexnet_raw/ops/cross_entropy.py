@@ -56,8 +56,10 @@ def count_launch(out, flags) -> Launch:
     return Launch(SOURCE, "xent_count", grid, block, (out, flags, np.int64(flags.size)))
 
 
-def _check(input, target):
-    """Checks the (N, C) logits and the (N,) int64 class indices; returns the backend."""
+def _check(input, target, validate_target=True):
+    """Checks the (N, C) logits and the (N,) int64 class indices; returns the backend.
+    validate_target=False skips the range check of the indices, which reads them on the host (on
+    a GPU a wait for the device): for callers that checked them already."""
     backend = _checks.tensor(input, "input", ndim=2)
     n, c = input.shape
     if c < 1:
@@ -69,13 +71,14 @@ def _check(input, target):
                         f"{_checks._kind(target)}")
     if type(target) is not type(input):
         raise TypeError(f"target is a {_checks._kind(target)} but input is a {_checks._kind(input)}: use one device")
+    _checks.same_device(target, "target", input)
     if target.dtype != np.int64:
         raise TypeError(f"target must hold int64 class indices, got dtype {target.dtype}")
     if target.ndim != 1 or target.shape[0] != n:
         raise ValueError(f"target must have shape ({n},) (one class index per row of input), got {tuple(target.shape)}")
     if not target.flags.c_contiguous:
         raise ValueError(f"target must be C-contiguous, got strides {target.strides}; use numpy.ascontiguousarray")
-    if n:
+    if n and validate_target:
         lo, hi = int(target.min()), int(target.max())
         if lo < 0 or hi >= c:
             raise ValueError(f"target must hold class indices in [0, {c - 1}] (C = {c}), got values in [{lo}, {hi}]")
@@ -93,12 +96,14 @@ def softmax(input):
     return probs
 
 
-def cross_entropy(input, target):
+def cross_entropy(input, target, *, validate_target=True):
     """Mean over the N rows of -log softmax(input)[r, target[r]] (torch.nn.functional.cross_entropy
     with reduction "mean"), by a log-sum-exp shifted by each row's max. input: (N, C) float32/float64
     logits; target: (N,) int64 in [0, C). Returns a 0-d array of input's dtype; NaN for N = 0 and
-    wherever a row holds NaN, as torch."""
-    backend = _check(input, target)
+    wherever a row holds NaN, as torch. validate_target=False: the caller has checked the range of
+    target (else a ValueError; on a GPU the check waits for the device); an index out of range
+    then gives a NaN loss."""
+    backend = _check(input, target, validate_target)
     n = input.shape[0]
     row_loss = backend.empty((n,), input.dtype)
     out = backend.empty((), input.dtype)
@@ -108,10 +113,11 @@ def cross_entropy(input, target):
     return out
 
 
-def cross_entropy_backward(input, target):
+def cross_entropy_backward(input, target, *, validate_target=True):
     """Gradient of cross_entropy(input, target) (the mean loss) with respect to input:
-    (softmax(input) - onehot(target)) / N, shape (N, C)."""
-    backend = _check(input, target)
+    (softmax(input) - onehot(target)) / N, shape (N, C). validate_target as for cross_entropy (a
+    row whose index is out of range then gets NaN)."""
+    backend = _check(input, target, validate_target)
     grad = backend.empty(input.shape, input.dtype)
     if input.shape[0]:
         backend.launch(backward_launch(grad, input, target))

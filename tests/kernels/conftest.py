@@ -1,24 +1,62 @@
-"""Fixtures for the kernel tests: both CPU paths, and runs under several thread schedules.
+"""Fixtures for the kernel tests: every backend, and runs under several thread schedules.
 
 Every kernel test runs on both CPU backends (the CPU runtime's JIT, `emu`, and the pybind11
-extension built against it, `emu_ext`, whose launch code is the GPU extension's) and under two
-thread schedules, requiring bit-identical results: a race that one schedule hides, the other shows.
+extension built against it, `emu_ext`, whose launch code is the GPU extension's), on the GPU paths
+(`cupy` and `cuda`: on a real GPU when there is one, else through the CuPy stand-in, which runs
+the same kernels on the CPU runtime with CuPy's and the extension's behaviour: device arrays,
+queued streams, -ftz=true), and under two thread schedules, requiring bit-identical results: a race
+that one schedule hides, the other shows. The tests call `F.<op>` with NumPy arrays; on a GPU path
+the module's `F` is alexnet_raw.on_device.OnDevice, which moves arguments to the device and
+results back.
+
+ALEXNET_RAW_TEST_BACKENDS (comma-separated) narrows the list; scripts/test.sh's sanitizer pass
+runs the CPU paths only (the stand-in adds no kernel code to check for overruns).
 """
+
+import os
 
 import numpy as np
 import pytest
 
+import cupy_standin
 from alexnet_raw import backends, emu
+from alexnet_raw import functional as functional_ops
+from alexnet_raw.on_device import OnDevice
+from gpu_paths import GPU_KIND, strict_standin
 
 SCHEDULES = (("forward", 0), ("random", 20261125))
+ALL_PARAMS = list(backends.CPU_BACKENDS) + [f"{b}-{GPU_KIND}" for b in backends.GPU_BACKENDS]
+_wanted = [b.strip() for b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").split(",") if b.strip()]
+BACKEND_PARAMS = [p for p in ALL_PARAMS if not _wanted or p.split("-")[0] in _wanted]
 
 
-@pytest.fixture(params=backends.CPU_BACKENDS)
-def cpu_backend(request):
-    old = backends.current_backends()[0]
-    backends.set_backend(request.param)
-    yield request.param
-    backends.set_backend(old)
+def use_backend(name, request, monkeypatch):
+    """Select backend `name` for the test; on a GPU path, patch the test module's F."""
+    if name in backends.CPU_BACKENDS:
+        old = backends.current_backends()[0]
+        backends.set_backend(name)
+        yield name
+        backends.set_backend(old)
+        return
+    if GPU_KIND == "standin":
+        with strict_standin(1) as cp:
+            backends.set_backend(name)
+            monkeypatch.setattr(request.module, "F", OnDevice(functional_ops, cp), raising=False)
+            yield name
+            cupy_standin.synchronize_all()  # a kernel error queued last still fails the test
+        return
+    import cupy
+
+    backends.set_backend(name)
+    monkeypatch.setattr(request.module, "F", OnDevice(functional_ops, cupy), raising=False)
+    yield name
+    cupy.cuda.Device().synchronize()
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request, monkeypatch):
+    """The backend of the test: emu, emu_ext, cupy or cuda (the last two real or stand-in)."""
+    yield from use_backend(request.param.split("-")[0], request, monkeypatch)
 
 
 # Full-size layers are slow on the CPU: each runs once per dtype, float32 on one CPU path and float64
@@ -27,12 +65,10 @@ BACKEND_DTYPE_PAIRS = (("emu", np.float32), ("emu_ext", np.float64))
 
 
 @pytest.fixture(params=BACKEND_DTYPE_PAIRS, ids=[f"{b}-{np.dtype(d).name}" for b, d in BACKEND_DTYPE_PAIRS])
-def backend_dtype(request):
+def backend_dtype(request, monkeypatch):
     """(backend name, dtype), the backend selected for the test."""
-    old = backends.current_backends()[0]
-    backends.set_backend(request.param[0])
-    yield request.param
-    backends.set_backend(old)
+    for name in use_backend(request.param[0], request, monkeypatch):
+        yield request.param
 
 
 def _flatten(result):

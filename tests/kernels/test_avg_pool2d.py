@@ -54,7 +54,7 @@ POOL_SHAPES = [
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode", POOL_SHAPES)
-def test_pool_shapes_match_torch(cpu_backend, under_schedules, dtype, shape, kernel, stride, padding, ceil_mode,
+def test_pool_shapes_match_torch(backend, under_schedules, dtype, shape, kernel, stride, padding, ceil_mode,
                                  count_include_pad):
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     check_against_torch(under_schedules, x, kernel, stride, padding, ceil_mode, count_include_pad)
@@ -74,14 +74,14 @@ def convnet_avg_pool(x, size, stride):
 
 
 @pytest.mark.parametrize("shape,size,stride", [((2, 32, 32, 32), 3, 2), ((1, 3, 9, 14), 3, 3), ((2, 2, 8, 7), 4, 3)])
-def test_convnet_avg_is_count_include_pad_false_with_ceil_mode(cpu_backend, shape, size, stride):
+def test_convnet_avg_is_count_include_pad_false_with_ceil_mode(backend, shape, size, stride):
     x = np.random.default_rng(5).standard_normal(shape)
     y = F.avg_pool2d(x, size, stride, 0, ceil_mode=True, count_include_pad=False)
     np.testing.assert_allclose(y, convnet_avg_pool(x, size, stride), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_divisors_at_the_edges_as_torch(cpu_backend, under_schedules, dtype):
+def test_divisors_at_the_edges_as_torch(backend, under_schedules, dtype):
     # ones: each output is its divisor's share of the window, so a wrong divisor shows exactly
     x = np.ones((1, 2, 7, 6), dtype)
     for kernel, stride, padding, ceil_mode in [(3, 2, 1, True), (3, 2, 1, False), ((4, 3), (3, 2), (2, 1), True),
@@ -93,7 +93,7 @@ def test_divisors_at_the_edges_as_torch(cpu_backend, under_schedules, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_infinities_as_torch(cpu_backend, under_schedules, dtype):
+def test_nan_and_infinities_as_torch(backend, under_schedules, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 2, 9, 9)).astype(dtype)
     flat = x.reshape(-1)
@@ -111,7 +111,7 @@ def test_nan_and_infinities_as_torch(cpu_backend, under_schedules, dtype):
 
 
 @pytest.mark.parametrize("count_include_pad", [True, False])
-def test_gradient_check_float64(cpu_backend, count_include_pad):
+def test_gradient_check_float64(backend, count_include_pad):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((1, 2, 7, 6))
     args = ((3, 2), (2, 1), (1, 1), True, count_include_pad)
@@ -123,20 +123,20 @@ def test_gradient_check_float64(cpu_backend, count_include_pad):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=pool_cases(max_stride=6), double=st.booleans())
-def test_property_random_shapes(cpu_backend, under_schedules, case, double):
+def test_property_random_shapes(backend, under_schedules, case, double):
     shape, kernel, stride, padding, ceil_mode, count_include_pad = case
     dtype = np.float64 if double else np.float32
     x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
     check_against_torch(under_schedules, x, kernel, stride, padding, ceil_mode, count_include_pad)
 
 
-def test_empty_batch(cpu_backend):
+def test_empty_batch(backend):
     x = np.zeros((0, 3, 5, 5), np.float32)
     assert F.avg_pool2d(x, 3, 2).shape == (0, 3, 2, 2)
     assert F.avg_pool2d_backward(np.zeros((0, 3, 2, 2), np.float32), x, 3, 2).shape == x.shape
 
 
-def test_unbatched_input_as_torch(cpu_backend, under_schedules):
+def test_unbatched_input_as_torch(backend, under_schedules):
     x = np.random.default_rng(3).standard_normal((3, 7, 8))
     g = np.random.default_rng(4).standard_normal((3, 4, 4))
     y, gx = under_schedules(lambda: (F.avg_pool2d(x, 3, 2, 1, False, False),
@@ -146,7 +146,7 @@ def test_unbatched_input_as_torch(cpu_backend, under_schedules):
     assert y.shape == ref_y.shape and gx.shape == x.shape
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x = np.zeros((2, 3, 7, 7), np.float32)
     with pytest.raises(ValueError, match=r"kernel_size must be >= 1, got 0"):
         F.avg_pool2d(x, 0)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from central_differences import numeric_gradient
 
+from alexnet_raw import backends, functional
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
 from alexnet_raw.ops import conv2d as conv_ops
@@ -140,7 +141,7 @@ def conv_cases(draw):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=conv_cases(), double=st.booleans(), with_bias=st.booleans())
-def test_property_random_shapes(cpu_backend, under_schedules, case, double, with_bias):
+def test_property_random_shapes(backend, under_schedules, case, double, with_bias):
     x_shape, w_shape, stride, padding, groups, ceil_mode = case
     dtype = np.float64 if double else np.float32
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
@@ -151,7 +152,7 @@ def test_property_random_shapes(cpu_backend, under_schedules, case, double, with
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_infinities_as_torch(cpu_backend, dtype):
+def test_nan_and_infinities_as_torch(backend, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 4, 9, 8)).astype(dtype)
     x[0, 1, 2, 3], x[1, 0, 7, 7], x[1, 3, 0, 0] = np.nan, np.inf, -np.inf
@@ -164,7 +165,7 @@ def test_nan_and_infinities_as_torch(cpu_backend, dtype):
     assert_close(y, ref_y, "output")
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 4, 7, 6))
     w = rng.standard_normal((6, 2, 3, 2))
@@ -177,7 +178,7 @@ def test_gradient_check_float64(cpu_backend):
     np.testing.assert_allclose(grad_b, numeric_gradient(lambda v: F.conv2d(x, w, v, *args), b, g), rtol=1e-7, atol=1e-8)
 
 
-def test_optional_gradients(cpu_backend):
+def test_optional_gradients(backend):
     rng = np.random.default_rng(5)
     x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
     g = rng.standard_normal((2, 4, 6, 6))
@@ -188,7 +189,7 @@ def test_optional_gradients(cpu_backend):
     np.testing.assert_array_equal(full[2], F.conv2d_backward(g, x, w, input_grad=False)[2])
 
 
-def test_empty_batch(cpu_backend):
+def test_empty_batch(backend):
     x, w = np.zeros((0, 3, 9, 9), np.float32), np.ones((4, 3, 3, 3), np.float32)
     assert F.conv2d(x, w, np.ones(4, np.float32), 2).shape == (0, 4, 4, 4)
     grad_x, grad_w, grad_b = F.conv2d_backward(np.zeros((0, 4, 4, 4), np.float32), x, w, 2)
@@ -197,16 +198,17 @@ def test_empty_batch(cpu_backend):
     np.testing.assert_array_equal(grad_b, np.zeros(4, np.float32))
 
 
-def test_sizes_past_int32_are_refused_before_launch(cpu_backend):
+def test_sizes_past_int32_are_refused_before_launch(backend):
     if os.environ.get("ALEXNET_RAW_EMU_SANITIZE") not in (None, "", "0"):
         pytest.skip("an 8.6 GB untouched allocation is refused by the sanitizer's allocator; the check is "
                     "plain Python and runs in the unsanitized run")
-    x = np.empty((1, 1, 65536, 32769), np.float32)  # H*W = 2^31 + 2^16: never touched
+    xp = backends.get_backend(backend).array_module  # on a GPU path the array is made there, not copied
+    x = xp.empty((1, 1, 65536, 32769), np.float32)  # H*W = 2^31 + 2^16: never touched
     with pytest.raises(ValueError, match=r"H\*W must be at most 2147483647, got 2147549184"):
-        F.conv2d(x, np.ones((1, 1, 1, 1), np.float32))
+        functional.conv2d(x, xp.ones((1, 1, 1, 1), np.float32))
 
 
-def test_unbatched_input_as_torch(cpu_backend, under_schedules):
+def test_unbatched_input_as_torch(backend, under_schedules):
     rng = np.random.default_rng(6)
     x, w, b = rng.standard_normal((4, 9, 8)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
     xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
@@ -222,7 +224,7 @@ def test_unbatched_input_as_torch(cpu_backend, under_schedules):
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # torch's own note
 @pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 4), (5, 5), (4, 1)])
 @pytest.mark.parametrize("padding", ["same", "valid"])
-def test_string_padding_as_torch(cpu_backend, under_schedules, kernel, padding):
+def test_string_padding_as_torch(backend, under_schedules, kernel, padding):
     """padding='same' (even kernels: PyTorch puts the extra zero after) and 'valid'."""
     rng = np.random.default_rng(sum(kernel))
     x, w, b = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, *kernel)), rng.standard_normal(6)
@@ -237,7 +239,7 @@ def test_string_padding_as_torch(cpu_backend, under_schedules, kernel, padding):
         assert_close(ours, theirs.detach().numpy(), what)
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x, w = np.zeros((2, 6, 9, 9), np.float32), np.zeros((4, 6, 3, 3), np.float32)
     with pytest.raises(ValueError, match=r"groups \(4\) must divide the input channels, got 6 channels"):
         F.conv2d(x, np.zeros((4, 1, 3, 3), np.float32), groups=4)

@@ -41,7 +41,7 @@ def assert_close(ours, reference, dtype, what):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_loss_and_gradient_match_torch(cpu_backend, under_schedules, dtype, shape):
+def test_loss_and_gradient_match_torch(backend, under_schedules, dtype, shape):
     x, target = logits(np.random.default_rng(1), shape, dtype)
     loss, grad = under_schedules(lambda: (F.cross_entropy(x, target), F.cross_entropy_backward(x, target)))
     ref_loss, ref_grad = torch_loss_and_grad(x, target)
@@ -54,7 +54,7 @@ def test_loss_and_gradient_match_torch(cpu_backend, under_schedules, dtype, shap
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("k", [1, 5])
-def test_topk_correct_matches_torch_topk(cpu_backend, under_schedules, dtype, shape, k):
+def test_topk_correct_matches_torch_topk(backend, under_schedules, dtype, shape, k):
     x, target = logits(np.random.default_rng(2), shape, dtype)
     k = min(k, shape[1])
     count = under_schedules(lambda: F.topk_correct(x, target, k))
@@ -62,7 +62,7 @@ def test_topk_correct_matches_torch_topk(cpu_backend, under_schedules, dtype, sh
     assert count == torch_topk_correct(x, target, k)  # random logits: no ties
 
 
-def test_topk_tie_rule_and_nan(cpu_backend, under_schedules):
+def test_topk_tie_rule_and_nan(backend, under_schedules):
     nan = np.nan
     x = np.array([
         [3, 2, 2, 3],      # target 2 (value 2): two entries strictly larger, the tie with 2 does not count
@@ -79,7 +79,7 @@ def test_topk_tie_rule_and_nan(cpu_backend, under_schedules):
         assert under_schedules(lambda: F.topk_correct(x.astype(np.float64), target, k)) == n
 
 
-def test_extreme_logits_stay_finite(cpu_backend, under_schedules):
+def test_extreme_logits_stay_finite(backend, under_schedules):
     rng = np.random.default_rng(3)
     for dtype in (np.float32, np.float64):
         x = rng.choice([1e4, -1e4, 0.0, 1e4 - 1], size=(16, 1000)).astype(dtype)
@@ -93,7 +93,7 @@ def test_extreme_logits_stay_finite(cpu_backend, under_schedules):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_inf_behave_as_torch(cpu_backend, under_schedules, dtype):
+def test_nan_and_inf_behave_as_torch(backend, under_schedules, dtype):
     rng = np.random.default_rng(4)
     x, target = logits(rng, (6, 10), dtype)
     x[0, 3] = np.nan      # NaN anywhere: the row's loss and gradient are NaN
@@ -110,7 +110,7 @@ def test_nan_and_inf_behave_as_torch(cpu_backend, under_schedules, dtype):
         assert np.array_equal(np.isnan(grad), np.isnan(ref_grad))
 
 
-def test_empty_batch_gives_nan_as_torch(cpu_backend, under_schedules):
+def test_empty_batch_gives_nan_as_torch(backend, under_schedules):
     x = np.zeros((0, 5), np.float32)
     t = np.zeros(0, np.int64)
     loss, grad, count = under_schedules(lambda: (F.cross_entropy(x, t), F.cross_entropy_backward(x, t),
@@ -119,7 +119,7 @@ def test_empty_batch_gives_nan_as_torch(cpu_backend, under_schedules):
     assert grad.shape == (0, 5) and count == 0
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     rng = np.random.default_rng(5)
     x, target = logits(rng, (3, 7), np.float64)
     grad = F.cross_entropy_backward(x, target)
@@ -129,7 +129,7 @@ def test_gradient_check_float64(cpu_backend):
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 40), c=st.integers(1, 300), double=st.booleans(), data=st.data())
-def test_property_random_shapes(cpu_backend, under_schedules, n, c, double, data):
+def test_property_random_shapes(backend, under_schedules, n, c, double, data):
     # the fixtures hold no per-example state: the backend stays set, under_schedules is a runner
     dtype = np.float64 if double else np.float32
     k = data.draw(st.integers(1, c), label="k")
@@ -142,7 +142,7 @@ def test_property_random_shapes(cpu_backend, under_schedules, n, c, double, data
     assert count == torch_topk_correct(x, target, k)
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x = np.zeros((4, 10), np.float32)
     t = np.array([0, 1, 2, 9], np.int64)
     for fn in (F.cross_entropy, F.cross_entropy_backward, lambda a, b: F.topk_correct(a, b, 1)):
@@ -179,7 +179,7 @@ def test_rejects_bad_input(cpu_backend):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_softmax_matches_torch(cpu_backend, under_schedules, dtype, shape):
+def test_softmax_matches_torch(backend, under_schedules, dtype, shape):
     x, _ = logits(np.random.default_rng(5), shape, dtype)
     x[0, 0] = 80.0  # exp would overflow float32 without the max shift
     probs = under_schedules(lambda: F.softmax(x))
@@ -189,7 +189,7 @@ def test_softmax_matches_torch(cpu_backend, under_schedules, dtype, shape):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=10 * np.finfo(dtype).eps * shape[1])
 
 
-def test_softmax_rejects_bad_input(cpu_backend):
+def test_softmax_rejects_bad_input(backend):
     with pytest.raises(ValueError, match="2 dimensions"):
         F.softmax(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):

@@ -89,7 +89,7 @@ def test_python_philox_reproduces_random123_known_answers():
         assert philox4x32_10(counter, key) == expected
 
 
-def test_kernel_philox_reproduces_random123_known_answers(cpu_backend, under_schedules):
+def test_kernel_philox_reproduces_random123_known_answers(backend, under_schedules):
     for counter, key, expected in KAT:
         seed = key[0] | key[1] << 32
         offset = counter[2] | counter[3] << 32
@@ -99,7 +99,7 @@ def test_kernel_philox_reproduces_random123_known_answers(cpu_backend, under_sch
 
 
 @pytest.mark.parametrize("seed, offset", SEEDS_OFFSETS)
-def test_kernel_stream_matches_python_transcription(cpu_backend, under_schedules, seed, offset):
+def test_kernel_stream_matches_python_transcription(backend, under_schedules, seed, offset):
     n = 203  # not a multiple of 4
     out = under_schedules(lambda: philox_words(np.zeros(n, np.uint32), seed, offset))
     np.testing.assert_array_equal(out, words_python(n, seed, offset))
@@ -111,7 +111,7 @@ def test_kernel_stream_matches_python_transcription(cpu_backend, under_schedules
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("seed, offset", SEEDS_OFFSETS)
-def test_mask_is_the_documented_function_of_seed_offset_and_index(cpu_backend, under_schedules, dtype, seed, offset):
+def test_mask_is_the_documented_function_of_seed_offset_and_index(backend, under_schedules, dtype, seed, offset):
     n = 1001
     ones = np.ones(n, dtype)
     for p in (0.5, 0.1, 0.9, 1 / 3, 2.0**-32, 1 - 2.0**-53):
@@ -121,7 +121,7 @@ def test_mask_is_the_documented_function_of_seed_offset_and_index(cpu_backend, u
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.3])
-def test_keep_rate_is_within_binomial_bounds(cpu_backend, under_schedules, p):
+def test_keep_rate_is_within_binomial_bounds(backend, under_schedules, p):
     n = 1 << 20
     y = under_schedules(lambda: F.dropout(np.ones(n, np.float32), p, seed=7, offset=3, mode="original"))
     kept = int(np.count_nonzero(y))
@@ -130,7 +130,7 @@ def test_keep_rate_is_within_binomial_bounds(cpu_backend, under_schedules, p):
     assert abs(kept - n * keep) < 5 * sigma, f"kept {kept} of {n}, expected {n * keep:.0f} +- {sigma:.0f}"
 
 
-def test_masks_of_other_seeds_and_offsets_differ_and_are_uncorrelated(cpu_backend, under_schedules):
+def test_masks_of_other_seeds_and_offsets_differ_and_are_uncorrelated(backend, under_schedules):
     n = 1 << 18
     ones = np.ones(n, np.float32)
 
@@ -151,7 +151,7 @@ def test_masks_of_other_seeds_and_offsets_differ_and_are_uncorrelated(cpu_backen
         assert abs(corr) < bound, f"lag {lag}: correlation {corr:.4f}"
 
 
-def test_float32_and_float64_draw_the_same_mask(cpu_backend, under_schedules):
+def test_float32_and_float64_draw_the_same_mask(backend, under_schedules):
     x = np.random.default_rng(0).standard_normal((2, 4096)) + 3.0  # nonzero everywhere
     for p in (0.5, 0.25, 0.7):
         y32 = under_schedules(lambda: F.dropout(x.astype(np.float32), p, seed=11, offset=2))
@@ -170,7 +170,7 @@ def _torch_dropout_with_mask(x, mask, p):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 4096), (2, 2048), (2, 96, 55, 55), (7,), (0,)])
 @pytest.mark.parametrize("p", [0.5, 0.3, 0.9])
-def test_inverted_matches_torch_arithmetic_with_the_same_mask(cpu_backend, under_schedules, dtype, shape, p):
+def test_inverted_matches_torch_arithmetic_with_the_same_mask(backend, under_schedules, dtype, shape, p):
     rng = np.random.default_rng(4)
     x = rng.standard_normal(shape).astype(dtype)
     if x.size >= 5:
@@ -185,7 +185,7 @@ def test_inverted_matches_torch_arithmetic_with_the_same_mask(cpu_backend, under
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", [0.5, 0.3, 0.123456789])
-def test_kept_values_equal_torch_dropout_where_both_keep(cpu_backend, under_schedules, dtype, p):
+def test_kept_values_equal_torch_dropout_where_both_keep(backend, under_schedules, dtype, p):
     # torch's own dropout draws another mask; where both keep an element the values must agree
     x = np.random.default_rng(5).standard_normal((2, 4096)).astype(dtype)
     y = under_schedules(lambda: F.dropout(x, p, seed=1, offset=0))
@@ -197,7 +197,7 @@ def test_kept_values_equal_torch_dropout_where_both_keep(cpu_backend, under_sche
 
 
 @pytest.mark.parametrize("mode", ["inverted", "original"])
-def test_expectation(cpu_backend, under_schedules, mode):
+def test_expectation(backend, under_schedules, mode):
     # inverted: E[y] = x; original: E[y] = (1 - p) x = the eval output
     n, p, x0 = 1 << 18, 0.3, 1.5
     x = np.full(n, x0, np.float64)
@@ -212,7 +212,7 @@ def test_expectation(cpu_backend, under_schedules, mode):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_eval_modes(cpu_backend, under_schedules, dtype):
+def test_eval_modes(backend, under_schedules, dtype):
     x = np.random.default_rng(6).standard_normal((2, 4096)).astype(dtype)
     x[0, :3] = [np.nan, np.inf, -0.0]
     assert F.dropout(x, 0.5, training=False) is x  # inverted: the input itself, as torch
@@ -225,7 +225,7 @@ def test_eval_modes(cpu_backend, under_schedules, dtype):
 
 
 @pytest.mark.parametrize("mode", ["inverted", "original"])
-def test_p_zero_keeps_everything(cpu_backend, under_schedules, mode):
+def test_p_zero_keeps_everything(backend, under_schedules, mode):
     x = np.random.default_rng(7).standard_normal(1001).astype(np.float32)
     x[:2] = [np.nan, -0.0]
     y = under_schedules(lambda: F.dropout(x, 0.0, seed=4, mode=mode))
@@ -237,7 +237,7 @@ def test_p_zero_keeps_everything(cpu_backend, under_schedules, mode):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["inverted", "original"])
-def test_backward_uses_the_forward_mask_and_scale(cpu_backend, under_schedules, dtype, mode):
+def test_backward_uses_the_forward_mask_and_scale(backend, under_schedules, dtype, mode):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 4096)).astype(dtype)
     g = rng.standard_normal((2, 4096)).astype(dtype)
@@ -256,7 +256,7 @@ def test_backward_uses_the_forward_mask_and_scale(cpu_backend, under_schedules, 
     assert tolerances.close(gi, xt.grad.numpy(), "dropout", dtype)
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     # dropout is linear for a fixed mask: central differences along random directions
     rng = np.random.default_rng(9)
     x = rng.standard_normal(40)
@@ -281,7 +281,7 @@ def test_gradient_check_float64(cpu_backend):
     double=st.booleans(),
     mode=st.sampled_from(["inverted", "original"]),
 )
-def test_property_random_shapes(cpu_backend, under_schedules, shape, p, seed, offset, double, mode):
+def test_property_random_shapes(backend, under_schedules, shape, p, seed, offset, double, mode):
     # the fixtures hold no per-example state: the backend stays set, under_schedules is a runner
     dtype = np.float64 if double else np.float32
     x = np.random.default_rng(seed % 1000).standard_normal(shape).astype(dtype)
@@ -293,7 +293,7 @@ def test_property_random_shapes(cpu_backend, under_schedules, shape, p, seed, of
     np.testing.assert_array_equal(gi, y)  # backward of g = x: same mask, same scale
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match=r"p \(the drop probability\) must be in \[0, 1\), got 1.0"):
         F.dropout(x, 1.0)

@@ -80,7 +80,7 @@ def test_every_tile_is_exercised_for_every_product():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch,in_features,out_features", TILE_CASES)
-def test_every_tile_matches_torch(cpu_backend, under_schedules, dtype, batch, in_features, out_features):
+def test_every_tile_matches_torch(backend, under_schedules, dtype, batch, in_features, out_features):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((batch, in_features)).astype(dtype)
     w = rng.standard_normal((out_features, in_features)).astype(dtype)
@@ -90,7 +90,7 @@ def test_every_tile_matches_torch(cpu_backend, under_schedules, dtype, batch, in
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.integers(1, 70), in_features=st.integers(1, 90), out_features=st.integers(1, 90),
        double=st.booleans(), with_bias=st.booleans())
-def test_property_random_shapes(cpu_backend, under_schedules, batch, in_features, out_features, double, with_bias):
+def test_property_random_shapes(backend, under_schedules, batch, in_features, out_features, double, with_bias):
     dtype = np.float64 if double else np.float32
     rng = np.random.default_rng(batch * 10000 + in_features * 100 + out_features)
     x = rng.standard_normal((batch, in_features)).astype(dtype)
@@ -100,7 +100,7 @@ def test_property_random_shapes(cpu_backend, under_schedules, batch, in_features
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_infinities_as_torch(cpu_backend, dtype):
+def test_nan_and_infinities_as_torch(backend, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 19)).astype(dtype)
     x[0, 3], x[2, 7], x[4, 0] = np.nan, np.inf, -np.inf
@@ -114,7 +114,7 @@ def test_nan_and_infinities_as_torch(cpu_backend, dtype):
     assert_close(F.linear_backward(g, x, w)[1], ref_grads[1], "grad_weight")
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     rng = np.random.default_rng(4)
     x, w, b = rng.standard_normal((3, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)
     g = rng.standard_normal((3, 5))
@@ -124,7 +124,7 @@ def test_gradient_check_float64(cpu_backend):
     np.testing.assert_allclose(grad_b, numeric_gradient(lambda v: F.linear(x, w, v), b, g), rtol=1e-7, atol=1e-8)
 
 
-def test_empty_batch(cpu_backend):
+def test_empty_batch(backend):
     x, w = np.zeros((0, 6), np.float32), np.ones((4, 6), np.float32)
     assert F.linear(x, w, np.ones(4, np.float32)).shape == (0, 4)
     grad_x, grad_w, grad_b = F.linear_backward(np.zeros((0, 4), np.float32), x, w)
@@ -134,7 +134,7 @@ def test_empty_batch(cpu_backend):
     assert F.linear_backward(np.zeros((0, 4), np.float32), x, w, bias=False)[2] is None
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x, w = np.zeros((3, 6), np.float32), np.zeros((4, 6), np.float32)
     with pytest.raises(ValueError, match=r"weight must be \(out_features, in_features\) with in_features = "
                                          r"input.shape\[1\] = 6, got weight shape \(4, 5\)"):

@@ -40,27 +40,27 @@ def check_against_torch(under_schedules, x, size, alpha=1e-4, beta=0.75, k=1.0, 
 # inputs scaled so that the sums of squares move the denominator (conv outputs reach tens)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 48, 55, 55), (2, 128, 27, 27)])
-def test_alexnet_lrn_layers_match_torch(cpu_backend, under_schedules, dtype, shape):
+def test_alexnet_lrn_layers_match_torch(backend, under_schedules, dtype, shape):
     x = (30 * np.random.default_rng(1).standard_normal(shape)).astype(dtype)
     check_against_torch(under_schedules, x, 5, 1e-4, 0.75, 2.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 6, 7, 12, 30])
-def test_window_sizes_even_odd_and_larger_than_c(cpu_backend, under_schedules, dtype, size):
+def test_window_sizes_even_odd_and_larger_than_c(backend, under_schedules, dtype, size):
     # C = 7: sizes past C clip to the channels as torch's zero padding; strong normalisation (alpha 1)
     x = np.random.default_rng(size).standard_normal((2, 7, 3, 5)).astype(dtype)
     check_against_torch(under_schedules, x, size, alpha=1.0, beta=0.75, k=1.0, seed=size)
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 5), (2, 6, 3, 2, 4), (1, 3, 1)])
-def test_other_ranks_as_torch(cpu_backend, under_schedules, shape):
+def test_other_ranks_as_torch(backend, under_schedules, shape):
     # torch accepts (N, C, ...) with any number of dimensions after C: normalised across C alone
     x = np.random.default_rng(len(shape)).standard_normal(shape)
     check_against_torch(under_schedules, x, 3, alpha=0.5, beta=0.75, k=1.5)
 
 
-def test_even_window_placement_is_size_half_before(cpu_backend):
+def test_even_window_placement_is_size_half_before(backend):
     # the window of channel c is [c - size//2, c - size//2 + size) (cuda-convnet's and torch's): for
     # size 2, channels c-1 and c. With a = (0, 1, 1, 0), alpha 2 (weight 2/2 = 1), beta 1, k 1:
     # b_1 sees channels 0, 1 (sum 1): 1/2; b_2 sees 1, 2 (sum 2): 1/3
@@ -71,7 +71,7 @@ def test_even_window_placement_is_size_half_before(cpu_backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_specials_as_torch(cpu_backend, under_schedules, dtype):
+def test_specials_as_torch(backend, under_schedules, dtype):
     x = np.random.default_rng(2).standard_normal((2, 9, 4, 3)).astype(dtype)
     x[0, 3, 1, 1] = np.nan  # NaN spreads over its neighbours' windows, as torch
     x[1, 5, 2, 0] = np.inf  # inf / inf = NaN at itself, its neighbours divided by inf give 0
@@ -82,7 +82,7 @@ def test_specials_as_torch(cpu_backend, under_schedules, dtype):
     assert_close(y, ref, dtype, "output with specials")
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 6, 2, 3))
     g = rng.standard_normal(x.shape)
@@ -96,19 +96,19 @@ def test_gradient_check_float64(cpu_backend):
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 20), st.integers(1, 6), st.integers(1, 6)),
        size=st.integers(1, 9), alpha=st.sampled_from([1e-4, 1e-2, 1.0]), beta=st.sampled_from([0.5, 0.75, 1.0, 2.0]),
        k=st.sampled_from([0.5, 1.0, 2.0]), double=st.booleans())
-def test_property_random_shapes(cpu_backend, under_schedules, shape, size, alpha, beta, k, double):
+def test_property_random_shapes(backend, under_schedules, shape, size, alpha, beta, k, double):
     dtype = np.float64 if double else np.float32
     x = (3 * np.random.default_rng(sum(shape) + size).standard_normal(shape)).astype(dtype)
     check_against_torch(under_schedules, x, size, alpha, beta, k, seed=size)
 
 
-def test_empty_batch(cpu_backend):
+def test_empty_batch(backend):
     x = np.zeros((0, 4, 3, 3), np.float32)
     assert F.local_response_norm(x, 5).shape == x.shape
     assert F.local_response_norm_backward(x, x, 5).shape == x.shape
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x = np.ones((2, 4, 3, 3), np.float32)
     for fn in (lambda **kw: F.local_response_norm(kw.pop("x", x), **kw),
                lambda **kw: F.local_response_norm_backward(np.ones_like(kw.get("x", x)), kw.pop("x", x), **kw)):

@@ -55,7 +55,7 @@ ALEXNET_POOLS = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,kernel,stride,ceil_mode", ALEXNET_POOLS)
-def test_alexnet_pools_match_torch(cpu_backend, under_schedules, dtype, shape, kernel, stride, ceil_mode):
+def test_alexnet_pools_match_torch(backend, under_schedules, dtype, shape, kernel, stride, ceil_mode):
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     check_against_torch(under_schedules, x, kernel, stride, 0, ceil_mode)
 
@@ -89,7 +89,7 @@ def test_output_size_rule_is_torchs():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(3, 2, 0, True), (3, 2, 1, False), (2, 1, 1, True),
                                                              (3, 1, 1, False), ((3, 2), (1, 2), (1, 1), True)])
-def test_ties_take_the_first_maximum_as_torch(cpu_backend, under_schedules, dtype, kernel, stride, padding, ceil_mode):
+def test_ties_take_the_first_maximum_as_torch(backend, under_schedules, dtype, kernel, stride, padding, ceil_mode):
     # values from {0, 1, 2}: most windows hold several maxima; the gradient goes to the first in scan order
     x = np.random.default_rng(2).integers(0, 3, (2, 3, 9, 8)).astype(dtype)
     check_against_torch(under_schedules, x, kernel, stride, padding, ceil_mode)
@@ -98,7 +98,7 @@ def test_ties_take_the_first_maximum_as_torch(cpu_backend, under_schedules, dtyp
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_infinities_as_torch(cpu_backend, under_schedules, dtype):
+def test_nan_and_infinities_as_torch(backend, under_schedules, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 2, 9, 9)).astype(dtype)
     flat = x.reshape(-1)
@@ -111,7 +111,7 @@ def test_nan_and_infinities_as_torch(cpu_backend, under_schedules, dtype):
     assert np.isnan(y).any()
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     # distinct values (a permutation) so every window's maximum is unique and stable under +-eps
     rng = np.random.default_rng(4)
     shape = (1, 2, 7, 6)
@@ -125,7 +125,7 @@ def test_gradient_check_float64(cpu_backend):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=pool_cases(max_stride=4), ties=st.booleans())
-def test_property_random_shapes(cpu_backend, under_schedules, case, ties):
+def test_property_random_shapes(backend, under_schedules, case, ties):
     shape, kernel, stride, padding, ceil_mode, double = case
     dtype = np.float64 if double else np.float32
     rng = np.random.default_rng(sum(shape))
@@ -133,13 +133,13 @@ def test_property_random_shapes(cpu_backend, under_schedules, case, ties):
     check_against_torch(under_schedules, x, kernel, stride, padding, ceil_mode)
 
 
-def test_empty_batch(cpu_backend):
+def test_empty_batch(backend):
     x = np.zeros((0, 3, 5, 5), np.float32)
     assert F.max_pool2d(x, 3, 2).shape == (0, 3, 2, 2)
     assert F.max_pool2d_backward(np.zeros((0, 3, 2, 2), np.float32), x, 3, 2).shape == x.shape
 
 
-def test_unbatched_input_as_torch(cpu_backend, under_schedules):
+def test_unbatched_input_as_torch(backend, under_schedules):
     x = np.random.default_rng(3).standard_normal((3, 7, 8))
     g = np.random.default_rng(4).standard_normal((3, 4, 4))
     y, gx = under_schedules(lambda: (F.max_pool2d(x, 3, 2, 1), F.max_pool2d_backward(g, x, 3, 2, 1)))
@@ -148,7 +148,7 @@ def test_unbatched_input_as_torch(cpu_backend, under_schedules):
     np.testing.assert_array_equal(gx, ref_g)
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x = np.zeros((2, 3, 7, 7), np.float32)
     with pytest.raises(ValueError, match=r"kernel_size must be >= 1, got 0"):
         F.max_pool2d(x, 0)

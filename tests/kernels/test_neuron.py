@@ -82,7 +82,7 @@ def brelu_ends(y, a):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", NAMES)
-def test_neuron_forward_matches_torch(cpu_backend, under_schedules, name, dtype, shape):
+def test_neuron_forward_matches_torch(backend, under_schedules, name, dtype, shape):
     a, b = PARAMETERS[name]
     x = draw(name, shape, dtype, seed=1)
     y = under_schedules(lambda: F.neuron(x, name, a, b))
@@ -92,7 +92,7 @@ def test_neuron_forward_matches_torch(cpu_backend, under_schedules, name, dtype,
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", NAMES)
-def test_neuron_backward_matches_torch_autograd(cpu_backend, under_schedules, name, dtype, shape):
+def test_neuron_backward_matches_torch_autograd(backend, under_schedules, name, dtype, shape):
     a, b = PARAMETERS[name]
     x = draw(name, shape, dtype, seed=2)
     g = np.random.default_rng(3).standard_normal(shape).astype(dtype)
@@ -105,7 +105,7 @@ def test_neuron_backward_matches_torch_autograd(cpu_backend, under_schedules, na
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", NAMES)
-def test_forward_then_backward_on_our_own_output(cpu_backend, under_schedules, name, dtype):
+def test_forward_then_backward_on_our_own_output(backend, under_schedules, name, dtype):
     # the engine's chain: the backward reads our forward's output, not torch's
     a, b = PARAMETERS[name]
     x = draw(name, (4, 8, 9, 10), dtype, seed=4)
@@ -117,7 +117,7 @@ def test_forward_then_backward_on_our_own_output(cpu_backend, under_schedules, n
     assert_close(grad, expected, dtype, name)
 
 
-def test_grid_stride_loop_covers_more_elements_than_the_grid(cpu_backend, under_schedules):
+def test_grid_stride_loop_covers_more_elements_than_the_grid(backend, under_schedules):
     # 1.1 M elements: more than the largest grid (4224 blocks of 256), so threads take several
     x = np.random.default_rng(6).standard_normal(1_100_003).astype(np.float32)
     y, grad = under_schedules(lambda: (F.neuron(x, "square"), F.neuron_backward(x, x, x, "linear", 0.5, 3.0)))
@@ -127,7 +127,7 @@ def test_grid_stride_loop_covers_more_elements_than_the_grid(cpu_backend, under_
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["logistic", "tanh", "softrelu"])
-def test_saturating_neurons_at_large_inputs(cpu_backend, under_schedules, name, dtype):
+def test_saturating_neurons_at_large_inputs(backend, under_schedules, name, dtype):
     # |x| up to 100: exp overflows float32 beyond 88; no NaN may come of it, forward or backward
     a, b = PARAMETERS[name]
     x = np.linspace(-100, 100, 2001).astype(dtype)
@@ -141,7 +141,7 @@ def test_saturating_neurons_at_large_inputs(cpu_backend, under_schedules, name, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softrelu_gradient_keeps_its_relative_accuracy_where_it_is_tiny(cpu_backend, under_schedules, dtype):
+def test_softrelu_gradient_keeps_its_relative_accuracy_where_it_is_tiny(backend, under_schedules, dtype):
     # x in [-80, -20]: y = log1p(exp(x)) ~ exp(x) is tiny, and 1 - exp(-y) would round to 0 or to a
     # multiple of the ulp of 1; -expm1(-y) keeps the few-ulp accuracy of torch's z / (z + 1)
     x = np.linspace(-80, -20, 601).astype(dtype)
@@ -153,7 +153,7 @@ def test_softrelu_gradient_keeps_its_relative_accuracy_where_it_is_tiny(cpu_back
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", NAMES)
-def test_nan_and_infinities_as_torch(cpu_backend, under_schedules, name, dtype):
+def test_nan_and_infinities_as_torch(backend, under_schedules, name, dtype):
     a, b = PARAMETERS[name]
     x = np.array(SPECIALS + [2.0, -2.0], dtype)
     g = np.array([1.0, 2.0, -3.0, 0.5, -0.5, 1.5, np.inf, np.nan], dtype)
@@ -167,7 +167,7 @@ def test_nan_and_infinities_as_torch(cpu_backend, under_schedules, name, dtype):
     assert_close(grad, ref_grad, dtype, name)
 
 
-def test_brelu_gradient_is_zero_at_both_ends(cpu_backend, under_schedules):
+def test_brelu_gradient_is_zero_at_both_ends(backend, under_schedules):
     # cuda-convnet passes the gradient where 0 < y < a only; torch.clamp where 0 <= x <= a
     x = np.array([-1.0, 0.0, 0.5, 6.0, 7.0])
     y, grad = under_schedules(lambda: (F.neuron(x, "brelu", 6),
@@ -177,7 +177,7 @@ def test_brelu_gradient_is_zero_at_both_ends(cpu_backend, under_schedules):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_gradient_check_float64(cpu_backend, under_schedules, name):
+def test_gradient_check_float64(backend, under_schedules, name):
     # central differences, inputs away from kinks (0 for abs and brelu, brelu's a) and sqrt's 0
     a, b = PARAMETERS[name]
     rng = np.random.default_rng(7)
@@ -191,14 +191,14 @@ def test_gradient_check_float64(cpu_backend, under_schedules, name):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
 
-def test_tanh_parameters_default_to_one(cpu_backend, under_schedules):
+def test_tanh_parameters_default_to_one(backend, under_schedules):
     x = np.linspace(-3, 3, 13)
     defaults = under_schedules(lambda: (F.neuron(x, "tanh"), F.neuron(x, "tanh", a=2.0)))
     np.testing.assert_array_equal(defaults[0], F.neuron(x, "tanh", 1.0, 1.0))
     np.testing.assert_array_equal(defaults[1], F.neuron(x, "tanh", 2.0, 1.0))
 
 
-def test_relu_and_ident_pass_through(cpu_backend, under_schedules):
+def test_relu_and_ident_pass_through(backend, under_schedules):
     x = np.random.default_rng(8).standard_normal((3, 5)).astype(np.float32)
     g = np.random.default_rng(9).standard_normal((3, 5)).astype(np.float32)
     y, grad = under_schedules(lambda: (F.neuron(x, "relu"), F.neuron_backward(g, x, F.relu(x), "relu")))
@@ -251,7 +251,7 @@ def test_parse_neuron_rejects(text, says):
         F.parse_neuron(text)
 
 
-def test_neuron_rejects_bad_input(cpu_backend):
+def test_neuron_rejects_bad_input(backend):
     x = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match="unknown neuron 'sigmoid': expected one of abs, brelu"):
         F.neuron(x, "sigmoid")

@@ -11,7 +11,7 @@ SHAPES = [(0,), (1,), (7,), (2, 3, 17, 19), (3, 1, 5, 1), (1000003,)]
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_relu_forward_matches_torch(cpu_backend, under_schedules, dtype, shape):
+def test_relu_forward_matches_torch(backend, under_schedules, dtype, shape):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(dtype)
     if x.size >= 4:
@@ -24,7 +24,7 @@ def test_relu_forward_matches_torch(cpu_backend, under_schedules, dtype, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_relu_backward_matches_torch(cpu_backend, under_schedules, dtype, shape):
+def test_relu_backward_matches_torch(backend, under_schedules, dtype, shape):
     rng = np.random.default_rng(2)
     x = torch.from_numpy(rng.standard_normal(shape).astype(dtype)).requires_grad_()
     y = torch.relu(x)
@@ -34,7 +34,7 @@ def test_relu_backward_matches_torch(cpu_backend, under_schedules, dtype, shape)
     np.testing.assert_array_equal(grad, x.grad.numpy())
 
 
-def test_relu_gradient_check_float64(cpu_backend):
+def test_relu_gradient_check_float64(backend):
     # central differences away from the kink at 0
     rng = np.random.default_rng(3)
     x = rng.standard_normal(50)
@@ -45,7 +45,7 @@ def test_relu_gradient_check_float64(cpu_backend):
     np.testing.assert_allclose(F.relu_backward(g, F.relu(x)), numeric, rtol=1e-7, atol=1e-9)
 
 
-def test_relu_rejects_bad_input(cpu_backend):
+def test_relu_rejects_bad_input(backend):
     x = np.ones((4, 4), np.float32)
     with pytest.raises(TypeError, match="float32 or float64, got int32"):
         F.relu(x.astype(np.int32))

@@ -48,20 +48,20 @@ def check_against_torch(under_schedules, x, size, alpha, beta=0.75, k=1.0, seed=
 # run #145's cnorm2 (rnorm size 5, scale 1e-3, pow 0.75, k 1) per tower at batch 2, on inputs of the
 # size LRN2 passes on (tens)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_alexnet_cnorm2_matches_torch(cpu_backend, under_schedules, dtype):
+def test_alexnet_cnorm2_matches_torch(backend, under_schedules, dtype):
     x = (20 * np.random.default_rng(1).standard_normal((2, 128, 27, 27))).astype(dtype)
     check_against_torch(under_schedules, x, 5, 1e-3, 0.75, 1.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 6, 9, 16])
-def test_window_sizes_even_odd_and_larger_than_the_image(cpu_backend, under_schedules, dtype, size):
+def test_window_sizes_even_odd_and_larger_than_the_image(backend, under_schedules, dtype, size):
     # 5 x 7 planes: sizes past the image clip to it (the divisor stays size^2); strong normalisation
     x = np.random.default_rng(size).standard_normal((2, 3, 5, 7)).astype(dtype)
     check_against_torch(under_schedules, x, size, alpha=float(size * size), beta=0.75, k=1.0, seed=size)
 
 
-def test_even_window_placement_is_size_half_before(cpu_backend):
+def test_even_window_placement_is_size_half_before(backend):
     # size 2: the window of (y, x) is rows {y-1, y}, columns {x-1, x}. One non-zero a = 1 at (1, 1)
     # with alpha 4 (weight 4/2^2 = 1), beta 1, k 1: b(1, 1) = 1 / (1 + 1) = 0.5; the element at (1, 2)
     # (zero itself) is where the gradient shows the window: d b(1,2) / d a(1,2) = 1 / (1 + 1)
@@ -80,7 +80,7 @@ def test_even_window_placement_is_size_half_before(cpu_backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_specials_as_torch(cpu_backend, under_schedules, dtype):
+def test_specials_as_torch(backend, under_schedules, dtype):
     x = np.random.default_rng(2).standard_normal((2, 2, 7, 6)).astype(dtype)
     x[0, 1, 3, 3] = np.nan  # NaN spreads over the windows holding it, as in torch
     x[1, 0, 0, 5] = np.inf  # inf / inf = NaN at itself, neighbours divided by inf give 0
@@ -90,7 +90,7 @@ def test_specials_as_torch(cpu_backend, under_schedules, dtype):
     assert_close(y, ref, dtype, "output with specials")
 
 
-def test_gradient_check_float64(cpu_backend):
+def test_gradient_check_float64(backend):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 5, 4))
     g = rng.standard_normal(x.shape)
@@ -104,19 +104,19 @@ def test_gradient_check_float64(cpu_backend):
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 12), st.integers(1, 12)),
        size=st.integers(1, 8), alpha=st.sampled_from([1e-3, 1e-1, 4.0]), beta=st.sampled_from([0.5, 0.75, 1.0, 2.0]),
        k=st.sampled_from([0.5, 1.0, 2.0]), double=st.booleans())
-def test_property_random_shapes(cpu_backend, under_schedules, shape, size, alpha, beta, k, double):
+def test_property_random_shapes(backend, under_schedules, shape, size, alpha, beta, k, double):
     dtype = np.float64 if double else np.float32
     x = (3 * np.random.default_rng(sum(shape) + size).standard_normal(shape)).astype(dtype)
     check_against_torch(under_schedules, x, size, alpha, beta, k, seed=size)
 
 
-def test_empty_batch(cpu_backend):
+def test_empty_batch(backend):
     x = np.zeros((0, 4, 3, 3), np.float32)
     assert F.same_map_norm(x, 5, 1e-3).shape == x.shape
     assert F.same_map_norm_backward(x, x, 5, 1e-3).shape == x.shape
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     x = np.ones((2, 4, 3, 3), np.float32)
     for fn in (lambda **kw: F.same_map_norm(kw.pop("x", x), **kw),
                lambda **kw: F.same_map_norm_backward(np.ones_like(kw.get("x", x)), kw.pop("x", x), **kw)):

@@ -7,6 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alexnet_raw import backends
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
 
@@ -43,7 +44,7 @@ def assert_close(ours, reference, dtype, what):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hyper", HYPER)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_torch_convention_matches_torch_optim_sgd(cpu_backend, under_schedules, dtype, hyper, shape):
+def test_torch_convention_matches_torch_optim_sgd(backend, under_schedules, dtype, hyper, shape):
     lr, momentum, weight_decay, batch_size = hyper
     rng = np.random.default_rng(1)
     param = (rng.standard_normal(shape) * 0.01).astype(dtype)
@@ -74,7 +75,7 @@ def cuda_convnet_reference(w, inc, grad, lr, momentum, weight_decay, batch_size)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hyper", HYPER)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_cuda_convnet_convention_matches_the_original_formula(cpu_backend, under_schedules, dtype, hyper, shape):
+def test_cuda_convnet_convention_matches_the_original_formula(backend, under_schedules, dtype, hyper, shape):
     lr, momentum, weight_decay, batch_size = hyper
     rng = np.random.default_rng(2)
     param = (rng.standard_normal(shape) * 0.01).astype(dtype)
@@ -90,7 +91,7 @@ def test_cuda_convnet_convention_matches_the_original_formula(cpu_backend, under
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_two_conventions_agree_for_a_constant_lr(cpu_backend, under_schedules, dtype):
+def test_the_two_conventions_agree_for_a_constant_lr(backend, under_schedules, dtype):
     # inc = -lr * buf at every step, so the parameters follow the same path
     rng = np.random.default_rng(3)
     p1 = (rng.standard_normal((96, 3, 11, 11)) * 0.01).astype(dtype)
@@ -103,7 +104,7 @@ def test_the_two_conventions_agree_for_a_constant_lr(cpu_backend, under_schedule
     assert_close(inc, -dtype(0.01) * buf, dtype, "inc = -lr * buf")
 
 
-def test_zero_lr_freezes_the_layer_in_the_cuda_convnet_convention(cpu_backend, under_schedules):
+def test_zero_lr_freezes_the_layer_in_the_cuda_convnet_convention(backend, under_schedules):
     # the original skips Weights::update when epsW is 0 (run #145 freezes conv1 so): param and inc
     # stay as they are, although inc is not zero
     rng = np.random.default_rng(4)
@@ -115,7 +116,7 @@ def test_zero_lr_freezes_the_layer_in_the_cuda_convnet_convention(cpu_backend, u
     np.testing.assert_array_equal(new_inc, inc)
 
 
-def test_zero_lr_in_the_torch_convention_updates_only_the_buffer(cpu_backend, under_schedules):
+def test_zero_lr_in_the_torch_convention_updates_only_the_buffer(backend, under_schedules):
     rng = np.random.default_rng(5)
     param = rng.standard_normal((96,)).astype(np.float64)
     buf = rng.standard_normal(param.shape)
@@ -130,7 +131,7 @@ def test_zero_lr_in_the_torch_convention_updates_only_the_buffer(cpu_backend, un
     assert_close(new_buf, opt.state[tparam]["momentum_buffer"].numpy(), np.float64, "buffer")
 
 
-def test_empty_arrays_are_a_no_op(cpu_backend):
+def test_empty_arrays_are_a_no_op(backend):
     e = np.zeros((0, 3), np.float32)
     assert F.sgd_update(e, e.copy(), e.copy(), 0.1) is None
 
@@ -144,7 +145,7 @@ def test_empty_arrays_are_a_no_op(cpu_backend):
     batch_size=st.integers(1, 256),
     double=st.booleans(),
 )
-def test_property_random_shapes_against_torch(cpu_backend, under_schedules, shape, lr, momentum, weight_decay,
+def test_property_random_shapes_against_torch(backend, under_schedules, shape, lr, momentum, weight_decay,
                                               batch_size, double):
     # the fixtures hold no per-example state: the backend stays set, under_schedules is a runner
     dtype = np.float64 if double else np.float32
@@ -162,7 +163,7 @@ def test_property_random_shapes_against_torch(cpu_backend, under_schedules, shap
     assert_close(param, tparam.detach().numpy(), dtype, "param")
 
 
-def test_rejects_bad_input(cpu_backend):
+def test_rejects_bad_input(backend):
     p = np.zeros((4, 4), np.float32)
 
     def call(param=None, grad=None, buf=None, **kwargs):
@@ -195,13 +196,14 @@ def test_rejects_bad_input(cpu_backend):
         call(batch_size=2.0)
     with pytest.raises(ValueError, match=r"convention must be one of \('cuda-convnet', 'torch'\), got 'caffe'"):
         call(convention="caffe")
-    frozen = p.copy()
-    frozen.flags.writeable = False
-    with pytest.raises(ValueError, match="param is read-only"):
-        call(param=frozen)
-    with pytest.raises(ValueError, match="momentum_buffer is read-only"):
-        call(buf=frozen)
-    call(grad=frozen)  # grad is only read
+    if backend in backends.CPU_BACKENDS:  # a NumPy array can be read-only; a device array cannot
+        frozen = p.copy()
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match="param is read-only"):
+            call(param=frozen)
+        with pytest.raises(ValueError, match="momentum_buffer is read-only"):
+            call(buf=frozen)
+        call(grad=frozen)  # grad is only read
     shared = p.copy()
     with pytest.raises(ValueError, match="param and momentum_buffer overlap in memory"):
         call(param=shared, buf=shared)

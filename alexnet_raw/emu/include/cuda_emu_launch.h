@@ -19,6 +19,7 @@ struct LaunchOptions {
   int num_threads;          // OS worker threads; <= 0: all cores
   int poison;               // fill shared memory with 0xFF at each block start
   size_t max_shared_bytes;  // shared memory per block a GPU would allow (default 48 KB)
+  int flush_denormals;      // NVRTC's -ftz=true: subnormal inputs and results are zero while the kernel runs
 };
 
 struct KernelEntry {

@@ -662,7 +662,43 @@ inline void run_block(Worker& w, unsigned long long linear) {
                                      : "no thread can make progress;");
 }
 
+// -ftz=true (what CuPy appends to every RawModule compilation): float32 subnormals are read and
+// written as zero. The CPU's equivalent is per OS thread and per kernel: on x86 the MXCSR bits
+// FTZ (results) and DAZ (inputs), on AArch64 FPCR.FZ; both also flush doubles, so the caller sets
+// flush_denormals only for kernels without double parameters (alexnet_raw/emu/__init__.py).
+class DenormalsFlushed {
+ public:
+  explicit DenormalsFlushed(bool on) : on_(on) {
+    if (!on_) return;
+#if defined(__x86_64__) || defined(__i386__)
+    saved_ = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(saved_ | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
+#elif defined(__aarch64__)
+    unsigned long long fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    saved_ = fpcr;
+    fpcr |= 1ull << 24;  // FZ
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
+#endif
+  }
+  ~DenormalsFlushed() {
+    if (!on_) return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_ldmxcsr(unsigned(saved_));
+#elif defined(__aarch64__)
+    __asm__ volatile("msr fpcr, %0" : : "r"(saved_));
+#endif
+  }
+  DenormalsFlushed(const DenormalsFlushed&) = delete;
+  DenormalsFlushed& operator=(const DenormalsFlushed&) = delete;
+
+ private:
+  bool on_;
+  unsigned long long saved_ = 0;
+};
+
 inline void worker_loop(Launch& L) {
+  DenormalsFlushed flushed(L.options.flush_denormals != 0);
   Worker w;
   current_worker = &w;
   w.launch = &L;

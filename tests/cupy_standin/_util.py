@@ -1,0 +1,3 @@
+"""cupy._util, for the stand-in."""
+
+from ._array import PerformanceWarning  # noqa: F401

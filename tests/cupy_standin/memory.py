@@ -1,0 +1,3 @@
+"""cupy.cuda.memory, for the stand-in."""
+
+from ._memory import MemoryPointer, OutOfMemoryError  # noqa: F401
