@@ -235,7 +235,7 @@ def _same_map_norm_backward(rng, dtype, torch, F):
     return F.same_map_norm_backward(g, x, 5, 1e-3, 0.75, 1.0), xt.grad.numpy()
 
 
-def _conv1_145(rng, dtype, torch, F):
+def _conv1_145(rng, dtype, torch):
     """#145's conv1 on one tower at batch 2 (the ceil rule: torch's input padded by 3 on the right
     and bottom gives the same 55 x 55), with an upstream gradient."""
     x = rng.standard_normal((2, 3, 224, 224)).astype(dtype)

@@ -201,3 +201,98 @@ def test_tiny_cpu_run_writes_the_three_files(tmp_path, capsys):
 def test_unknown_layer_is_refused(capsys):
     assert bench.main(["--out", "unused", "--layer", "conv9"]) == 2
     assert "unknown layer" in capsys.readouterr().err
+
+
+# -- every row of ours, validation first, failures kept --------------------------------------------------
+# one layer of each kind the benchmark times (conv, lrn, rnorm, pool, fc), across both networks
+LAYERS = ("conv1a", "rnorm1a", "cnorm2a", "pool3", "fc8", "conv5")
+
+
+def _expected_layer_keys(config_layers, batches):
+    keys = set()
+    for network in kernel_launches.NETWORKS:
+        for case in kernel_launches.network_layers(network):
+            if case.name in config_layers:
+                phases = ["forward", "backward_data"] + (["backward_weights"] if case.weight_shapes else [])
+                keys |= {(network, case.name, b, p) for b in batches for p in phases}
+    return keys
+
+
+def test_cpu_run_has_every_row_of_ours_including_the_training_steps(tmp_path):
+    """Fault 2 of the GPU-paths issue: measure_train_ours imported alexnet_raw.bench.engine, and the
+    CPU run turned the error into a note: no training-step rows of ours, unnoticed."""
+    args = ["--out", str(tmp_path), "--batch", "1", "--repeats", "1", "--warmup", "0"]
+    for layer in LAYERS:
+        args += ["--layer", layer]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["complete"] and not result.get("error")
+    ours = {(r["network"], r["layer"], r["batch"], r["phase"]) for r in result["rows"] if r["impl"].startswith("ours")}
+    expected = _expected_layer_keys(LAYERS, (1,))
+    assert expected <= ours, f"rows of ours missing: {sorted(expected - ours)}"
+    assert {(n, "train_step", 1, "train_step") for n in kernel_launches.NETWORKS} <= ours
+    assert not [n for n in result["notes"] if "not measured" in n]
+    validated = {(v["network"], v["layer"], v["batch"]) for v in result["validation"]}
+    assert validated == {(n, layer, b) for n, layer, b, _ in expected}
+
+
+def test_timing_starts_after_the_arguments_are_packed(monkeypatch):
+    """Fault 3: the clock started before the backend looked the kernel up and packed its arguments,
+    so at small batches the figure was Python. Preparing now happens before the clock starts."""
+    import time
+
+    from alexnet_raw import backends
+
+    class SlowToPrepare(backends.Backend):
+        def prepare(self, launch):
+            time.sleep(0.05)  # packing, said slowly
+            return lambda: None
+
+    monkeypatch.setattr(backends, "backend_for", lambda array: SlowToPrepare())
+    clock = bench.CpuClock()
+    with bench.timed_launches(clock) as records:
+        backends.backend_for(None).launch(_launch(np.ones(4)))
+    (launch, seconds), = records
+    assert seconds < 0.01
+
+
+def test_a_layer_that_disagrees_with_pytorch_stops_the_run_and_keeps_what_was_measured(tmp_path, monkeypatch, capsys):
+    """Fault 7: results were timed without a check, and exceptions became notes."""
+    from alexnet_raw import functional
+
+    real = functional.max_pool2d
+    monkeypatch.setattr(functional, "max_pool2d", lambda *a, **k: real(*a, **k) * np.float32(1.001))
+    args = ["--out", str(tmp_path), "--network", "krizhevsky2012", "--layer", "pool1a", "--layer", "rnorm1a",
+            "--batch", "1", "--repeats", "1", "--warmup", "0", "--no-train-step"]
+    assert bench.main(args) == 1
+    err = capsys.readouterr().err
+    assert "pool1a" in err and "forward output differs from PyTorch's" in err
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert "ValidationError" in result["error"] and not result["complete"]
+    assert {r["layer"] for r in result["rows"]} == {"rnorm1a"}  # measured before the failure, kept
+    assert "The run stopped" in (tmp_path / "bench.md").read_text()
+
+
+def test_gpu_branch_on_the_stand_in_validates_everything_and_writes_no_timing(tmp_path, capsys):
+    """The whole GPU branch (both GPU backends, cuDNN's columns, the split network's three training
+    steps) runs on the CuPy stand-in; its event times are CPU times, so none is written."""
+    from gpu_paths import strict_standin
+
+    args = ["--out", str(tmp_path), "--batch", "1", "--repeats", "1", "--warmup", "0", "--layer", "pool3",
+            "--layer", "conv1a"]
+    with strict_standin(2):
+        assert bench.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "GPU found" in printed and "No timings: the CuPy stand-in" in printed
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["mode"] == "gpu-standin" and result["rows"] == [] and result["complete"]
+    assert "median_ms" not in json.dumps(result)
+    done = {(s["network"], s["layer"], s["batch"], s["phase"], s["impl"]) for s in result["stand_in"]}
+    for network, layer, b, phase in _expected_layer_keys(("pool3", "conv1a"), (1,)):
+        for impl in ("ours (cupy)", "ours (cuda)", "cuDNN/cuBLAS (FP32)", "cuDNN/cuBLAS (TF32)"):
+            assert (network, layer, b, phase, impl) in done
+    for impl in ("ours (cupy)", "ours (cuda)", "ours (cupy, one device)", "ours (cuda, overlapped transfers)"):
+        assert ("krizhevsky2012", "train_step", 1, "train_step", impl) in done
+    assert ("torchvision", "train_step", 1, "train_step", "cuDNN/cuBLAS (FP32)") in done
+    assert {v["impl"] for v in result["validation"]} == {"ours (cupy)", "ours (cuda)"}
+    assert "No timings" in (tmp_path / "bench.md").read_text()

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def cli(*args):
     return subprocess.run([sys.executable, "-P", "-m", "alexnet_raw.cli", *args], capture_output=True, text=True)
@@ -48,3 +50,21 @@ def test_verify_passes_on_both_cpu_paths():
         out = cli("verify", "--backend", backend)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "0 failed" in out.stdout and f"'{backend}' backend" in out.stdout
+
+
+@pytest.mark.parametrize("backend", ["cupy", "cuda"])
+def test_verify_passes_on_the_gpu_paths_of_the_stand_in(backend, capsys):
+    from alexnet_raw import verify
+    from gpu_paths import strict_standin
+
+    with strict_standin(1):
+        assert verify.main(["--backend", backend]) == 0
+    out = capsys.readouterr().out
+    assert f"'{backend}' backend (GPU 0: NVIDIA H100" in out and "stand-in" in out
+    assert f"{2 * len(verify.CHECKS)} passed, 0 failed" in out
+
+
+def test_verify_on_a_gpu_backend_without_a_gpu_says_what_is_missing():
+    out = cli("verify", "--backend", "cupy")
+    assert out.returncode == 2 and "cupy:" in out.stderr and ("CuPy is not installed" in out.stderr
+                                                               or "no usable GPU" in out.stderr)
