@@ -59,12 +59,14 @@ def backend(request, monkeypatch):
     yield from use_backend(request.param.split("-")[0], request, monkeypatch)
 
 
-# Full-size layers are slow on the CPU: each runs once per dtype, float32 on one CPU path and float64
-# on the other (random shapes cover every dtype on both paths)
-BACKEND_DTYPE_PAIRS = (("emu", np.float32), ("emu_ext", np.float64))
+# Full-size layers are slow on the CPU: each runs once per path with one dtype, float32 on emu and
+# cupy, float64 on emu_ext and cuda (random shapes cover every dtype on every path)
+BACKEND_DTYPE_PAIRS = tuple(pair for pair in (("emu", np.float32), ("emu_ext", np.float64), ("cupy", np.float32),
+                                              ("cuda", np.float64)) if not _wanted or pair[0] in _wanted)
 
 
-@pytest.fixture(params=BACKEND_DTYPE_PAIRS, ids=[f"{b}-{np.dtype(d).name}" for b, d in BACKEND_DTYPE_PAIRS])
+@pytest.fixture(params=BACKEND_DTYPE_PAIRS, ids=[f"{b}{'' if b in backends.CPU_BACKENDS else '-' + GPU_KIND}-"
+                                                f"{np.dtype(d).name}" for b, d in BACKEND_DTYPE_PAIRS])
 def backend_dtype(request, monkeypatch):
     """(backend name, dtype), the backend selected for the test."""
     for name in use_backend(request.param[0], request, monkeypatch):
