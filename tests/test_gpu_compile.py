@@ -1,9 +1,13 @@
 """The GPU paths, checked without a GPU: every kernel compiles for sm_80 and sm_90 with NVRTC (the
 exact program the cupy backend builds) and with nvcc (as the cuda extension builds it), without
-spills; the installed nvcc extension holds every kernel for both architectures; and the three
-builds agree on every kernel's parameter types."""
+spills, and both builds do the same floating-point operations (flush-to-zero included); the
+installed nvcc extension holds every kernel for both architectures; and the three builds agree on
+every kernel's parameter types."""
 
+import functools
 import importlib
+import re
+from collections import Counter
 
 import pytest
 
@@ -14,10 +18,16 @@ FILES = kernel_sources.kernel_files()
 ARCHS = gpu_compile.ARCHITECTURES
 
 
+@functools.lru_cache(maxsize=None)
+def build_of(compiler, source, arch):
+    """One build per (compiler, file, arch) for all the tests here."""
+    return (gpu_compile.nvrtc_compile if compiler == "nvrtc" else gpu_compile.nvcc_compile)(source, arch)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", FILES)
 def test_nvrtc_compiles_every_instantiation_without_spills(source, arch):
-    build = gpu_compile.nvrtc_compile(source, arch)
+    build = build_of("nvrtc", source, arch)
     assert set(build.kernels) == set(kernel_sources.instantiations(source))
     assert build.cubin[:4] == b"\x7fELF"
     spilling = [k for k, r in build.kernels.items() if r.spills]
@@ -28,9 +38,32 @@ def test_nvrtc_compiles_every_instantiation_without_spills(source, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", FILES)
 def test_nvcc_compiles_every_instantiation_without_spills(source, arch):
-    build = gpu_compile.nvcc_compile(source, arch)
+    build = build_of("nvcc", source, arch)
     assert set(build.kernels) == set(kernel_sources.instantiations(source))
     assert not [k for k, r in build.kernels.items() if r.spills]
+
+
+# floating-point instructions, with their modifiers (.FTZ, rounding); HFMA2.MMA is ptxas's way of
+# moving constants into registers, not arithmetic on data
+_FLOATING_POINT = re.compile(r"^(FFMA|FADD|FMUL|FMNMX|FSETP|FSEL|FCHK|DFMA|DADD|DMUL|DSETP|MUFU|FRND|F2F|I2F|F2I)")
+
+
+@pytest.mark.skipif(gpu_compile.nvcc_path() is None, reason="nvcc is not installed on this machine")
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", FILES)
+def test_both_gpu_builds_execute_the_same_floating_point_instructions(source, arch):
+    """The cupy backend's NVRTC build and the extension's nvcc build of every kernel do the same
+    floating-point operations with the same modifiers (their registers and schedules differ):
+    with -ftz=true missing from either build, the float kernels' .FTZ modifiers would differ."""
+    ours = gpu_compile.disassemble(build_of("nvrtc", source, arch).cubin)
+    theirs = gpu_compile.disassemble(build_of("nvcc", source, arch).cubin)
+    assert set(ours) == set(theirs)
+    for kernel in ours:
+        a, b = (Counter(i.opcode for i in f[kernel].instructions if _FLOATING_POINT.match(i.opcode))
+                for f in (ours, theirs))
+        assert a == b, f"{kernel} ({arch}): NVRTC has {dict(a - b)} more, nvcc {dict(b - a)} more"
+        if "<float" in kernel and any(op.startswith(("FFMA", "FADD", "FMUL")) for op in a):
+            assert any(".FTZ" in op for op in a), f"{kernel} ({arch}): no flush-to-zero arithmetic"
 
 
 def _all_instantiations():
