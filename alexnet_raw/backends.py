@@ -172,7 +172,7 @@ class CupyBackend(Backend):
         return lambda: kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_bytes)
 
 
-class OnDevice(Backend):
+class BoundToDevice(Backend):
     """A GPU backend bound to the GPU its arrays are on: allocations and launches go there,
     whichever GPU is current (as PyTorch runs an op on its tensors' device)."""
 
@@ -350,7 +350,7 @@ def backend_for(array) -> Backend:
         backend = get_backend(_choice.gpu)
         device_id = array.device.id
         if device_id != cupy.cuda.runtime.getDevice():
-            return OnDevice(backend, device_id)
+            return BoundToDevice(backend, device_id)
         return backend
     raise TypeError(
         f"expected a numpy.ndarray (CPU) or a cupy.ndarray (GPU), got {type(array).__module__}.{type(array).__name__}"

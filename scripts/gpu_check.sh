@@ -117,7 +117,7 @@ if [ -n "$MISSING" ]; then
 fi
 
 # -- 1. build ------------------------------------------------------------------------------------
-step build 240 env ALEXNET_RAW_CUDA_ARCHITECTURES="${ALEXNET_RAW_CUDA_ARCHITECTURES:-90}" \
+step build 240 env ALEXNET_RAW_CUDA_ARCHITECTURES="${ALEXNET_RAW_CUDA_ARCHITECTURES:-80;90}" \
   "$PYTHON" -m pip install --no-build-isolation --no-deps --upgrade --target "$SITE" "$ROOT"
 
 # -- 2. verify on both GPU backends --------------------------------------------------------------

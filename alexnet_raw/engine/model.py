@@ -357,10 +357,11 @@ class Model:
             if labels.shape != (n,):
                 raise ValueError(f"labels must have shape ({n},) (one per image of the batch), got {labels.shape}")
             self._count(self.graph.label_input or "labels", device, "forward", n * 8)
+            received = self.devices.receive(device, labels)  # ordered after the caller's stream
+            if received.dtype == np.int64 and received.flags.c_contiguous:
+                return received
             with self.devices.context(device):
-                received = self.devices.receive(device, labels)
-                return received if received.dtype == np.int64 and received.flags.c_contiguous else \
-                    self.devices.xp.ascontiguousarray(received, dtype=np.int64)
+                return self.devices.xp.ascontiguousarray(received, dtype=np.int64)
         array = labels if isinstance(labels, np.ndarray) else None
         if array is None:
             raise TypeError(f"labels must be an array of class indices, got {type(labels).__name__}")
