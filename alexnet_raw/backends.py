@@ -55,7 +55,10 @@ class Backend:
 
 # --------------------------------------------------------------------------------------------
 class EmuBackend(Backend):
-    """kernels/*.cu on the CPU runtime, one RawModule per kernel file."""
+    """kernels/*.cu on the CPU runtime, one RawModule per kernel file: the same program text as the
+    cupy backend hands to NVRTC (includes inlined, with #line markers naming the files), so the
+    CPU runtime's compile cache serves both this backend and CuPy run on the CPU (the tests'
+    stand-in); the GPU-only options do not change the CPU build."""
 
     name = "emu"
 
@@ -70,11 +73,8 @@ class EmuBackend(Backend):
         with self._lock:
             m = self._modules.get(source)
             if m is None:
-                m = self._emu.RawModule(
-                    path=kernel_sources.kernel_path(source),
-                    options=kernel_sources.COMPILE_OPTIONS,
-                    name_expressions=kernel_sources.instantiations(source),
-                )
+                text, _, names = kernel_sources.nvrtc_program(source)
+                m = self._emu.RawModule(code=text, options=kernel_sources.COMPILE_OPTIONS, name_expressions=names)
                 m.compile()
                 self._modules[source] = m
             return m

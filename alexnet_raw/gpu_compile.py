@@ -7,13 +7,17 @@
   kernels/gpu_options.txt, as CMakeLists.txt passes them).
 
 Both return, per kernel instantiation, the registers, static shared memory, stack frame and spill
-bytes ptxas reports, plus the cubin. ``disassemble`` reads a cubin's SASS with nvdisasm, and
+bytes ptxas reports, plus the cubin; builds are cached on disk (build_cache_dir), keyed by the
+program text, options, architecture and compiler version. ``disassemble`` reads a cubin's SASS with nvdisasm, and
 ``hot_loop`` finds a kernel's innermost loop with the most FMAs and counts what it is made of.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -105,11 +109,59 @@ def _check(result, what, prog=None, nvrtc=None):
     return result[1:] if isinstance(result, tuple) and len(result) > 1 else None
 
 
+# --------------------------------------------------------------------------------------------
+# builds are cached on disk (beside the CPU runtime's cache), keyed by everything that makes them:
+# the program text (includes inlined), options, architecture, name expressions, compiler version
+def build_cache_dir() -> Path:
+    from .emu import cache_dir
+
+    return cache_dir().parent / "gpu"
+
+
+def _cached(key_parts, make):
+    key = hashlib.sha256("\0".join(map(str, key_parts)).encode()).hexdigest()[:32]
+    directory = build_cache_dir()
+    meta, cubin = directory / f"{key}.json", directory / f"{key}.cubin"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        build = GpuBuild(data["source"], data["arch"], data["compiler"],
+                         {k: KernelResources(**v) for k, v in data["kernels"].items()}, cubin.read_bytes(), data["log"])
+        if build.cubin[:4] == b"\x7fELF":
+            return build
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not cached yet, or a damaged entry: build again
+    build = make()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"{key}.{os.getpid()}.tmp"
+        tmp.write_bytes(build.cubin)
+        os.replace(tmp, cubin)
+        record = {"source": build.source, "arch": build.arch, "compiler": build.compiler, "log": build.log,
+                  "kernels": {k: dataclasses.asdict(v) for k, v in build.kernels.items()}}
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, meta)
+    except OSError:
+        pass  # an unwritable cache only costs time
+    return build
+
+
+@functools.lru_cache(maxsize=None)
+def _nvrtc_version() -> str:
+    return str(_nvrtc().nvrtcVersion())
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_version(nvcc: str) -> str:
+    return subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+
+
 def nvrtc_compile(source: str, arch: str) -> GpuBuild:
     """Compile kernels/<source> with NVRTC for `arch` exactly as the cupy backend does: its options,
     then what CuPy appends to every RawModule compilation (-ftz=true)."""
     text, options, names = kernel_sources.nvrtc_program(source)
-    return nvrtc_compile_text(text, names, arch, options + kernel_sources.CUPY_APPENDED_OPTIONS, source)
+    options = options + kernel_sources.CUPY_APPENDED_OPTIONS
+    return _cached(("nvrtc", _nvrtc_version(), text, options, names, arch, source),
+                   lambda: nvrtc_compile_text(text, names, arch, options, source))
 
 
 def nvrtc_compile_text(text: str, names, arch: str, options=kernel_sources.COMPILE_OPTIONS,
@@ -184,6 +236,12 @@ def nvcc_compile(source: str, arch: str) -> GpuBuild:
     nvcc = nvcc_path()
     if nvcc is None:
         raise GpuCompileError("nvcc is not installed (looked on PATH, $CUDA_HOME and /usr/local/cuda)")
+    text, _, names = kernel_sources.nvrtc_program(source)  # its content, headers included
+    return _cached(("nvcc", _nvcc_version(nvcc), text, kernel_sources.gpu_options(), names, arch, source),
+                   lambda: _nvcc_compile(nvcc, source, arch))
+
+
+def _nvcc_compile(nvcc: str, source: str, arch: str) -> GpuBuild:
     path = kernel_sources.kernel_path(source)
     with tempfile.TemporaryDirectory() as tmp:
         wrapper = Path(tmp) / "instantiate.cuh"

@@ -2,9 +2,9 @@
 # Sets up .venv with the package (built from this checkout, installed like a user's) and its test
 # dependencies, runs the whole test suite (the GPU code paths on the CuPy stand-in of
 # tests/cupy_standin, or on a real GPU when CuPy sees one), then runs the kernel and CPU-runtime
-# tests again with the CPU runtime and the extension built with AddressSanitizer and UBSan (the CPU
-# paths, all but the full-size AlexNet conv and fc layers, which run in the first pass: the
-# sanitizers look for out-of-bounds accesses, and the random and small shapes reach every ragged
+# tests again with the CPU runtime and the extension built with AddressSanitizer and UBSan (the
+# extension's path, all but the full-size AlexNet conv and fc layers, which run in the first pass:
+# the sanitizers look for out-of-bounds accesses, and the random and small shapes reach every ragged
 # edge, padding and stride case).
 #   bash scripts/test.sh [pytest arguments for the first run]
 set -euo pipefail
@@ -14,7 +14,10 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet ".[test]"
 # -P: import the installed package, not the checkout in the current directory
 .venv/bin/python -P -m pytest "$@"
-# the sanitizer pass looks for overruns in kernel code: the CPU paths run all of it (the GPU paths'
-# stand-in runs the same kernels, and ran in the first pass)
-ALEXNET_RAW_TEST_BACKENDS=emu,emu_ext .venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
+# the sanitizer pass looks for overruns: in the kernels and the extension's launch code through the
+# sanitized extension (emu_ext: the same kernel sources as the JIT and the GPU paths), in the CPU
+# runtime through tests/emu; one thread schedule (overruns do not depend on it; the first pass
+# checks the schedules)
+ALEXNET_RAW_TEST_BACKENDS=emu_ext ALEXNET_RAW_TEST_SCHEDULES=1 \
+  .venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
   .venv/bin/python -P -m pytest -q -m "not fullsize" tests/kernels tests/emu

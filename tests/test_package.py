@@ -1,4 +1,5 @@
-"""The package carries what it compiles at run time: kernel sources and the CPU runtime's headers."""
+"""The package carries what it compiles at run time: kernel sources, the GPU builds' options and the
+CPU runtime's headers."""
 
 import filecmp
 from pathlib import Path
@@ -17,7 +18,8 @@ def test_kernel_sources_ship_with_the_package():
         return
     assert kernels == package / "kernels_src"
     shipped = sorted(p.name for p in kernels.iterdir())
-    expected = sorted(p.name for p in (CHECKOUT / "kernels").iterdir() if p.suffix in (".cu", ".cuh"))
+    expected = sorted(p.name for p in (CHECKOUT / "kernels").iterdir()
+                      if p.suffix in (".cu", ".cuh") or p.name == "gpu_options.txt")
     assert shipped == expected
     for name in expected:
         assert filecmp.cmp(kernels / name, CHECKOUT / "kernels" / name, shallow=False), name

@@ -9,8 +9,9 @@ that one schedule hides, the other shows. The tests call `F.<op>` with NumPy arr
 the module's `F` is alexnet_raw.on_device.OnDevice, which moves arguments to the device and
 results back.
 
-ALEXNET_RAW_TEST_BACKENDS (comma-separated) narrows the list; scripts/test.sh's sanitizer pass
-runs the CPU paths only (the stand-in adds no kernel code to check for overruns).
+ALEXNET_RAW_TEST_BACKENDS (comma-separated) chooses the paths; scripts/test.sh's sanitizer pass runs
+the extension's CPU path only (the same kernels as the JIT's, and the bindings' launch code too)
+under one schedule.
 """
 
 import os
@@ -25,9 +26,16 @@ from alexnet_raw.on_device import OnDevice
 from gpu_paths import GPU_KIND, strict_standin
 
 SCHEDULES = (("forward", 0), ("random", 20261125))
-ALL_PARAMS = list(backends.CPU_BACKENDS) + [f"{b}-{GPU_KIND}" for b in backends.GPU_BACKENDS]
+# On the stand-in the general kernel tests take the cupy path; the cuda path (the extension's GPU
+# launch code) gets the full-size layers (backend_dtype) and is held bit-identical to cupy on every
+# op by tests/test_gpu_backends.py. On a real GPU both paths take every test.
+DEFAULT_GPU_PATHS = backends.GPU_BACKENDS if GPU_KIND == "gpu" else ("cupy",)
 _wanted = [b.strip() for b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").split(",") if b.strip()]
-BACKEND_PARAMS = [p for p in ALL_PARAMS if not _wanted or p.split("-")[0] in _wanted]
+BACKEND_PARAMS = [b for b in backends.CPU_BACKENDS if not _wanted or b in _wanted] + [
+    f"{b}-{GPU_KIND}" for b in backends.GPU_BACKENDS if (b in _wanted if _wanted else b in DEFAULT_GPU_PATHS)]
+# ALEXNET_RAW_TEST_SCHEDULES=1: one thread schedule only (the sanitizer pass: an overrun does not
+# depend on the order of a block's threads, a race does, and the first pass checks that)
+SCHEDULE_COUNT = int(os.environ.get("ALEXNET_RAW_TEST_SCHEDULES", "2"))
 
 
 def use_backend(name, request, monkeypatch):
@@ -93,16 +101,23 @@ def assert_bit_identical(a, b, what):
 
 
 @pytest.fixture
-def under_schedules():
-    """under_schedules(fn): run fn() under each schedule, assert bit-identical outputs, return them."""
+def under_schedules(request):
+    """under_schedules(fn): run fn() under each schedule, assert bit-identical outputs, return them.
+    On the stand-in's GPU paths once: they run the same kernels as the CPU paths, which check the
+    schedules; what they add is the launch path, streams and devices. On a real GPU twice: the same
+    results run after run."""
+    param = next((request.getfixturevalue(n) for n in ("backend", "backend_dtype") if n in request.fixturenames), None)
+    name = param[0] if isinstance(param, tuple) else param
+    schedules = SCHEDULES[:1] if name in backends.GPU_BACKENDS and GPU_KIND == "standin" else SCHEDULES
+    schedules = schedules[:max(1, SCHEDULE_COUNT)]
 
     def run(fn):
         results = []
-        for kind, seed in SCHEDULES:
+        for kind, seed in schedules:
             with emu.schedule(kind, seed):
                 results.append(fn())
-        for (kind, seed), r in zip(SCHEDULES[1:], results[1:]):
-            assert_bit_identical(results[0], r, f"schedule {kind}:{seed} vs {SCHEDULES[0][0]}")
+        for (kind, seed), r in zip(schedules[1:], results[1:]):
+            assert_bit_identical(results[0], r, f"schedule {kind}:{seed} vs {schedules[0][0]}")
         return results[0]
 
     return run

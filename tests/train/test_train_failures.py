@@ -15,7 +15,7 @@ from train_helpers import run_train
 
 def test_sigint_saves_a_checkpoint_that_resumes(folder_data, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "alexnet_raw.cli", "train", "--data", str(folder_data), "--batch-size", "8",
+    cmd = [sys.executable, "-P", "-m", "alexnet_raw.cli", "train", "--data", str(folder_data), "--batch-size", "8",
            "--epochs", "40", "--workers", "0", "--no-progress", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
