@@ -50,7 +50,7 @@ _FLOATING_POINT = re.compile(r"^(FFMA|FADD|FMUL|FMNMX|FSETP|FSEL|FCHK|DFMA|DADD|
 
 
 @pytest.mark.skipif(gpu_compile.nvcc_path() is None, reason="nvcc is not installed on this machine")
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ["sm_90"])  # the architecture of the project's targets (H100, H200)
 @pytest.mark.parametrize("source", FILES)
 def test_both_gpu_builds_execute_the_same_floating_point_instructions(source, arch):
     """The cupy backend's NVRTC build and the extension's nvcc build of every kernel do the same

@@ -68,7 +68,7 @@ def backend(request, monkeypatch):
 
 
 # Full-size layers are slow on the CPU: each runs once per path with one dtype, float32 on emu and
-# cupy, float64 on emu_ext and cuda (random shapes cover every dtype on every path)
+# cupy, float64 on emu_ext and cuda (the other tests cover both dtypes on the other paths)
 BACKEND_DTYPE_PAIRS = tuple(pair for pair in (("emu", np.float32), ("emu_ext", np.float64), ("cupy", np.float32),
                                               ("cuda", np.float64)) if not _wanted or pair[0] in _wanted)
 
