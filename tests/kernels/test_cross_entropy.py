@@ -142,6 +142,22 @@ def test_property_random_shapes(backend, under_schedules, n, c, double, data):
     assert count == torch_topk_correct(x, target, k)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unchecked_targets_out_of_range_give_nan_rows_never_wrong_numbers(backend, under_schedules, dtype):
+    """validate_target=False (the engine on a GPU, which checked host labels already and does not
+    read device labels back): an index outside [0, C) makes the loss NaN and its gradient row NaN;
+    the other rows are as with valid targets, and nothing is read outside a row."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 10)).astype(dtype)
+    good, bad = np.array([1, 2, 3, 4], np.int64), np.array([1, -3, 3, 10], np.int64)
+    loss, grad = under_schedules(lambda: (F.cross_entropy(x, bad, validate_target=False),
+                                          F.cross_entropy_backward(x, bad, validate_target=False)))
+    assert np.isnan(loss)
+    reference = F.cross_entropy_backward(x, good)
+    assert np.isnan(grad[[1, 3]]).all()
+    np.testing.assert_array_equal(grad[[0, 2]], reference[[0, 2]])
+
+
 def test_rejects_bad_input(backend):
     x = np.zeros((4, 10), np.float32)
     t = np.array([0, 1, 2, 9], np.int64)
