@@ -24,8 +24,13 @@ import numpy as np
 
 
 def read_labels(path, num_classes):
-    with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip()]
+    """The class names of a labels file: UTF-8 text, one name per line (blank lines skipped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file of class names (UTF-8, one per line): {e.reason} at byte "
+                         f"{e.start}") from None
     if len(names) != num_classes:
         raise ValueError(f"{path} names {len(names)} classes, the network has {num_classes} (one name per line)")
     return names

@@ -90,7 +90,7 @@ class Batches:
 
     def _one(self, i):
         p = self.preprocess
-        image = self.ds.image(int(i))
+        image = self.ds.image(int(i), p.image_size)
         if self.views == 10:
             return p.full(image, self.stats)
         if self.train:

@@ -24,19 +24,22 @@ Sources:
 - a CIFAR-10 python directory: data_batch_1..5 ("train"), test_batch ("test") and batches.meta,
   pickled dicts with b"data" ((N, 3072) uint8, each row the R, G and B 32 x 32 planes, row-major)
   and b"labels"; class names from batches.meta's b"label_names". A directory holding
-  cifar-10-batches-py/ is accepted too.
+  cifar-10-batches-py/ is accepted too. The pickles are read by data/safe_pickle.py, which rebuilds
+  plain data and NumPy arrays only: a crafted batch cannot run code.
 
 The kind is detected from what the path holds; anything unusable raises DataError naming the path
 and what was expected there."""
 
 from __future__ import annotations
 
+import math
 import os
-import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from . import safe_pickle
 from .errors import DataError
 
 SPLITS = ("train", "test")
@@ -67,8 +70,10 @@ class Dataset:
     def __len__(self):
         return int(self.labels.shape[0])
 
-    def image(self, i):
-        """Image i as an H x W x 3 uint8 RGB array at its stored size."""
+    def image(self, i, min_side=None):
+        """Image i as an H x W x 3 uint8 RGB array at its stored size, or, given `min_side` (the
+        shorter side the caller resizes to), possibly smaller but never with a shorter side below
+        it (a large JPEG is decoded at a reduced scale)."""
         raise NotImplementedError
 
     def describe(self, i):
@@ -95,7 +100,7 @@ class ArrayDataset(Dataset):
         self.images = images
         self._origins = origins  # per image (file name, row), for messages
 
-    def image(self, i):
+    def image(self, i, min_side=None):
         return self.images[self._check_index(i)]
 
     def describe(self, i):
@@ -115,22 +120,42 @@ class FolderDataset(Dataset):
         self.paths = [str(p) for p in paths]
         self.directory = str(directory)
 
-    def image(self, i):
-        return decode_image(self.paths[self._check_index(i)])
+    def image(self, i, min_side=None):
+        return decode_image(self.paths[self._check_index(i)], min_side)
 
     def describe(self, i):
         return self.paths[self._check_index(i)]
 
 
-def decode_image(path):
+MAX_IMAGE_PIXELS = 64 * 1000 * 1000  # larger images are refused before decoding (decompression bombs)
+
+
+def decode_image(path, min_side=None):
     """Decode an image file with Pillow to an H x W x 3 uint8 RGB array (grey, palette, RGBA and
-    CMYK converted by Pillow). A missing, truncated or non-image file raises DataError naming it."""
+    CMYK converted by Pillow). A missing, truncated or non-image file, or one of more than
+    MAX_IMAGE_PIXELS pixels (read from its header, before anything is decoded: a small file can
+    claim a huge image), raises DataError naming it. min_side: the shorter side the caller will
+    resize to; a JPEG is then decoded at the smallest of its 1/1, 1/2, 1/4, 1/8 scales that keeps
+    its shorter side at least that (Pillow's draft mode: less memory and time)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # Pillow's bomb warning: the stricter cap below refuses such images
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {w} x {h} pixels ({w * h / 1e6:.0f} megapixels) is more than the "
+                                f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels an image may have here (a decompression "
+                                "bomb, or an image to shrink before training on it); not decoded")
+            if min_side and img.format == "JPEG" and min(w, h) > min_side:
+                scale = min_side / min(w, h)
+                img.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
             img.load()
             rgb = img.convert("RGB")
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -263,7 +288,9 @@ def _unpickle(path):
                         f"{', '.join(CIFAR_TRAIN_FILES)}, {CIFAR_TEST_FILE} and {CIFAR_META_FILE}")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = safe_pickle.load(f, encoding="bytes")  # never runs what a crafted file names
+    except safe_pickle.RefusedGlobal as e:
+        raise DataError(f"{path}: not a CIFAR-10 python batch: {e}") from None
     except Exception as e:  # a corrupt pickle can raise almost anything
         raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); expected a CIFAR-10 python "
                         f"batch (a pickled dict)") from e

@@ -263,7 +263,7 @@ def compute_statistics(ds, preprocess, max_images=10000, workers=2):
 
     def load(i):
         try:
-            return preprocess.resize(ds.image(int(i)))
+            return preprocess.resize(ds.image(int(i), preprocess.image_size))
         except DataError as e:
             return e
 
@@ -296,4 +296,4 @@ def load_image(path, preprocess, stats=None):
     """One image file as the network's test input: (1, 3, crop, crop) float32 centre crop."""
     from .datasets import decode_image
 
-    return preprocess.test_input(decode_image(path), stats)[None]
+    return preprocess.test_input(decode_image(path, preprocess.image_size), stats)[None]

@@ -58,3 +58,30 @@ def test_bad_input(mini_checkpoint, folder_data, tmp_path, capsys):
     assert predict.main(["--checkpoint", str(mini_checkpoint), str(bad), str(image)]) == 1  # the rest still run
     out, err = capsys.readouterr()
     assert str(bad) in err and list(parse(out)) == [str(image)]
+
+
+def test_a_decompression_bomb_is_named_and_the_other_images_still_run(mini_checkpoint, folder_data, tmp_path, capsys):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\0" * 9001) for _ in range(9000)) + z.flush()  # 9000 x 9000 zeros
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    good = folder_data / "test" / "class1" / "0.png"
+    assert predict.main(["--checkpoint", str(mini_checkpoint), str(bomb), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert "bomb.png: 9000 x 9000 pixels (81 megapixels)" in captured.err and str(good) in captured.out
+
+
+def test_a_binary_labels_file_is_named(mini_checkpoint, folder_data, tmp_path, capsys):
+    labels = tmp_path / "labels.bin"
+    labels.write_bytes(bytes(range(256)) * 4)
+    image = folder_data / "test" / "class1" / "0.png"
+    assert predict.main(["--checkpoint", str(mini_checkpoint), "--labels", str(labels), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert f"{labels}: not a text file of class names (UTF-8, one per line)" in err and "Traceback" not in err
