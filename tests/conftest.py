@@ -1,25 +1,5 @@
-"""Fixtures shared by every test directory: the CuPy stand-in (tests/cupy_standin), which runs
-alexnet_raw's GPU code paths on the CPU runtime (tests/gpu_paths.py says when a real GPU is used
-instead).
-
-This directory is on sys.path (pytest imports this file rootdir-relative), so test modules import
-`cupy_standin` and `gpu_paths` by name.
+"""Shared by every test directory. This directory is on sys.path (pytest imports this file
+rootdir-relative), so test modules import by name: `cupy_standin` (the CuPy stand-in that runs
+alexnet_raw's GPU code paths on the CPU runtime), `gpu_paths` (a real GPU or the stand-in, and
+`strict_standin`) and `crafted_files` (hostile files for the input tests).
 """
-
-import pytest
-
-from gpu_paths import strict_standin
-
-
-@pytest.fixture
-def gpu_standin():
-    """`import cupy` is the stand-in (one simulated GPU) for the test; yields its module."""
-    with strict_standin(1) as cp:
-        yield cp
-
-
-@pytest.fixture
-def gpu_standin_2():
-    """The stand-in with two simulated GPUs."""
-    with strict_standin(2) as cp:
-        yield cp

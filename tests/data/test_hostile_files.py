@@ -4,8 +4,6 @@ file."""
 
 import os
 import pickle
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from alexnet_raw import data
 from alexnet_raw.data import datasets, safe_pickle
 from conftest_helpers import cifar_batch, write_image
+from crafted_files import png_of_zeros
 
 
 class Payload:
@@ -81,27 +80,13 @@ def test_a_crafted_pth_runs_nothing_and_is_refused(tmp_path):
     assert not marker.exists(), "the .pth payload ran"
 
 
-def _png_of_zeros(path, width, height):
-    """A valid greyscale PNG of width x height zero pixels, compressed as it is written (a few
-    hundred KB for 144 megapixels: the classic decompression bomb)."""
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    compressor = zlib.compressobj(9)
-    row = b"\0" * (width + 1)  # filter byte + pixels
-    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-    return path
-
-
 def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
-    bomb = _png_of_zeros(tmp_path / "bomb.png", 12000, 12000)
+    bomb = png_of_zeros(tmp_path / "bomb.png", 12000, 12000)
     assert bomb.stat().st_size < 400_000
     with pytest.raises(data.DataError, match=r"^\S*bomb\.png: 12000 x 12000 pixels \(144 megapixels\) is more than "
                                              r"the 64 megapixels .*; not decoded$"):
         data.decode_image(bomb)
-    ok = _png_of_zeros(tmp_path / "fine.png", 300, 200)
+    ok = png_of_zeros(tmp_path / "fine.png", 300, 200)
     assert data.decode_image(ok).shape == (200, 300, 3)
 
 

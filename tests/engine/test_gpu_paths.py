@@ -116,15 +116,10 @@ def test_the_stand_in_catches_a_copy_that_does_not_wait_for_its_producer(monkeyp
     between GPUs): the copy then reads the destination's garbage, and the training is wrong."""
     original = streams_mod.Transfers._queue_copy
 
-    class NoWait:
-        def __init__(self, event):
-            self.event = event
-
     def queue_without_waiting(self, dst, src, produced, dst_device):
-        stream = self.copy_in[dst_device] if self.overlap else self.stream(dst_device)
         with self.cuda.Device(self.physical[dst_device]):
-            stream.wait_event(self.cuda.Event())  # a never-recorded event: waits for nothing
-        return original(self, dst, src, self.cuda.Event(), dst_device)
+            never_recorded = self.cuda.Event()  # waiting for it waits for nothing
+        return original(self, dst, src, never_recorded, dst_device)
 
     monkeypatch.setattr(streams_mod.Transfers, "_queue_copy", queue_without_waiting)
     with strict_standin(2):

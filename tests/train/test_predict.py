@@ -61,17 +61,9 @@ def test_bad_input(mini_checkpoint, folder_data, tmp_path, capsys):
 
 
 def test_a_decompression_bomb_is_named_and_the_other_images_still_run(mini_checkpoint, folder_data, tmp_path, capsys):
-    import struct
-    import zlib
+    from crafted_files import png_of_zeros
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    z = zlib.compressobj(9)
-    idat = b"".join(z.compress(b"\0" * 9001) for _ in range(9000)) + z.flush()  # 9000 x 9000 zeros
-    bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    bomb = png_of_zeros(tmp_path / "bomb.png", 9000, 9000)
     good = folder_data / "test" / "class1" / "0.png"
     assert predict.main(["--checkpoint", str(mini_checkpoint), str(bomb), str(good)]) == 1
     captured = capsys.readouterr()
