@@ -6,11 +6,18 @@ layer names), and the type's keys; keys of layers with several inputs hold one v
 per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`).
 
 Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, neuron (a layer
-that only applies its neuron), softmax, cost.logreg; on any layer one of cuda-convnet's neurons:
-relu, logistic, tanh[a,b], brelu[a], abs, square, sqrt, linear[a,b], softrelu, ident. Keys that
-change what a layer computes and that this engine does not implement (sharedBiases=0,
-randSparse=1, start other than 0) are errors; bookkeeping keys of the original (partialSum, wball,
-enable, ...) are accepted and ignored, and `outputsX`, when not 0, must equal the computed size.
+that only applies its neuron), softmax, cost.logreg; on any layer with inputs but softmax and
+cost one of cuda-convnet's neurons: relu, logistic, tanh[a,b], brelu[a], abs, square, sqrt,
+linear[a,b], softrelu, ident.
+
+Strict, in one table (KEYS): every key a section may hold, by layer type and file, with what it
+holds and the range its meaning allows. A key that is not in it is an error naming the file, the
+section, the key and the closest known key. Keys the original uses for bookkeeping are accepted
+and ignored (IGNORED, a reason each); keys that change what a layer computes are accepted only at
+the value this engine implements (ONLY, e.g. sharedBiases=1, wball=0, updatePeriod=0 or 1).
+Every number must be finite in the model's dtype (the `dtype` the readers are given: float32
+unless said otherwise), a nonzero one must not round to zero in it, and integers (sizes, counts,
+indices) must fit the kernels' 32-bit indices.
 
 Extensions of ours, all optional: `sizeRule=floor|ceil` on conv and pool layers (default ceil,
 cuda-convnet's; floor is PyTorch's), `mode=original|inverted` on hs layers (default original:
@@ -23,9 +30,11 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 import math
-import warnings
 from pathlib import Path
+
+import numpy as np
 
 from ..ops.neuron import parse_neuron
 
@@ -36,9 +45,9 @@ POOLS = ("max", "avg")
 class CfgError(ValueError):
     """A layer or params file is malformed or inconsistent."""
 
-    def __init__(self, file, section, key, message):
-        where = f"{file}" + (f": [{section}]" if section else "") + (f" {key}" if key else "")
-        super().__init__(f"{where}: {message}")
+    def __init__(self, file, section, key, message, key_in_prefix=True):
+        where = f"{file}" + (f": [{section}]" if section else "") + (f" {key}" if key and key_in_prefix else "")
+        super().__init__(f"{where}: {message}" if key_in_prefix or not section else f"{where} {message}")
         self.file, self.section, self.key = str(file), section, key
 
 
@@ -104,6 +113,7 @@ class FcSpec(LayerSpec):
 class HsSpec(LayerSpec):
     keep: float = 0.5
     mode: str = "original"
+    enabled: bool = True  # enable=false (layers or params file): the layer passes its input through
 
 
 @dataclasses.dataclass
@@ -160,12 +170,135 @@ def read_sections_text(text: str, source) -> dict:
     return {s: dict(parser.items(s)) for s in parser.sections()}
 
 
-class _Section:
-    """Typed access to one section's keys, with errors that name file/section/key."""
+# ----------------------------------------------------------------------------------------------
+# The keys: what each holds and the range its meaning allows, in one table
+INT_MAX = 2**31 - 1  # integers are sizes, counts and indices: the kernels index with 32-bit ints
 
-    def __init__(self, file, name, values):
-        self.file, self.name, self.values = file, name, values
-        self.used = set()
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a key holds (int, float, bool or str) and, for numbers, its range: low and high are
+    included unless low_open/high_open; integers are also bounded by +-INT_MAX."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self):
+        if self.kind is int and self.low == 1 and self.high is None:
+            return "positive"
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return "any"
+
+    def admits(self, value):
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+
+_COUNT = Rule(int, 1)  # sizes, strides, filters, channels, groups: positive integers
+_INDEX = Rule(int, 0)  # padding, device and data indices, "0 = computed": non-negative integers
+_RATE = Rule(float, 0)  # learning rates, weight decays, standard deviations: >= 0
+_MOMENTUM = Rule(float, 0, 1, high_open=True)  # inc = mom*inc - ...: 1 or more never decays
+_REAL = Rule(float)  # any finite number
+_BOOL, _TEXT = Rule(bool), Rule(str)
+
+KEYS = {
+    # layers file
+    "type": _TEXT, "inputs": _TEXT, "neuron": _TEXT, "pool": _TEXT, "sizeRule": _TEXT, "mode": _TEXT,
+    "gpu": _INDEX, "dataIdx": _INDEX, "imgSize": _COUNT, "channels": _COUNT,
+    "filters": _COUNT, "filterSize": _COUNT, "stride": _COUNT, "padding": _INDEX, "groups": _COUNT,
+    "outputs": _COUNT, "sizeX": _COUNT, "size": _COUNT,  # cmrnorm/rnorm size: any positive (even: torch's placement)
+    "start": Rule(int, -INT_MAX), "outputsX": _INDEX,
+    "initW": _RATE, "initB": _REAL,
+    "keep": Rule(float, 0, 1, low_open=True),  # the probability of keeping a unit
+    "sharedBiases": _BOOL, "randSparse": _BOOL, "enable": _BOOL,
+    "partialSum": _INDEX, "sumWidth": _COUNT,
+    # params file (coeff and topk may be in either)
+    "epsW": _RATE, "epsB": _RATE, "momW": _MOMENTUM, "momB": _MOMENTUM, "wc": _RATE, "wball": _RATE,
+    "updatePeriod": _INDEX,
+    "scale": _RATE, "pow": _REAL, "minDiv": Rule(float, 0, low_open=True),  # the divisor's floor k: > 0
+    "coeff": _RATE, "topk": _COUNT,
+}
+
+_WITH_INPUTS = ("type", "inputs", "gpu")
+LAYER_KEYS = {  # the keys a section of the layers file may hold, by layer type
+    "data": ("type", "dataIdx", "imgSize", "channels"),
+    "conv": _WITH_INPUTS + ("neuron", "filters", "filterSize", "stride", "padding", "channels", "groups", "initW",
+                            "initB", "sizeRule", "sharedBiases", "randSparse", "partialSum", "sumWidth"),
+    "pool": _WITH_INPUTS + ("neuron", "pool", "sizeX", "stride", "start", "outputsX", "channels", "sizeRule"),
+    "cmrnorm": _WITH_INPUTS + ("neuron", "size", "channels"),
+    "rnorm": _WITH_INPUTS + ("neuron", "size", "channels"),
+    "fc": _WITH_INPUTS + ("neuron", "outputs", "initW", "initB"),
+    "hs": _WITH_INPUTS + ("neuron", "keep", "mode", "enable"),
+    "neuron": _WITH_INPUTS + ("neuron",),
+    "softmax": _WITH_INPUTS,
+    "cost.logreg": _WITH_INPUTS + ("coeff", "topk"),
+}
+_LEARN = ("epsW", "epsB", "momW", "momB", "wc", "wball", "updatePeriod")
+PARAM_KEYS = {  # the keys a section of the params file may hold, by layer type
+    "conv": _LEARN, "fc": _LEARN,
+    "cmrnorm": ("scale", "pow", "minDiv"), "rnorm": ("scale", "pow", "minDiv"),
+    "hs": ("enable",),
+    "cost.logreg": ("coeff", "topk"),
+}
+
+# Keys of the original that do not change what is computed: accepted (their values checked) and ignored.
+IGNORED = {
+    "partialSum": "cuda-convnet's weight-gradient kernel sums over this many output positions per block before "
+                  "the final sum (0: all): a speed/memory setting; the gradient is the same sum",
+    "sumWidth": "cuda-convnet2's setting of the same kind (the width of the output-position chunks its "
+                "weight-gradient kernel sums per block)",
+    "topk": "the k of the top-k error cuda-convnet prints; it does not enter the cost or the gradient "
+            "(our training job reports top-1 and top-5)",
+}
+
+# Keys that change what is computed, accepted at the value(s) implemented here: (test, the values, what others mean).
+ONLY = {
+    "sharedBiases": (lambda v: v, "1", "one bias per filter and output position (unshared biases) is not implemented"),
+    "randSparse": (lambda v: not v, "0", "random sparse connectivity between filter groups and channels is not "
+                                         "implemented"),
+    "start": (lambda v: v == 0, "0", "pooling windows from an offset (negative: before the image) are not "
+                                     "implemented yet"),
+    "wball": (lambda v: v == 0, "0", "cuda-convnet2's wball > 0, a hard bound on the norm of each filter's weights "
+                                     "after every update, is not implemented"),
+    "updatePeriod": (lambda v: v <= 1, "0 or 1 (an update after every minibatch)",
+                     "updates every updatePeriod minibatches (gradients accumulated in between) are not "
+                     "implemented yet"),
+    "coeff": (lambda v: v == 1, "1", "a cost scaled by coeff is not implemented"),
+}
+
+_PER_INPUT = ("wball", "randSparse")  # of the IGNORED and ONLY keys, those with one value per input
+
+_BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False, "off": False}
+
+
+def check_in_dtype(value, dtype, shown=None):
+    """None if float `value` is finite in `dtype` and, when nonzero, does not round to zero there;
+    else what is wrong, naming the dtype's range (`shown`: the value as written, for the message)."""
+    info, shown = np.finfo(dtype), repr(value) if shown is None else shown
+    with np.errstate(over="ignore", under="ignore"):
+        cast = np.dtype(dtype).type(value)
+    if not np.isfinite(cast):
+        return f"{shown} overflows {info.dtype} (its finite range is +-{info.max:.8g})"
+    if value != 0 and cast == 0:
+        return f"{shown} rounds to 0 in {info.dtype} (its smallest positive number is {info.smallest_subnormal:.8g})"
+    return None
+
+
+class _Section:
+    """Typed access to one section's keys (kinds and ranges from KEYS), with errors that name
+    file/section/key; numbers are checked in `dtype`."""
+
+    def __init__(self, file, name, values, dtype=np.float32):
+        self.file, self.name, self.values, self.dtype = file, name, values, np.dtype(dtype)
 
     def error(self, key, message):
         return CfgError(self.file, self.name, key, message)
@@ -173,37 +306,64 @@ class _Section:
     def has(self, key):
         return key in self.values
 
+    def check_keys(self, allowed, what, other_file, elsewhere=()):
+        """Every key of the section must be in `allowed`, the keys of `what` ("a conv layer");
+        `elsewhere`: the keys such a section has in the other file (`other_file`), named as such."""
+        for key in self.values:
+            if key in allowed:
+                continue
+            listed = f"the keys of {what}: {', '.join(allowed) or 'none'}"
+            if key in elsewhere:
+                note = f" (it belongs in the {other_file} file)"
+            elif key in KEYS:  # a key of other layer types
+                note = f" (not a key of {what}; {listed})"
+            else:
+                note = _closest(key, allowed) or f" ({listed})"
+            raise CfgError(self.file, self.name, key, f"unknown key {key!r}{note}", key_in_prefix=False)
+
     def raw(self, key, default=None, required=False):
         if key not in self.values:
             if required:
                 raise self.error(key, "missing (required for this layer type)")
             return default
-        self.used.add(key)
         return self.values[key].strip()
 
-    def _convert(self, key, text, kind):
-        try:
-            if kind is int:
+    def _convert(self, key, text):
+        rule = KEYS[key]
+        if rule.kind is bool:
+            if text.lower() not in _BOOLEANS:
+                raise self.error(key, f"expected a boolean (1/0, true/false), got {text!r}")
+            return _BOOLEANS[text.lower()]
+        if rule.kind is int:
+            value = _integer(text)
+            if value is None:
+                raise self.error(key, f"expected an integer, got {text!r}")
+            if not -INT_MAX <= value <= INT_MAX:
+                raise self.error(key, f"must be at most {INT_MAX} in magnitude (the kernels' 32-bit indices), "
+                                      f"got {text}")
+        else:
+            try:
                 value = float(text)
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError
-            return value
-        except ValueError:
-            raise self.error(key, f"expected {'an integer' if kind is int else 'a finite number'}, got {text!r}") from None
-
-    def number(self, key, kind=float, default=None, required=False, minimum=None, positive=False):
-        text = self.raw(key, None, required)
-        if text is None:
-            return default
-        value = self._convert(key, text, kind)
-        self._bounds(key, value, minimum, positive)
+            except ValueError:
+                raise self.error(key, f"expected a number, got {text!r}") from None
+            if math.isnan(value) or (math.isinf(value) and text.lstrip("+-").lower() in ("inf", "infinity")):
+                raise self.error(key, f"expected a finite number, got {text!r}")
+            problem = check_in_dtype(value, self.dtype, text)  # 1e39 in float32, 1e309 (inf here) in float64
+            if problem is not None:
+                raise self.error(key, problem)
+            cast = float(self.dtype.type(value))
+            if rule.admits(value) and not rule.admits(cast):  # momW=0.999999999 is 1 in float32
+                raise self.error(key, f"must be {rule.describe()}, got {text}, which is {cast!r} in {self.dtype}")
+        if not rule.admits(value):
+            raise self.error(key, f"must be {rule.describe()}, got {text}")
         return value
 
-    def numbers(self, key, count, kind=float, default=None, required=False, minimum=None, positive=False):
+    def number(self, key, default=None, required=False):
+        """The key's value (of the kind KEYS gives it), `default` when absent."""
+        text = self.raw(key, None, required)
+        return default if text is None else self._convert(key, text)
+
+    def numbers(self, key, count, default=None, required=False):
         """One value per input (a single value is applied to every input)."""
         text = self.raw(key, None, required)
         if text is None:
@@ -213,16 +373,7 @@ class _Section:
             parts = parts * count
         if len(parts) != count:
             raise self.error(key, f"expected {count} comma-separated values (one per input), got {len(parts)}: {text!r}")
-        values = [self._convert(key, p, kind) for p in parts]
-        for v in values:
-            self._bounds(key, v, minimum, positive)
-        return values
-
-    def _bounds(self, key, value, minimum, positive):
-        if positive and value <= 0:
-            raise self.error(key, f"must be positive, got {value}")
-        if minimum is not None and value < minimum:
-            raise self.error(key, f"must be >= {minimum}, got {value}")
+        return [self._convert(key, p) for p in parts]
 
     def choice(self, key, choices, default):
         text = self.raw(key, None)
@@ -232,9 +383,37 @@ class _Section:
             raise self.error(key, f"must be one of {', '.join(choices)}, got {text!r}")
         return text
 
+    def accept_bookkeeping(self, count):
+        """Check the values of the IGNORED and ONLY keys present (the per-input ones may list `count`)."""
+        for key in [k for k in self.values if k in IGNORED or k in ONLY]:
+            values = self.numbers(key, count) if key in _PER_INPUT else [self.number(key)]
+            if key in ONLY:
+                test, allowed, meaning = ONLY[key]
+                for value in values:
+                    if not test(value):
+                        raise self.error(key, f"{meaning}: only {key}={allowed} is supported, "
+                                              f"got {self.values[key].strip()}")
 
-# keys of the original that do not change what a layer computes here
-_IGNORED = {"partialSum", "wball", "enable", "randSparse", "sharedBiases", "groups", "dataIdx"}
+
+def _integer(text):
+    """An integer written as one ("5", "-2") or as a float with an integral value ("5.0", "1e3"); else None."""
+    try:
+        return int(text, 10)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
+
+
+def _closest(key, candidates):
+    """' (did you mean ...?)' with the known key closest to `key` (the same letters in another case
+    first, then difflib's closest), or ''."""
+    same_case = [c for c in candidates if c.lower() == key.lower()]
+    match = same_case or difflib.get_close_matches(key, list(candidates), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _neuron(s):
@@ -246,16 +425,30 @@ def _neuron(s):
         neuron = parse_neuron(text)
     except ValueError as e:
         raise s.error("neuron", str(e)) from None
+    for value in neuron[1:]:
+        problem = None if value is None else check_in_dtype(value, s.dtype)
+        if problem is not None:
+            raise s.error("neuron", f"neuron {text!r}: {problem}")
     if neuron[0] == "ident" or neuron == ("linear", 1.0, 0.0):
         return None
     return neuron
 
 
-def _layer(file, name, values, known_layers):
-    s = _Section(file, name, values)
+def _devices(s):
+    """The layer's `gpu=` (one logical device), None when absent; cuda-convnet2's lists are refused."""
+    text = s.raw("gpu")
+    if text is not None and "," in text:
+        raise s.error("gpu", f"a list of devices ({text}: data-parallel replicas, cuda-convnet2's) is not "
+                             "supported yet; give one device")
+    return s.number("gpu")
+
+
+def _layer(file, name, values, known_layers, dtype):
+    s = _Section(file, name, values, dtype)
     type_ = s.raw("type", required=True)
     if type_ not in LAYER_TYPES:
         raise s.error("type", f"unsupported layer type {type_!r}; supported: {', '.join(LAYER_TYPES)}")
+    s.check_keys(LAYER_KEYS[type_], f"a {type_} layer", "params", PARAM_KEYS.get(type_, ()))
     inputs = []
     if type_ != "data":
         text = s.raw("inputs", required=True)
@@ -265,33 +458,27 @@ def _layer(file, name, values, known_layers):
                 raise s.error("inputs", f"empty layer name in {text!r}")
             if i not in known_layers:
                 raise s.error("inputs", f"input {i!r} is not a layer defined above this one")
-    gpu = s.number("gpu", int, minimum=0)
-    neuron = _neuron(s)
-    common = dict(name=name, type=type_, inputs=inputs, gpu=gpu, neuron=neuron)
     n = len(inputs)
+    s.accept_bookkeeping(max(n, 1))
+    common = dict(name=name, type=type_, inputs=inputs, gpu=_devices(s), neuron=_neuron(s))
 
     if type_ == "data":
-        spec = DataSpec(**common, data_idx=s.number("dataIdx", int, 0, minimum=0),
-                        img_size=s.number("imgSize", int, None, positive=True),
-                        channels=s.number("channels", int, None, positive=True))
+        spec = DataSpec(**common, data_idx=s.number("dataIdx", 0), img_size=s.number("imgSize"),
+                        channels=s.number("channels"))
     elif type_ == "conv":
-        if s.raw("sharedBiases", "1") not in ("1", "true", "True"):
-            raise s.error("sharedBiases", "only shared biases (sharedBiases=1, one bias per filter) are supported")
-        if s.raw("randSparse", "0") not in ("0", "false", "False"):
-            raise s.error("randSparse", "random sparse connectivity (randSparse=1) is not supported")
-        filters = s.numbers("filters", n, int, required=True, positive=True)
+        filters = s.numbers("filters", n, required=True)
         if len(set(filters)) != 1:
             raise s.error("filters", f"every input must have the same number of filters, got {filters}")
         spec = ConvSpec(
             **common,
             filters=filters[0],
-            filter_size=s.numbers("filterSize", n, int, required=True, positive=True),
-            stride=s.numbers("stride", n, int, 1, positive=True),
-            padding=s.numbers("padding", n, int, 0, minimum=0),
-            channels=s.numbers("channels", n, int, required=True, positive=True),
-            groups=s.numbers("groups", n, int, 1, positive=True),
-            init_w=s.numbers("initW", n, float, 0.01, minimum=0),
-            init_b=s.number("initB", float, 0.0),
+            filter_size=s.numbers("filterSize", n, required=True),
+            stride=s.numbers("stride", n, 1),
+            padding=s.numbers("padding", n, 0),
+            channels=s.numbers("channels", n, required=True),
+            groups=s.numbers("groups", n, 1),
+            init_w=s.numbers("initW", n, 0.01),
+            init_b=s.number("initB", 0.0),
             size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
         )
     elif type_ == "pool":
@@ -301,26 +488,21 @@ def _layer(file, name, values, known_layers):
         spec = PoolSpec(
             **common,
             pool=pool,
-            size=s.number("sizeX", int, required=True, positive=True),
-            stride=s.number("stride", int, required=True, positive=True),
-            start=s.number("start", int, 0),
-            outputs_x=s.number("outputsX", int, 0, minimum=0),
-            channels=s.number("channels", int, None, positive=True),
+            size=s.number("sizeX", required=True),
+            stride=s.number("stride", required=True),
+            start=s.number("start", 0),
+            outputs_x=s.number("outputsX", 0),
+            channels=s.number("channels"),
             size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
         )
-        if spec.start != 0:
-            raise s.error("start", "only start=0 is supported")
     elif type_ in ("cmrnorm", "rnorm"):
-        spec = NormSpec(**common, size=s.number("size", int, required=True, positive=True),
-                        channels=s.number("channels", int, None, positive=True))
+        spec = NormSpec(**common, size=s.number("size", required=True), channels=s.number("channels"))
     elif type_ == "fc":
-        spec = FcSpec(**common, outputs=s.number("outputs", int, required=True, positive=True),
-                      init_w=s.numbers("initW", n, float, 0.01, minimum=0), init_b=s.number("initB", float, 0.0))
+        spec = FcSpec(**common, outputs=s.number("outputs", required=True), init_w=s.numbers("initW", n, 0.01),
+                      init_b=s.number("initB", 0.0))
     elif type_ == "hs":
-        keep = s.number("keep", float, 0.5)
-        if not 0.0 < keep <= 1.0:
-            raise s.error("keep", f"must be in (0, 1], got {keep}")
-        spec = HsSpec(**common, keep=keep, mode=s.choice("mode", ("original", "inverted"), "original"))
+        spec = HsSpec(**common, keep=s.number("keep", 0.5), mode=s.choice("mode", ("original", "inverted"), "original"),
+                      enabled=s.number("enable", True))
     elif type_ == "softmax":
         spec = SoftmaxSpec(**common)
     elif type_ == "neuron":
@@ -330,73 +512,77 @@ def _layer(file, name, values, known_layers):
     else:  # cost.logreg
         if n != 2:
             raise s.error("inputs", f"cost.logreg takes two inputs (labels, probabilities), got {n}")
-        spec = CostSpec(**common, coeff=s.number("coeff", float, 1.0), topk=s.number("topk", int, 5, positive=True))
+        spec = CostSpec(**common, coeff=s.number("coeff", 1.0), topk=s.number("topk", 5))
     if type_ in ("pool", "cmrnorm", "rnorm", "hs", "neuron", "softmax") and n != 1:
         raise s.error("inputs", f"a {type_} layer takes one input, got {n}")
-    unknown = set(values) - s.used - _IGNORED - {"type", "inputs", "gpu", "neuron"}
-    if unknown:
-        warnings.warn(f"{file}: [{name}] ignores unknown key(s) {', '.join(sorted(unknown))}", stacklevel=3)
     return spec
 
 
-def read_layers(path) -> list:
-    """The layers of a layers-*.cfg file, checked, in file order."""
-    return _layers(read_sections(path), path)
+def read_layers(path, dtype=np.float32) -> list:
+    """The layers of a layers-*.cfg file, checked (numbers in `dtype`, the model's), in file order."""
+    return _layers(read_sections(path), path, dtype)
 
 
-def read_layers_text(text: str, source) -> list:
-    return _layers(read_sections_text(text, source), source)
+def read_layers_text(text: str, source, dtype=np.float32) -> list:
+    return _layers(read_sections_text(text, source), source, dtype)
 
 
-def _layers(sections, path) -> list:
+def _layers(sections, path, dtype) -> list:
     if not sections:
         raise CfgError(path, None, None, "defines no layers")
     layers, known = [], set()
     for name, values in sections.items():
-        layers.append(_layer(path, name, values, known))
+        layers.append(_layer(path, name, values, known, dtype))
         known.add(name)
     return layers
 
 
-def read_params(path, layers) -> dict:
-    """{layer name: LearnSpec} for layers with weights, and normalisation constants filled into
-    the cmrnorm/rnorm specs. Every layer with weights or normalisation must have its section."""
-    return _params(read_sections(path), path, layers)
+def read_params(path, layers, dtype=np.float32) -> dict:
+    """{layer name: LearnSpec} for layers with weights, and normalisation constants (and the
+    cost's coeff/topk, the hs layers' enable) filled into the specs; numbers checked in `dtype`.
+    Every layer with weights or normalisation must have its section."""
+    return _params(read_sections(path), path, layers, dtype)
 
 
-def read_params_text(text: str, layers, source) -> dict:
-    return _params(read_sections_text(text, source), source, layers)
+def read_params_text(text: str, layers, source, dtype=np.float32) -> dict:
+    return _params(read_sections_text(text, source), source, layers, dtype)
 
 
-def _params(sections, path, layers) -> dict:
-    learn = {}
-    for spec in layers:
-        values = sections.get(spec.name)
-        if isinstance(spec, (ConvSpec, FcSpec)):
-            if values is None:
-                raise CfgError(path, spec.name, None, f"missing section for layer {spec.name} ({spec.type} has weights)")
-            s = _Section(path, spec.name, values)
-            n = len(spec.inputs)
-            learn[spec.name] = LearnSpec(
-                eps_w=s.numbers("epsW", n, float, required=True, minimum=0),
-                mom_w=s.numbers("momW", n, float, 0.0, minimum=0),
-                wc=s.numbers("wc", n, float, 0.0, minimum=0),
-                eps_b=s.number("epsB", float, required=True, minimum=0),
-                mom_b=s.number("momB", float, 0.0, minimum=0),
-            )
-        elif isinstance(spec, NormSpec):
-            if values is None:
-                raise CfgError(path, spec.name, None, f"missing section for layer {spec.name} ({spec.type} needs scale and pow)")
-            s = _Section(path, spec.name, values)
-            spec.scale = s.number("scale", float, required=True, minimum=0)
-            spec.pow = s.number("pow", float, required=True)
-            spec.min_div = s.number("minDiv", float, 1.0, positive=True)
-        elif isinstance(spec, CostSpec) and values is not None:
-            s = _Section(path, spec.name, values)
-            spec.coeff = s.number("coeff", float, spec.coeff)
-            spec.topk = s.number("topk", int, spec.topk, positive=True)
+def _params(sections, path, layers, dtype) -> dict:
     known = {spec.name for spec in layers}
     for name in sections:
         if name not in known:
             raise CfgError(path, name, None, "section for a layer the layers file does not define")
+    learn = {}
+    for spec in layers:
+        values = sections.get(spec.name)
+        if values is None:
+            if isinstance(spec, (ConvSpec, FcSpec)):
+                raise CfgError(path, spec.name, None, f"missing section for layer {spec.name} ({spec.type} has weights)")
+            if isinstance(spec, NormSpec):
+                raise CfgError(path, spec.name, None,
+                               f"missing section for layer {spec.name} ({spec.type} needs scale and pow)")
+            continue
+        s = _Section(path, spec.name, values, dtype)
+        s.check_keys(PARAM_KEYS.get(spec.type, ()), f"the params of a {spec.type} layer", "layers",
+                     LAYER_KEYS[spec.type])
+        n = len(spec.inputs)
+        s.accept_bookkeeping(max(n, 1))
+        if isinstance(spec, (ConvSpec, FcSpec)):
+            learn[spec.name] = LearnSpec(
+                eps_w=s.numbers("epsW", n, required=True),
+                mom_w=s.numbers("momW", n, 0.0),
+                wc=s.numbers("wc", n, 0.0),
+                eps_b=s.number("epsB", required=True),
+                mom_b=s.number("momB", 0.0),
+            )
+        elif isinstance(spec, NormSpec):
+            spec.scale = s.number("scale", required=True)
+            spec.pow = s.number("pow", required=True)
+            spec.min_div = s.number("minDiv", 1.0)
+        elif isinstance(spec, CostSpec):
+            spec.coeff = s.number("coeff", spec.coeff)
+            spec.topk = s.number("topk", spec.topk)
+        elif isinstance(spec, HsSpec):
+            spec.enabled = s.number("enable", spec.enabled)
     return learn

@@ -13,6 +13,7 @@ compute stream and a copy stream of its own, so transfers overlap with compute.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -94,6 +95,22 @@ class Devices:
             np.copyto(dst, src)
         return dst
 
+    def memory(self, device):
+        """(key, name) of the memory logical `device` allocates from: its physical GPU, or the host's
+        (every logical device of the CPU runtime shares it)."""
+        if self.on_gpu:
+            return self.physical[device], f"GPU {self.physical[device]}"
+        return None, "the host"
+
+    def available_bytes(self, device):
+        """Bytes logical `device` can still allocate: on a GPU the free memory of its physical GPU
+        plus what CuPy's pool holds unused; on the CPU runtime host_available_bytes(). None: unknown."""
+        if not self.on_gpu:
+            return host_available_bytes()
+        with self.xp.cuda.Device(self.physical[device]):
+            free, _ = self.xp.cuda.runtime.memGetInfo()
+            return free + self.xp.get_default_memory_pool().free_bytes()
+
     def synchronize(self):
         """Wait for copies queued across streams (none on one GPU without overlap, nor on the CPU)."""
         if self.transfers is not None:
@@ -106,6 +123,41 @@ class Devices:
             with self.xp.cuda.Device(array.device.id):
                 return array.get()
         return np.array(array, copy=True)
+
+
+def host_available_bytes():
+    """The host memory a process can still allocate without swapping: MemAvailable of /proc/meminfo
+    (else the free pages of os.sysconf), capped by the cgroup's limit less its usage where one is
+    set (containers, batch jobs). None when none of these can be read."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max", or v1's huge number: no limit
+            left = max(int(limit) - usage, 0)
+            available = left if available is None else min(available, left)
+        break
+    return available
 
 
 def _default_backend():

@@ -27,6 +27,10 @@ class ShapeError(ValueError):
     """The input size does not fit the network (a window larger than its padded input, ...)."""
 
 
+class MemoryLimitError(ValueError, MemoryError):
+    """A network (or a batch) needs more memory than its device has: refused before allocating."""
+
+
 def conv_output_size(size: int, filter_size: int, stride: int, padding: int, rule: str) -> int:
     """The conv kernels' own rule (alexnet_raw/ops/conv2d.py), with the graph's error."""
     if size + 2 * padding < filter_size:
@@ -209,8 +213,24 @@ class Graph:
                 ws = [(spec.filters, ch // g, f, f) for ch, g, f in zip(spec.channels, spec.groups, spec.filter_size)]
                 out[name] = (ws, (spec.filters,))
             elif isinstance(spec, cfg.FcSpec):
-                ws = [(spec.outputs, int(np.prod(shapes[i]))) for i in spec.inputs]
+                ws = [(spec.outputs, math.prod(shapes[i])) for i in spec.inputs]  # Python ints: no overflow
                 out[name] = (ws, (spec.outputs,))
+        return out
+
+    def parameter_counts(self, shapes):
+        """{layer: its weights and biases, in elements} for the layers with parameters."""
+        return {name: sum(math.prod(w) for w in ws) + math.prod(b) for name, (ws, b) in self.weight_shapes(shapes).items()}
+
+    def activation_counts(self, shapes):
+        """{device: {layer or "copy of <producer>": elements per image}}: the outputs of the layers
+        on each device and the copies of the remote inputs it receives."""
+        out = {d: {} for d in self.devices}
+        for name in self.order:
+            node = self.nodes[name]
+            if node.device != HOST:
+                out[node.device][name] = math.prod(shapes[name]) if shapes[name] else 0
+        for producer, device, _ in self.transfers():
+            out[device][f"copy of {producer}"] = math.prod(shapes[producer]) if shapes[producer] else 0
         return out
 
     def transfers(self):
@@ -247,16 +267,12 @@ class Graph:
                 # backward order, as the original did)
                 "backward_bytes": 0 if is_data else len(consumers) * batch_size * per_image * itemsize,
             })
-        weights = self.weight_shapes(shapes)
+        counts = self.parameter_counts(shapes)
+        activations = self.activation_counts(shapes)
         devices = []
         for d in self.devices:
-            params = sum(
-                sum(math.prod(w) for w in ws) + math.prod(b)
-                for name, (ws, b) in weights.items() if self.nodes[name].device == d
-            )
+            params = sum(n for name, n in counts.items() if self.nodes[name].device == d)
             local = [n for n in self.order if self.nodes[n].device == d]
-            activations = sum(math.prod(shapes[n]) for n in local if shapes[n])
-            mirrors = sum(math.prod(shapes[p]) for p, dev, _ in self.transfers() if dev == d and shapes[p])
             devices.append({
                 "device": d,
                 "layers": local,
@@ -265,6 +281,6 @@ class Graph:
                 "gradient_bytes": params * itemsize,
                 "momentum_bytes": params * itemsize,
                 # outputs and their gradients of the layers here, plus the copies of remote inputs
-                "activation_bytes": 2 * batch_size * (activations + mirrors) * itemsize,
+                "activation_bytes": 2 * batch_size * sum(activations[d].values()) * itemsize,
             })
         return {"batch_size": batch_size, "image_size": image_size, "edges": edges, "devices": devices}

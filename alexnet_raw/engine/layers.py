@@ -127,18 +127,22 @@ class SameMapNorm(CrossMapNorm):  # rnorm
 
 
 class Dropout(Layer):  # hs; `index` numbers the network's hs layers for their random streams
-    index = 0
+    index = 0  # enable=false: the layer passes its input through (its index still counts)
 
     def _args(self, ctx):
         return dict(p=1.0 - self.spec.keep, seed=ctx.seed, offset=ctx.dropout_offset(self.index), mode=self.spec.mode)
 
     def compute(self, xs, ctx):
+        if not self.spec.enabled:
+            return xs[0].copy()
         if not ctx.train:
             return F.dropout(xs[0], p=1.0 - self.spec.keep, training=False, mode=self.spec.mode)
         return F.dropout(xs[0], training=True, **self._args(ctx))
 
     def compute_backward(self, grad, xs, out, ctx, needs):
-        return [F.dropout_backward(grad, **self._args(ctx)) if needs[0] else None]
+        if not needs[0]:
+            return [None]
+        return [F.dropout_backward(grad, **self._args(ctx)) if self.spec.enabled else grad]
 
 
 class NeuronOnly(Layer):  # type=neuron: Layer.forward applies the neuron to the input as it is

@@ -62,8 +62,8 @@ class Model:
     def from_cfg(cls, layers_path, params_path, seed=0, single_device=False, backend=None, dtype=np.float32,
                  num_classes=None, overlap_transfers=False):
         layers_path, params_path = Path(layers_path), Path(params_path)
-        layer_specs = cfg.read_layers(layers_path)
-        learn = cfg.read_params(params_path, layer_specs)
+        layer_specs = cfg.read_layers(layers_path, dtype)
+        learn = cfg.read_params(params_path, layer_specs, dtype)
         texts = (layers_path.read_text(encoding="utf-8"), params_path.read_text(encoding="utf-8"))
         return cls(layer_specs, learn, str(layers_path), seed, single_device, backend, dtype, num_classes, texts,
                    overlap_transfers)
@@ -81,8 +81,8 @@ class Model:
     def from_cfg_text(cls, layers_text, params_text, seed=0, single_device=False, backend=None, dtype=np.float32,
                       num_classes=None, source="<checkpoint>"):
         """A model from the texts of a layers file and a params file (as checkpoints store them)."""
-        layer_specs = cfg.read_layers_text(layers_text, f"{source} layers")
-        learn = cfg.read_params_text(params_text, layer_specs, f"{source} params")
+        layer_specs = cfg.read_layers_text(layers_text, f"{source} layers", dtype)
+        learn = cfg.read_params_text(params_text, layer_specs, f"{source} params", dtype)
         return cls(layer_specs, learn, source, seed, single_device, backend, dtype, num_classes,
                    (layers_text, params_text))
 
@@ -101,10 +101,6 @@ class Model:
             if not isinstance(logits_spec, cfg.FcSpec):
                 raise cfg.CfgError(source, logits_spec.name, "outputs", "num_classes needs an fc layer before the softmax")
             logits_spec.outputs = int(num_classes)
-        for name in self.graph.order:
-            spec = self.graph.nodes[name].spec
-            if isinstance(spec, cfg.CostSpec) and spec.coeff != 1.0:
-                raise cfg.CfgError(source, name, "coeff", f"only coeff=1 is supported, got {spec.coeff}")
         self.source, self.seed, self.dtype = source, int(seed), dtype
         self.single_device = bool(single_device)
         self.network_name = None
@@ -117,11 +113,48 @@ class Model:
         # overlap_transfers: on GPUs, queue cross-device copies on streams so they overlap with compute
         # (engine/streams.py); results are the same, only the timing changes
         self.devices = Devices(self.graph.devices, backend, overlap=overlap_transfers)
+        self._per_image = None  # {device: {layer: activation elements per image}}, for _check_memory
+        self._check_memory()
         self.steps = 0  # optimisation steps taken (dropout streams and checkpoints use it)
         self.lr_scale = lambda epoch: 1.0  # the trainer may set a schedule: epoch -> factor on eps
         self._build(layer_specs)
         self._last = None
         self.traffic = {}
+
+    def _check_memory(self, batch=None, train=False):
+        """Refuse, before allocating, what cannot fit the memory of its device (Devices.available_bytes):
+        without `batch`, the network itself: every layer's parameters with their gradients and
+        momentum, one image's outputs and their gradients, and on the host the float64 draw of the
+        largest weight matrix with its cast (_initialise); with `batch`, that batch's outputs (and
+        with train=True their gradients). The error names the largest layer and the bytes."""
+        itemsize = self.dtype.itemsize
+        if self._per_image is None:
+            self._per_image = self.graph.activation_counts(self.shapes)
+        params = self.graph.parameter_counts(self.shapes) if batch is None else {}
+        groups = {}  # memory key -> (its name, a logical device on it, {layer: bytes})
+        for device, counts in self._per_image.items():
+            key, where = self.devices.memory(device)
+            needs = groups.setdefault(key, (where, device, {}))[2]
+            for layer, elements in counts.items():
+                if batch is None:
+                    needs[layer] = (3 * params.get(layer, 0) + 2 * elements) * itemsize
+                else:
+                    needs[layer] = batch * elements * itemsize * (2 if train else 1)
+        for key, (where, device, needs) in groups.items():
+            extra = 0
+            if batch is None and not self.devices.on_gpu and params:
+                weights = self.graph.weight_shapes(self.shapes)
+                extra = max(math.prod(w) for ws, b in weights.values() for w in ws + [b]) * (8 + itemsize)
+            total = sum(needs.values()) + extra
+            available = self.devices.available_bytes(device)
+            if available is None or total <= available:
+                continue
+            what = (f"a batch of {batch} images{' (outputs and their gradients)' if train else ''}" if batch
+                    else "the network (parameters, their gradients and momentum, one image's activations)")
+            largest = sorted(needs, key=needs.get, reverse=True)[:3]
+            raise graph_mod.MemoryLimitError(
+                f"{self.source}: {what} needs {_bytes(total)} on {where}, which has {_bytes(available)} available; "
+                f"largest: " + ", ".join(f"[{name}] {_bytes(needs[name])}" for name in largest))
 
     def _build(self, layer_specs):
         weight_shapes = self.graph.weight_shapes(self.shapes)
@@ -280,6 +313,7 @@ class Model:
         """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
         draws dropout masks; train=False is the cfg's test behaviour."""
         self._check_images(x)
+        self._check_memory(batch=x.shape[0], train=bool(train))
         self.devices.synchronize()  # a previous forward's copies across GPUs (eval loops call no backward)
         ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
         self.traffic = {}
@@ -418,6 +452,10 @@ class Model:
 
     def parameter_count(self):
         return sum(b.size for b in self.blocks.values())
+
+
+def _bytes(n):
+    return f"{n:,} bytes ({n / 2**30:.3g} GiB)"
 
 
 def _to_numpy(value):

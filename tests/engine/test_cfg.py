@@ -94,7 +94,7 @@ def test_minimal_network_and_text_reader(write_cfg):
     (("inputs=labels,probs", "inputs=probs"), "logprob", "inputs", "two inputs"),
     (("filterSize=3", "filterSize=3\nsharedBiases=0"), "conv1", "sharedBiases", "shared biases"),
     (("outputs=5", "outputs=5\nneuron=brelu[0]"), "fc1", "neuron", r"brelu\[a\] needs a > 0"),
-    (("type=fc", "type=neuron"), "fc1", "neuron", "missing"),
+    (("type=fc\ninputs=conv1\noutputs=5", "type=neuron\ninputs=conv1"), "fc1", "neuron", "missing"),
     (("outputs=5", "outputs=5\nneuron=linear[1]"), "fc1", "neuron", r"expected linear\[a,b\], 2 number\(s\), got 1"),
     (("sizeX=2", "sizeX=2"), "pool1", "pool", "unsupported pooling 'median'; supported: max, avg"),
 ])
@@ -150,7 +150,7 @@ def test_corrupt_and_missing_files(tmp_path):
         cfg.read_layers(bad)
 
 
-def test_unknown_keys_warn_with_their_names(write_cfg):
+def test_unknown_keys_are_errors_with_their_names(write_cfg):  # more in test_cfg_strict.py
     lp, _ = write_cfg(MINIMAL.replace("outputs=5", "outputs=5\nfrobnicate=1"))
-    with pytest.warns(UserWarning, match=r"\[fc1\] ignores unknown key\(s\) frobnicate"):
+    with pytest.raises(cfg.CfgError, match=r"\[fc1\] unknown key 'frobnicate' \(the keys of a fc layer: "):
         cfg.read_layers(lp)
