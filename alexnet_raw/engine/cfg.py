@@ -14,7 +14,8 @@ Strict, in one table (KEYS): every key a section may hold, by layer type and fil
 holds and the range its meaning allows. A key that is not in it is an error naming the file, the
 section, the key and the closest known key. Keys the original uses for bookkeeping are accepted
 and ignored (IGNORED, a reason each); keys that change what a layer computes are accepted only at
-the value this engine implements (ONLY, e.g. sharedBiases=1, wball=0, updatePeriod=0 or 1).
+the value this engine implements (ONLY, e.g. sharedBiases=1, wball=0, updatePeriod=0 or 1);
+`enable` on hs layers (either file) is implemented: enable=false passes the input through.
 Every number must be finite in the model's dtype (the `dtype` the readers are given: float32
 unless said otherwise), a nonzero one must not round to zero in it, and integers (sizes, counts,
 indices) must fit the kernels' 32-bit indices.

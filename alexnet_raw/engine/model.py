@@ -113,20 +113,23 @@ class Model:
         # overlap_transfers: on GPUs, queue cross-device copies on streams so they overlap with compute
         # (engine/streams.py); results are the same, only the timing changes
         self.devices = Devices(self.graph.devices, backend, overlap=overlap_transfers)
-        self._per_image = None  # {device: {layer: activation elements per image}}, for _check_memory
-        self._check_memory()
+        self._per_image = None  # {device: {layer: activation elements per image}}, for check_memory
+        self.check_memory()
         self.steps = 0  # optimisation steps taken (dropout streams and checkpoints use it)
         self.lr_scale = lambda epoch: 1.0  # the trainer may set a schedule: epoch -> factor on eps
         self._build(layer_specs)
         self._last = None
         self.traffic = {}
 
-    def _check_memory(self, batch=None, train=False):
+    def check_memory(self, batch=None, train=False):
         """Refuse, before allocating, what cannot fit the memory of its device (Devices.available_bytes):
         without `batch`, the network itself: every layer's parameters with their gradients and
         momentum, one image's outputs and their gradients, and on the host the float64 draw of the
         largest weight matrix with its cast (_initialise); with `batch`, that batch's outputs (and
-        with train=True their gradients). The error names the largest layer and the bytes."""
+        with train=True their gradients; forward() checks every batch, a trainer may check its batch
+        size up front). Raises graph.MemoryLimitError naming the largest layers and the bytes."""
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+            raise ValueError(f"batch must be a positive int (images), got {batch!r}")
         itemsize = self.dtype.itemsize
         if self._per_image is None:
             self._per_image = self.graph.activation_counts(self.shapes)
@@ -313,7 +316,7 @@ class Model:
         """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
         draws dropout masks; train=False is the cfg's test behaviour."""
         self._check_images(x)
-        self._check_memory(batch=x.shape[0], train=bool(train))
+        self.check_memory(batch=x.shape[0], train=bool(train))
         self.devices.synchronize()  # a previous forward's copies across GPUs (eval loops call no backward)
         ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
         self.traffic = {}
