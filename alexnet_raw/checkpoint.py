@@ -153,6 +153,7 @@ def save_checkpoint(path, model, training, statistics=None):
 
     path = Path(path)
     tensors, metadata = encode(model, training, statistics)
+    _refuse_non_finite(path, tensors)
     data = save(tensors, metadata=metadata)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +162,15 @@ def save_checkpoint(path, model, training, statistics=None):
         old = " (the previous checkpoint there is intact)" if path.exists() else ""
         raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}{old}") from e
     return path
+
+
+def _refuse_non_finite(path, tensors):
+    """A non-finite weight or momentum never replaces a checkpoint (load_state_dict would refuse
+    it anyway): CheckpointError naming the first such tensor."""
+    for name, value in tensors.items():
+        if name.partition("/")[0] in ("weights", "momentum") and not np.isfinite(value).all():
+            raise CheckpointError(f"refusing to write checkpoint {path}: {name} holds non-finite values "
+                                  "(the previous checkpoint there is kept)")
 
 
 def keep_copy(path, copy_path):
@@ -217,6 +227,7 @@ def load_checkpoint(path) -> Checkpoint:
         num_classes, steps, seed = (int(metadata[k]) for k in ("num_classes", "steps", "seed"))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint metadata: {e}") from e
+    _check_training(path, training, statistics, num_classes)
     groups = {"weights": {}, "momentum": {}, "statistics": {}}
     for name, value in tensors.items():
         group, _, key = name.partition("/")
@@ -237,3 +248,39 @@ def _metadata(data: bytes) -> dict:
         raise ValueError(f"header of {n} bytes runs past the end of the {len(data)}-byte file")
     header = json.loads(data[8:8 + n])
     return header.get("__metadata__") or {}
+
+
+# The types of the training-state fields train, evaluate and predict read (present ones are
+# checked, so a crafted file gives a CheckpointError, not a TypeError deep inside a command).
+_TRAINING_FIELDS = {"epoch": int, "step": int, "epochs": int, "batch_size": int, "image_size": int,
+                    "crop_size": int, "data": str, "class_names": list, "metrics": list, "partial": dict,
+                    "schedule": dict}
+_AT_LEAST_ONE = ("epochs", "batch_size", "image_size", "crop_size")
+
+
+def _check_training(path, training, statistics, num_classes):
+    for name, value in (("training", training), ("statistics", statistics)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: checkpoint metadata {name!r} must be a JSON object, got "
+                                  f"{type(value).__name__}")
+    for key, kind in _TRAINING_FIELDS.items():
+        if key not in training:
+            continue
+        value = training[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"{path}: training field {key!r} must be {kind.__name__}, got {value!r:.80}")
+        if kind is int and value < (1 if key in _AT_LEAST_ONE else 0):
+            raise CheckpointError(f"{path}: training field {key!r} must be >= {1 if key in _AT_LEAST_ONE else 0}, "
+                                  f"got {value}")
+    names = training.get("class_names")
+    if names is not None and (len(names) != num_classes or not all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{path}: training field 'class_names' must be {num_classes} strings (the network's "
+                              f"classes), got {names!r:.80}")
+
+
+def require_training(saved, keys):
+    """CheckpointError naming the checkpoint unless its training state has all of `keys`."""
+    missing = [k for k in keys if k not in saved.training]
+    if missing:
+        raise CheckpointError(f"{saved.path}: checkpoint training state lacks {missing}; expected a checkpoint "
+                              "written by alexnet-raw train")

@@ -71,8 +71,9 @@ def evaluate_ten_views(model, view_batches, k=5):
 
 def pipeline(saved):
     """(Preprocess, Statistics) a checkpoint was trained with."""
-    from . import data
+    from . import checkpoint as ck, data
 
+    ck.require_training(saved, ("image_size", "crop_size"))
     t = saved.training
     return data.Preprocess(int(t["image_size"]), int(t["crop_size"])), data.Statistics.from_dict(saved.statistics)
 
@@ -124,8 +125,12 @@ def main(argv=None) -> int:
         results["ten_views"] = {"top1": top1, f"top{k}": topk}
         print(f"  ten views:   top-1 {top1:.4f}  top-{k} {topk:.4f}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:  # not write_atomic: FILE may be /dev/stdout
+                f.write(json.dumps(results, indent=2, allow_nan=False) + "\n")
+        except OSError as e:
+            print(f"error: could not write --json {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -4,6 +4,9 @@ Each metrics line holds at least: epoch (1-based, completed), train_loss (mean o
 batches), train_top1, test_top1, test_top5 (fractions), images_per_second (training images over
 training seconds), lr_scale (the schedule's factor during the epoch), seconds (the epoch's wall
 time, evaluation included).
+
+Every line is strict JSON (no bare NaN or Infinity): a non-finite number is written as null, and
+the line gains "non_finite": {field: "nan" | "inf" | "-inf"} saying which and what it was.
 """
 
 from __future__ import annotations
@@ -18,12 +21,25 @@ from .checkpoint import write_atomic
 FIELDS = ("epoch", "train_loss", "train_top1", "test_top1", "test_top5", "images_per_second", "lr_scale", "seconds")
 
 
+def json_line(record):
+    """One record as a line of strict JSON (see the module's docstring for non-finite numbers)."""
+    clean, non_finite = {}, {}
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            clean[key], non_finite[key] = None, repr(float(value))
+        else:
+            clean[key] = value
+    if non_finite:
+        clean["non_finite"] = non_finite
+    return json.dumps(clean, allow_nan=False) + "\n"  # ValueError for a non-finite value nested deeper
+
+
 def append_metrics(path, record):
     """Append one record as a JSON line, flushed to disk."""
     missing = [f for f in FIELDS if f not in record]
     if missing:
         raise ValueError(f"metrics record lacks {missing}")
-    line = json.dumps(record, sort_keys=False) + "\n"
+    line = json_line(record)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
@@ -32,7 +48,7 @@ def append_metrics(path, record):
 
 def write_metrics(path, records):
     """Replace the file with exactly these records (a resumed run rewrites what its checkpoint knows)."""
-    write_atomic(Path(path), "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+    write_atomic(Path(path), "".join(json_line(r) for r in records).encode("utf-8"))
 
 
 def read_metrics(path):

@@ -17,6 +17,7 @@ Writes, in DIR (default runs/<network>-<data>):
     checkpoint.safetensors          the latest state (weights, momentum, network files, data
                                     statistics, schedule, metrics); written atomically
     checkpoint-epoch<N>.safetensors the last --keep end-of-epoch checkpoints
+    train.lock                      held (fcntl.flock) while a train writes DIR; holds its pid
     metrics.jsonl                   one JSON object per epoch: epoch, train_loss, train_top1,
                                     test_top1, test_top5, images_per_second, lr_scale, seconds
     curves.png                      loss and accuracy against epoch
@@ -24,7 +25,13 @@ Writes, in DIR (default runs/<network>-<data>):
 --resume continues from DIR/checkpoint.safetensors exactly where it stopped (mid-epoch
 included): with the same seed the final weights are bit-identical to an uninterrupted run's on
 the CPU runtime. Ctrl-C saves a checkpoint at the current step and exits with status 130 (a
-second Ctrl-C during the save aborts it; the previous checkpoint stays intact).
+second Ctrl-C during the save aborts it; the previous checkpoint stays intact); SIGTERM (what Slurm
+sends before it kills a job) does the same and exits with status 143 (128 + 15).
+
+One train at a time writes DIR: a second is refused, naming the first's pid. --out is checked for
+writability before any data is read. A non-finite loss or parameter stops training with status 1
+and an error naming the epoch, the step and the first layer that went non-finite; the checkpoint
+on disk stays the last good one.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ck, runlog
+from . import checkpoint as ck, divergence, rundir, runlog
 from .schedule import PlateauSchedule, StepSchedule
 
 # Defaults of `alexnet-raw train` with no arguments (mini on the digits, a few minutes on 2 cores).
@@ -50,40 +57,58 @@ DEFAULT_EPOCHS = 8
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LR_STEPS = (6,)
 DEFAULT_LR_GAMMA = 0.1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM, the status a shell reports for a process SIGTERM ended
+EXIT_DIVERGED = 1
 
 
 class TrainError(Exception):
     """A run cannot start or continue; the message says why and what to do."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (saved at the step boundary), exit status EXIT_TERMINATED."""
+
+
+def exit_status(interrupt):
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+
+
 # --------------------------------------------------------------------------------------------
 class StopRequest:
-    """Ctrl-C handling: outside a training step SIGINT raises KeyboardInterrupt at once; during a
-    step (parameters half updated) it is deferred until the step is complete, so the state saved
-    is always the state after a whole number of steps."""
+    """Ctrl-C and SIGTERM handling: outside a training step SIGINT raises KeyboardInterrupt (SIGTERM
+    Terminated) at once; during a step (parameters half updated) it is deferred until the step is
+    complete, so the state saved is always the state after a whole number of steps."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
+        self.signum = None  # the latest of SIGNALS received
         self._in_step = False
-        self._previous = None
+        self._previous = {}
+
+    def _interrupt(self):
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
     def _handler(self, signum, frame):
+        self.signum = signum
         if self._in_step:
             self.requested = True
         else:
-            raise KeyboardInterrupt
+            raise self._interrupt()
 
     @contextlib.contextmanager
     def installed(self):
         main = threading.current_thread() is threading.main_thread()
         if main:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         try:
             yield self
         finally:
             if main:
-                signal.signal(signal.SIGINT, self._previous)
+                for s, previous in self._previous.items():
+                    signal.signal(s, previous)
 
     @contextlib.contextmanager
     def critical(self):
@@ -94,7 +119,7 @@ class StopRequest:
         finally:
             self._in_step = False
         if self.requested:
-            raise KeyboardInterrupt
+            raise self._interrupt()
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +127,19 @@ def _data_name(source):
     if source == DEFAULT_DATA:
         return source
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).resolve().name) or "data"
+
+
+def _network_choice(args):
+    return args.network or (None if args.cfg else DEFAULT_NETWORK)
+
+
+def _out_dir(args):
+    if args.out:
+        return Path(args.out)
+    if args.resume:
+        raise TrainError("--resume needs --out DIR (the directory of the run to continue)")
+    name = _network_choice(args) or Path(args.cfg[0]).stem
+    return Path("runs") / f"{name}-{_data_name(args.data or DEFAULT_DATA)}"
 
 
 def _source_for_record(source):
@@ -175,12 +213,21 @@ class Run:
 
         self.data_module = data
         self.args = args
-        self.out = Path(args.out) if args.out else None
+        self.out = _out_dir(args)
+        rundir.check_writable(self.out)  # before any data is read or the network built
+        self.lock = rundir.RunLock(self.out)
+        if self.out.is_dir():
+            self.lock.acquire()  # a new directory is locked by run_training once it creates it
         self.resumed = None
-        if args.resume:
-            self._resume(args)
-        else:
-            self._start(args)
+        self.saved_at = None  # (epoch, step) of the last checkpoint this run wrote or resumed from
+        try:
+            if args.resume:
+                self._resume(args)
+            else:
+                self._start(args)
+        except BaseException:
+            self.lock.release()
+            raise
         self.checkpoint_path = self.out / ck.FILENAME
         self.model.lr_scale = self.schedule.factor
 
@@ -196,10 +243,7 @@ class Run:
         from .engine.model import Model
 
         self.source = args.data or DEFAULT_DATA
-        network = args.network or (None if args.cfg else DEFAULT_NETWORK)
-        if self.out is None:
-            name = network or Path(args.cfg[0]).stem
-            self.out = Path("runs") / f"{name}-{_data_name(self.source)}"
+        network = _network_choice(args)
         if (self.out / ck.FILENAME).exists():
             raise TrainError(f"{self.out} already holds a checkpoint: pass --resume to continue it, or choose "
                              "another --out")
@@ -233,12 +277,12 @@ class Run:
     def _resume(self, args):
         from .schedule import from_state
 
-        if self.out is None:
-            raise TrainError("--resume needs --out DIR (the directory of the run to continue)")
         path = self.out / ck.FILENAME
         if not path.exists():
             raise TrainError(f"nothing to resume: {path} does not exist")
         saved = ck.load_checkpoint(path)
+        ck.require_training(saved, ("data", "batch_size", "epochs", "class_names", "image_size", "crop_size",
+                                    "schedule", "epoch", "step", "metrics", "partial"))
         t = saved.training
         conflicts = []
         for flag, given, stored in (("--data", args.data and _source_for_record(args.data), t["data"]),
@@ -272,6 +316,7 @@ class Run:
         self.schedule = from_state(t["schedule"])
         self.epoch, self.step, self.metrics = int(t["epoch"]), int(t["step"]), list(t["metrics"])
         self.partial = dict(t["partial"])
+        self.saved_at = (self.epoch, self.step)
 
     # -- state -----------------------------------------------------------------------------
     def training_state(self):
@@ -282,6 +327,15 @@ class Run:
 
     def save(self):
         ck.save_checkpoint(self.checkpoint_path, self.model, self.training_state(), self.statistics.to_dict())
+        self.saved_at = (self.epoch, self.step)
+
+    def last_good_checkpoint(self):
+        """Where the state on disk stands, for an error that stops the run without saving."""
+        if self.saved_at is None:
+            return "no checkpoint was written"
+        epoch, step = self.saved_at
+        where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, batch {step}"
+        return f"the last good checkpoint {self.checkpoint_path} ({where}) is kept"
 
     def keep_epoch_copy(self, keep):
         if keep <= 0:
@@ -341,9 +395,11 @@ def train_epoch(run, stop, progress=True):
                 x = x.astype(model.dtype)
             with stop.critical():
                 loss, logits = model.train_step(x, labels, epoch=epoch)
+                loss = float(loss)  # on a GPU: the step's wait, for the progress bar and the check
+                divergence.check_step(model, loss, epoch + 1, run.step + 1)  # what it checks: divergence.py
                 correct = _host_logits_correct(model, logits, labels)
                 now = time.perf_counter()
-                p["loss_sum"] += float(loss)  # on a GPU: the step's one wait, for the progress bar
+                p["loss_sum"] += loss
                 p["correct"] += correct
                 p["seen"] += len(labels)
                 p["batches"] += 1
@@ -369,8 +425,10 @@ def evaluate_test(run):
 
 
 def run_training(run, progress=True, keep=2, log=print):
-    """Train until run.epochs; returns 0, or EXIT_INTERRUPTED after saving on Ctrl-C."""
+    """Train until run.epochs; returns 0, or EXIT_INTERRUPTED (EXIT_TERMINATED) after saving on
+    Ctrl-C (SIGTERM). NonFiniteError when training diverges (nothing is saved then)."""
     run.out.mkdir(parents=True, exist_ok=True)
+    run.lock.acquire()
     metrics_path, curves_path = run.out / "metrics.jsonl", run.out / "curves.png"
     if run.resumed:
         runlog.write_metrics(metrics_path, run.metrics)  # exactly what the checkpoint knows
@@ -400,11 +458,15 @@ def run_training(run, progress=True, keep=2, log=print):
                 log(f"epoch {record['epoch']}/{run.epochs}: loss {record['train_loss']:.4f}, train top-1 "
                     f"{record['train_top1']:.4f}, test top-1 {top1:.4f}, top-5 {top5:.4f}, "
                     f"{record['images_per_second']:.0f} img/s, lr x{lr_scale:g}, {record['seconds']:.1f} s")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             run.save()
-            log(f"\ninterrupted: saved {run.checkpoint_path} at epoch {run.epoch + 1}, batch {run.step}; "
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            log(f"\n{what}: saved {run.checkpoint_path} at epoch {run.epoch + 1}, batch {run.step}; "
                 f"continue with: alexnet-raw train --resume --out {run.out}")
-            return EXIT_INTERRUPTED
+            return exit_status(e)
+        except divergence.NonFiniteError as e:
+            raise divergence.NonFiniteError(f"{e}; {run.last_good_checkpoint()}; lower the learning rates "
+                                            "(epsW, epsB) or check the data") from None
     if run.metrics:
         last = run.metrics[-1]
         log(f"done: test top-1 {last['test_top1']:.4f}, top-5 {last['test_top5']:.4f}; wrote {run.checkpoint_path}, "
@@ -422,16 +484,25 @@ def main(argv=None) -> int:
         return 2
     try:
         run = Run(args)
-        return run_training(run, progress=not args.no_progress, keep=args.keep)
-    except (TrainError, ck.CheckpointError) as e:
+        try:
+            return run_training(run, progress=not args.no_progress, keep=args.keep)
+        finally:
+            run.lock.release()
+    except (TrainError, ck.CheckpointError, rundir.RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except divergence.NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before training started, or a second Ctrl-C while saving
+    except OSError as e:  # a write failing mid-run (the directory was checked before it started)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C/SIGTERM while saving
         print("\ninterrupted; any checkpoint written before is intact", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status(e)
 
 
 if __name__ == "__main__":
