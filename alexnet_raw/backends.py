@@ -134,7 +134,7 @@ class ExtensionBackend(Backend):
 
         def run_on_cpu():
             o = emu.launch_options()
-            ext.configure(o.schedule, o.seed, o.num_threads, o.poison, o.max_shared_bytes, 0)
+            ext.configure(o.schedule, o.seed, o.num_threads, o.poison, o.max_shared_bytes, 0, o.timeout_seconds)
             try:
                 ext.launch(name, grid, block, shared, 0, blob, offsets)
             except RuntimeError as e:

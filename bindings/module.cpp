@@ -32,12 +32,32 @@ std::vector<KernelRecord>& kernel_registry() {
 
 #if defined(ALX_CPU_RUNTIME)
 emu::LaunchOptions& emu_launch_options() {
-  static emu::LaunchOptions options{emu::kForward, 0, 0, 1, 48 * 1024, 0};
+  // per Python thread: configure() sets it right before that thread's launch
+  static thread_local emu::LaunchOptions options{emu::kForward, 0, 0, 1, 48 * 1024, 0, 0.0, nullptr, nullptr};
   return options;
 }
 #endif
 
 namespace {
+
+#if defined(ALX_CPU_RUNTIME)
+// Ctrl-C while a kernel runs on the CPU runtime: the launching thread calls this every 50 ms; it
+// runs Python's signal handlers, and one that raises (KeyboardInterrupt) stops the launch; its
+// exception is raised from launch() afterwards.
+struct PendingPythonError {
+  PyObject *type = nullptr, *value = nullptr, *traceback = nullptr;
+};
+int run_python_signal_handlers(void* context) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  const int raised = PyErr_CheckSignals();
+  if (raised) {
+    auto* pending = static_cast<PendingPythonError*>(context);
+    PyErr_Fetch(&pending->type, &pending->value, &pending->traceback);
+  }
+  PyGILState_Release(gil);
+  return raised != 0;
+}
+#endif
 
 const KernelRecord& find_kernel(const std::string& name) {
   for (const KernelRecord& r : kernel_registry())
@@ -70,11 +90,24 @@ void launch_packed(const std::string& name, std::array<unsigned, 3> grid, std::a
   }
   std::string error;
   int rc;
+#if defined(ALX_CPU_RUNTIME)
+  PendingPythonError pending;
+  emu_launch_options().poll = &run_python_signal_handlers;
+  emu_launch_options().poll_context = &pending;
+#endif
   {
     py::gil_scoped_release release;
     rc = kernel.launch(kernel.name, dim3(grid[0], grid[1], grid[2]), dim3(block[0], block[1], block[2]),
                        shared_bytes, reinterpret_cast<void*>(stream), args.data(), &error);
   }
+#if defined(ALX_CPU_RUNTIME)
+  emu_launch_options().poll = nullptr;
+  emu_launch_options().poll_context = nullptr;
+  if (pending.type) {
+    PyErr_Restore(pending.type, pending.value, pending.traceback);
+    throw py::error_already_set();
+  }
+#endif
   if (rc) throw std::runtime_error(error);
 }
 
@@ -102,13 +135,15 @@ PYBIND11_MODULE(ALX_MODULE_NAME, m) {
 #if defined(ALX_CPU_RUNTIME)
   m.def(
       "configure",
-      [](int schedule, unsigned long long seed, int threads, int poison, size_t max_shared_bytes, int flush_denormals) {
+      [](int schedule, unsigned long long seed, int threads, int poison, size_t max_shared_bytes, int flush_denormals,
+         double timeout_seconds) {
         if (schedule < 0 || schedule > 2) throw py::value_error("schedule must be 0 (forward), 1 (reverse) or 2 (random)");
         alx::emu_launch_options() =
-            emu::LaunchOptions{schedule, seed, threads, poison, max_shared_bytes, flush_denormals ? 1 : 0};
+            emu::LaunchOptions{schedule, seed, threads, poison, max_shared_bytes, flush_denormals ? 1 : 0,
+                               timeout_seconds, nullptr, nullptr};
       },
       py::arg("schedule"), py::arg("seed"), py::arg("threads"), py::arg("poison"), py::arg("max_shared_bytes"),
-      py::arg("flush_denormals") = 0,
+      py::arg("flush_denormals") = 0, py::arg("timeout_seconds") = 0.0,
       "Launch options of the CPU runtime for the following launches.");
 #else
   m.attr("gpu_options") = ALX_GPU_OPTIONS;  // kernels/gpu_options.txt, as CMake passed it to nvcc

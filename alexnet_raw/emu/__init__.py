@@ -11,7 +11,8 @@ on all cores (blocks spread over OS threads); inside a block every CUDA thread i
 threads resume after each barrier, so that a missing barrier changes the result instead of hiding.
 
 Environment: ALEXNET_RAW_EMU_SCHEDULE (forward | reverse | random[:seed]), ALEXNET_RAW_EMU_THREADS,
-ALEXNET_RAW_EMU_POISON (0 turns off shared-memory poisoning),
+ALEXNET_RAW_EMU_POISON (0 turns off shared-memory poisoning), ALEXNET_RAW_EMU_TIMEOUT (seconds: the
+watchdog's limit per launch, see set_timeout),
 ALEXNET_RAW_EMU_SANITIZE (1: compile with AddressSanitizer and UBSan; run Python with libasan
 preloaded), ALEXNET_RAW_EMU_DEBUG (1: -O0 for stepping in gdb), ALEXNET_RAW_CACHE_DIR, ALEXNET_RAW_CXX.
 """
@@ -20,7 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
+import re
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -35,12 +40,15 @@ __all__ = [
     "RawKernel",
     "KernelError",
     "DivergenceError",
+    "KernelTimeout",
     "CompileError",
     "TranslationError",
     "set_schedule",
     "get_schedule",
     "schedule",
     "set_num_threads",
+    "set_timeout",
+    "get_timeout",
     "cache_dir",
 ]
 
@@ -57,11 +65,37 @@ class DivergenceError(KernelError):
     """Threads of one block waited at different barriers: a hang or undefined behaviour on a GPU."""
 
 
+class KernelTimeout(KernelError):
+    """A launch ran longer than the watchdog's limit (set_timeout, ALEXNET_RAW_EMU_TIMEOUT)."""
+
+
 class _Settings(threading.local):
     def __init__(self):
         self.schedule, self.seed = _schedule_from_env()
         threads = os.environ.get("ALEXNET_RAW_EMU_THREADS")
         self.num_threads = int(threads) if threads else 0
+        self.timeout = _timeout_from_env()
+
+
+def _checked_timeout(seconds, where):
+    if seconds is None:
+        return 0.0
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where} must be a number of seconds or None, got {type(seconds).__name__} {seconds!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{where} must be a finite number of seconds >= 0 (0: no limit), got {seconds!r}")
+    return float(seconds)
+
+
+def _timeout_from_env():
+    raw = os.environ.get("ALEXNET_RAW_EMU_TIMEOUT", "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"ALEXNET_RAW_EMU_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    return _checked_timeout(value, "ALEXNET_RAW_EMU_TIMEOUT")
 
 
 def _schedule_from_env():
@@ -107,8 +141,20 @@ def set_num_threads(n: int) -> None:
     _settings.num_threads = int(n)
 
 
+def set_timeout(seconds) -> None:
+    """The watchdog: a launch on this Python thread that runs longer than ``seconds`` is stopped and
+    raises KernelTimeout naming the kernel, block and thread it stopped (None or 0: no limit)."""
+    _settings.timeout = _checked_timeout(seconds, "timeout")
+
+
+def get_timeout() -> float:
+    """The watchdog's limit in seconds for launches on this Python thread (0: none)."""
+    return _settings.timeout
+
+
 def launch_options(max_shared_bytes: int = GPU_DEFAULT_SHARED_BYTES, flush_denormals: bool = False) -> LaunchOptions:
     o = LaunchOptions()
+    o.timeout_seconds = _settings.timeout
     o.flush_denormals = 1 if flush_denormals else 0
     o.schedule = SCHEDULES.index(_settings.schedule)
     o.seed = _settings.seed
@@ -124,9 +170,34 @@ def flush_applies(param_codes) -> bool:
     return not any(c in ("f64", "p:f64", "pc:f64", "p:f64x2", "pc:f64x2") for c in param_codes)
 
 
+_PC = re.compile(r" at pc (\S+)\+0x([0-9a-f]+)")
+
+
+def source_location(message: str) -> str:
+    """Replace the runtime's " at pc LIBRARY+0xOFFSET" with the source line addr2line finds for it
+    (kernels are compiled with -g; the innermost inlined frame is the faulting line)."""
+    m = _PC.search(message)
+    tool = shutil.which("addr2line")
+    if not m or not tool:
+        return message
+    try:
+        out = subprocess.run([tool, "-s", "-i", "-e", m.group(1), "0x" + m.group(2)], capture_output=True, text=True,
+                             timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return message
+    lines = [x for x in out if not x.startswith("??") and ":" in x and not x.endswith(":0")]
+    if not lines:
+        return message
+    where = lines[0].split(" (discriminator")[0]
+    return message[: m.start()] + f" at {where}" + message[m.end() :]
+
+
 def raise_launch_error(message: str):
+    message = source_location(message)
     if message.startswith("barrier divergence"):
         raise DivergenceError(message)
+    if "stopped by the watchdog" in message:
+        raise KernelTimeout(message)
     raise KernelError(message)
 
 

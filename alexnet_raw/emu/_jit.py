@@ -97,6 +97,9 @@ class LaunchOptions(ctypes.Structure):
         ("poison", ctypes.c_int),
         ("max_shared_bytes", ctypes.c_size_t),
         ("flush_denormals", ctypes.c_int),
+        ("timeout_seconds", ctypes.c_double),
+        ("poll", ctypes.c_void_p),  # set by the module glue (generate_module)
+        ("poll_context", ctypes.c_void_p),
     ]
 
 
@@ -232,16 +235,34 @@ def generate_module(translation, name_expressions) -> str:
         if not is_template and kname not in names:
             names.append(kname)
     fibers = "true" if translation.uses_barriers else "false"
+    symbol = _translate.kernel_symbol  # kernels are renamed so that `abs` or `div` cannot clash with libc
     entries = ",\n".join(
-        f'  {{"{n}", &::emu::thunk<&{n}>, {fibers}}}' for n in names
+        f'  {{"{n}", &::emu::thunk<&{symbol(n)}>, {fibers}}}' for n in names
     )
-    codes = ",\n".join(f"  ::emu::param_codes(&{n})" for n in names)
+    codes = ",\n".join(f"  ::emu::param_codes(&{symbol(n)})" for n in names)
     count = len(names)
     return f"""#include "cuda_emu.h"
 {translation.text}
 #line 1 "<alexnet_raw.emu module glue>"
 #include "cuda_emu_runtime.h"
 #define EMU_EXPORT extern "C" __attribute__((visibility("default")))
+// Python's C API, resolved against the running interpreter when the module is loaded (ctypes.PyDLL:
+// emu_module_launch is entered holding the GIL). The launch releases the GIL and, every 50 ms,
+// takes it back to run Python's signal handlers: one that raises (Ctrl-C's KeyboardInterrupt)
+// stops the launch and its exception is what the ctypes call raises.
+extern "C" void* PyEval_SaveThread(void);
+extern "C" void PyEval_RestoreThread(void*);
+extern "C" int PyErr_CheckSignals(void);
+struct EmuPythonPoll {{
+  void* thread_state;
+}};
+static int emu_python_poll(void* context) {{
+  EmuPythonPoll* p = static_cast<EmuPythonPoll*>(context);
+  PyEval_RestoreThread(p->thread_state);
+  const int raised = PyErr_CheckSignals();
+  p->thread_state = PyEval_SaveThread();
+  return raised != 0;
+}}
 static ::emu::KernelEntry emu_kernels[{max(count, 1)}] = {{
 {entries if count else '  {nullptr, nullptr, false}'}
 }};
@@ -258,8 +279,13 @@ EMU_EXPORT int emu_module_uses_barriers() {{ return {1 if translation.uses_barri
 EMU_EXPORT int emu_module_launch(int i, const unsigned* grid, const unsigned* block, unsigned long long shared,
                                  void** args, const ::emu::LaunchOptions* options, char* error, size_t error_len) {{
   std::string message;
+  ::emu::LaunchOptions o = *options;
+  EmuPythonPoll poll{{PyEval_SaveThread()}};
+  o.poll = &emu_python_poll;
+  o.poll_context = &poll;
   int rc = ::emu::launch(emu_kernels[i], dim3(grid[0], grid[1], grid[2]), dim3(block[0], block[1], block[2]),
-                         size_t(shared), args, *options, &message);
+                         size_t(shared), args, o, &message);
+  PyEval_RestoreThread(poll.thread_state);
   if (rc && error_len) {{
     snprintf(error, error_len, "%s", message.c_str());
   }}
@@ -276,7 +302,9 @@ class CompiledModule:
 
     def __init__(self, path: Path):
         self.path = path
-        self.lib = ctypes.CDLL(str(path), mode=os.RTLD_LOCAL | getattr(os, "RTLD_NOW", 2))
+        # PyDLL: called holding the GIL (the launch releases it itself) and raising what a Python
+        # signal handler raised while the kernel ran (see generate_module)
+        self.lib = ctypes.PyDLL(str(path), mode=os.RTLD_LOCAL | getattr(os, "RTLD_NOW", 2))
         lib = self.lib
         lib.emu_module_kernel_count.restype = ctypes.c_int
         lib.emu_module_kernel_name.restype = ctypes.c_char_p
@@ -307,14 +335,20 @@ class CompiledModule:
         g = (ctypes.c_uint * 3)(*grid)
         b = (ctypes.c_uint * 3)(*block)
         err = ctypes.create_string_buffer(4096)
-        rc = self.lib.emu_module_launch(index, g, b, shared_mem, arg_pointers, ctypes.byref(options), err, len(err))
+        try:
+            rc = self.lib.emu_module_launch(index, g, b, shared_mem, arg_pointers, ctypes.byref(options), err,
+                                            len(err))
+        except BaseException as e:  # KeyboardInterrupt (or what another signal handler raised)
+            if err.value and hasattr(e, "add_note"):
+                e.add_note("alexnet_raw.emu: " + err.value.decode(errors="replace"))
+            raise
         return rc, err.value.decode(errors="replace")
 
 
 def build(source_text: str, name: str, options=(), name_expressions=(), path: str | None = None) -> CompiledModule:
     """Translate, compile (or fetch from the cache) and load one module."""
     host_flags, include_dirs = parse_options(options)
-    translation = _translate.translate(path, include_dirs, text=source_text, name=name)
+    translation = _translate.translate(path, include_dirs, text=source_text, name=name, rename_kernels=True)
     unit = generate_module(translation, name_expressions)
     cxx = host_compiler()
     flags = compile_flags()

@@ -8,7 +8,12 @@ Three things cannot be done by macros in cuda_emu.h, so they are done here, on t
   (``emu::shared_static``), and ``extern __shared__ T name[];`` becomes a pointer to the block's
   dynamic shared memory (``emu::shared_dynamic``);
 * the source is scanned for barriers and warp primitives (a module without them runs its threads
-  without fibers) and for ``__global__`` functions (the kernels a module exports).
+  without fibers) and for ``__global__`` functions (the kernels a module exports);
+* every barrier and warp-primitive call is marked with its column, ``(::emu::at_site(COLUMN),
+  call)``, so that the runtime tells apart two barriers on one line: divergence is detected by
+  call site, whatever the line layout;
+* optionally (the JIT), kernels are renamed ``__emu_kernel_<name>`` so that a kernel may be named
+  like a C library function (``abs``, ``div``) without clashing with its declaration.
 
 Line numbers are preserved: every rewrite keeps the newlines of the text it replaces, and
 ``#line`` directives name the original files, so compiler errors and barrier sites point at the
@@ -28,6 +33,12 @@ _BARRIER_WORDS = re.compile(
     r"\b(__syncthreads\w*|__syncwarp|__shfl\w*_sync|__ballot_sync|__any_sync|__all_sync|"
     r"__activemask|__match\w*_sync|__reduce\w*_sync|__uni_sync)\b"
 )
+# the calls that wait for other threads (not __activemask, which only reads)
+_SITE_CALLS = re.compile(
+    r"\b(__syncthreads(?:_count|_and|_or)?|__syncwarp|__shfl\w*_sync|__ballot_sync|__any_sync|__all_sync|"
+    r"__match\w*_sync|__reduce\w*_sync|__uni_sync)\s*\("
+)
+KERNEL_PREFIX = "__emu_kernel_"
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[^\n]*$', re.M)
 _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[^\n]*$", re.M)
 _ALIGN = re.compile(r"(__align__|alignas)\s*\(\s*([^()]*)\s*\)")
@@ -262,8 +273,8 @@ def _rewrite_shared(text: str, origin: str) -> str:
         stmt_masked = masked[start : end + 1]
         line = text.count("\n", 0, m.start()) + 1
         where = "%s:%d" % _location(text, m.start(), origin)
-        newlines = stmt.count("\n")
         lead = stmt[: len(stmt) - len(stmt.lstrip())]
+        newlines = stmt.count("\n") - lead.count("\n")  # the lead is kept as it is
         body = stmt_masked.strip().rstrip(";")
         align = "1"
         am = _ALIGN.search(body)
@@ -382,16 +393,79 @@ def find_kernels(text: str, param_names: dict | None = None):
     return found
 
 
-def translate(path: str | None, include_dirs=(), text: str | None = None, name: str | None = None) -> Translation:
-    """Translate one CUDA source (a file, or ``text`` named ``name``) for the CPU runtime."""
+def _closing_paren(masked: str, open_paren: int) -> int:
+    depth = 0
+    for i in range(open_paren, len(masked)):
+        depth += {"(": 1, ")": -1}.get(masked[i], 0)
+        if depth == 0:
+            return i
+    raise TranslationError("unbalanced parentheses after a barrier call")
+
+
+def mark_barrier_sites(text: str) -> str:
+    """``__syncthreads()`` -> ``(::emu::at_site(COL), __syncthreads())`` for every barrier and warp
+    primitive call, COL being the call's column on its line (newlines are kept)."""
+    masked = mask_comments_and_strings(text)
+    inserts = []  # (position, text); a call's opening mark before the marks of calls nested in it
+    for m in _SITE_CALLS.finditer(masked):
+        before = masked[: m.start()].rstrip()
+        if before.endswith(("::", ".", "->")) or re.search(r"\b(void|unsigned|int|inline|T)\s*$", before):
+            continue  # a qualified name, a member or a declaration, not a call of the primitive
+        column = m.start() - masked.rfind("\n", 0, m.start())
+        inserts.append((m.start(), 0, f"(::emu::at_site({column}), "))
+        inserts.append((_closing_paren(masked, m.end() - 1) + 1, 1, ")"))
+    out, pos = [], 0
+    for at, _, piece in sorted(inserts, key=lambda x: (x[0], -x[1])):
+        out.append(text[pos:at])
+        out.append(piece)
+        pos = at
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def kernel_symbol(name_expression: str) -> str:
+    """The C++ name of a renamed kernel: 'ns::scale<float>' -> 'ns::__emu_kernel_scale<float>'."""
+    expr = name_expression.strip()
+    cut = expr.find("<")
+    base, args = (expr, "") if cut < 0 else (expr[:cut], expr[cut:])
+    scope, sep, last = base.rpartition("::")
+    return f"{scope}{sep}{KERNEL_PREFIX}{last.strip()}{args}"
+
+
+def _rename_kernels(text: str) -> str:
+    masked = mask_comments_and_strings(text)
+    out, pos = [], 0
+    for m in re.finditer(r"\b__global__\b", masked):
+        rest = masked[m.end() :]
+        mm = re.match(r"(?:\s*__launch_bounds__\s*\([^)]*\))?\s*(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+"
+                      r"(?:[A-Za-z_]\w*\s*\([^()]*\)\s*(?=[A-Za-z_]\w*\s*[(<]))?([A-Za-z_]\w*)\s*[(<]", rest)
+        if not mm:
+            continue
+        at = m.end() + mm.start(1)
+        out.append(text[pos:at])
+        out.append(KERNEL_PREFIX)
+        pos = at
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def translate(path: str | None, include_dirs=(), text: str | None = None, name: str | None = None,
+              rename_kernels: bool = False) -> Translation:
+    """Translate one CUDA source (a file, or ``text`` named ``name``) for the CPU runtime.
+
+    ``rename_kernels``: define every kernel as ``__emu_kernel_<name>`` (see ``kernel_symbol``); the
+    returned kernel names stay the source's names.
+    """
     origin = name or path or "<source>"
     merged = inline_includes(path or origin, include_dirs, text=text)
     # split on #line markers so each piece is rewritten with its own file name for messages
     masked = mask_comments_and_strings(merged)
     uses_barriers = bool(_BARRIER_WORDS.search(masked))
-    rewritten = translate_pragmas(_rewrite_shared(merged, origin))
+    rewritten = mark_barrier_sites(translate_pragmas(_rewrite_shared(merged, origin)))
     names = {}
     kernels = find_kernels(rewritten, names)
+    if rename_kernels:
+        rewritten = _rename_kernels(rewritten)
     header = f'#define ALX_EMU_USES_BARRIERS {1 if uses_barriers else 0}\n#line 1 "{origin}"\n'
     return Translation(header + rewritten, uses_barriers, kernels, names)
 

@@ -3,7 +3,9 @@
 A shared-memory tree reduction is right under every schedule with its barriers and wrong under
 some schedule without them (the two schedules then disagree); a shared counter shows that nobody
 passes a barrier before every live thread arrived; __syncthreads_count/_and/_or match a NumPy
-model; threads that exited no longer hold a barrier up. The schedule can be set per call
+model; threads that have exited while others wait at a barrier are a divergence (CUDA requires
+every thread of a block to reach each __syncthreads(); PTX would release the barrier, so a GPU hides
+the bug), while exiting after the last barrier is fine. The schedule can be set per call
 (emu.schedule), per thread (emu.set_schedule) and by the environment (ALEXNET_RAW_EMU_SCHEDULE).
 """
 
@@ -80,13 +82,23 @@ extern "C" __global__ void barrier_votes(int* count, int* all, int* any, const i
   any[i] = __syncthreads_or(p);
 }
 
-// Threads at or above `active` return at once; the others exchange values through a barrier,
-// which must not wait for the exited threads.
+// Threads at or above `active` return at once; the others exchange values through a barrier that
+// the exited threads never reach: a divergence.
 extern "C" __global__ void exit_then_barrier(int* out, int active) {
   __shared__ int s[256];
   if (threadIdx.x >= active) return;
   s[threadIdx.x] = 1000 * blockIdx.x + threadIdx.x;
   __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s[active - 1 - threadIdx.x];
+}
+
+// The same exchange written as CUDA requires: every thread reaches the barrier, and threads at or
+// above `active` leave after it.
+extern "C" __global__ void barrier_then_exit(int* out, int active) {
+  __shared__ int s[256];
+  if (threadIdx.x < active) s[threadIdx.x] = 1000 * blockIdx.x + threadIdx.x;
+  __syncthreads();
+  if (threadIdx.x >= active) return;
   out[blockIdx.x * blockDim.x + threadIdx.x] = s[active - 1 - threadIdx.x];
 }
 
@@ -214,12 +226,25 @@ def test_syncthreads_count_and_or_match_numpy(mod):
 
 
 @pytest.mark.parametrize("active", [1, 37, 255])
-def test_exited_threads_do_not_hold_a_barrier(mod, active):
+def test_threads_that_exit_before_a_barrier_others_wait_at_are_a_divergence(mod, active):
+    grid, n = 5, 256
+    out = np.full(grid * n, -7, np.int32)
+    for kind, seed in ALL_SCHEDULES:
+        with emu.schedule(kind, seed), pytest.raises(emu.DivergenceError) as info:
+            mod.get_function("exit_then_barrier")((grid,), (n,), (out, np.int32(active)))
+        message = str(info.value)
+        assert "threads have exited while others wait at __syncthreads()" in message
+        assert f"{active} thread(s) (linear ids 0..{active - 1}) wait at __syncthreads()" in message
+        assert f"{n - active} thread(s) have exited (the first: linear id {active})" in message
+
+
+@pytest.mark.parametrize("active", [1, 37, 255])
+def test_threads_may_exit_after_the_last_barrier(mod, active):
     grid, n = 5, 256
 
     def run():
         out = np.full(grid * n, -7, np.int32)
-        mod.get_function("exit_then_barrier")((grid,), (n,), (out, np.int32(active)))
+        mod.get_function("barrier_then_exit")((grid,), (n,), (out, np.int32(active)))
         return out
 
     expected = np.full((grid, n), -7, np.int32)

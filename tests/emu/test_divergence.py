@@ -1,8 +1,10 @@
 """Errors inside kernels become Python exceptions on the CPU runtime, never hangs or aborts.
 
 A __syncthreads() divergence (threads of one block waiting at different barriers) raises
-emu.DivergenceError naming the kernel, the block and both barrier sites, under every schedule; so
-does a warp primitive whose mask names lanes that have exited. A lane calling a warp primitive
+emu.DivergenceError naming the kernel, the block and both barrier sites, under every schedule,
+whatever the line layout (two barriers on one line are told apart by column); so do threads that
+skip a barrier and exit while others wait at it, and a warp primitive whose mask names lanes that
+have exited. A lane calling a warp primitive
 outside its own mask, a device assert() and __trap() raise emu.KernelError naming kernel, block and
 thread. After any of these the runtime keeps working. (conftest's watchdog turns a hang into a
 failure.)
@@ -55,6 +57,16 @@ extern "C" __global__ void check_non_negative(const int* x, int n) {
 
 extern "C" __global__ void trap_in_block(int block) {
   if (int(blockIdx.x) == block && threadIdx.x == 3) __trap();  // SITE_TRAP
+}
+
+// The same divergence written on one line, and a barrier that half the block skips.
+extern "C" __global__ void diverge_on_one_line(int* out) {
+  if (threadIdx.x < 16) __syncthreads(); else __syncthreads();  // SITE_ONE_LINE
+  out[threadIdx.x] = 1;
+}
+extern "C" __global__ void half_skip_the_barrier(int* out) {
+  if (threadIdx.x < 16) __syncthreads();  // SITE_SKIPPED
+  out[threadIdx.x] = 1;
 }
 
 extern "C" __global__ void fill_with_barrier(int* out) {
@@ -147,4 +159,35 @@ def test_device_assert_and_trap_raise_kernel_error(mod):
         mod.get_function("trap_in_block")((6,), (32,), (np.int32(4),))
     assert "kernel 'trap_in_block', block (4,0,0), thread (3,0,0)" in str(info.value)
     assert f"{NAME}:{line('SITE_TRAP')}" in str(info.value)
+    assert_runtime_still_works(mod)
+
+
+def column(marker, occurrence):
+    text = DIVERGENCE_KERNELS.splitlines()[line(marker) - 1]
+    at = -1
+    for _ in range(occurrence):
+        at = text.index("__syncthreads()", at + 1)
+    return at + 1
+
+
+@pytest.mark.parametrize("kind,seed", ALL_SCHEDULES)
+def test_two_barriers_on_one_line_are_told_apart(mod, kind, seed):
+    with emu.schedule(kind, seed), pytest.raises(emu.DivergenceError) as info:
+        mod.get_function("diverge_on_one_line")((1,), (32,), (np.zeros(32, np.int32),))
+    message = str(info.value)
+    site = f"{NAME}:{line('SITE_ONE_LINE')}"
+    assert f"16 thread(s) (linear ids 0..15) wait at __syncthreads() {site} (column {column('SITE_ONE_LINE', 1)})" in message
+    assert f"16 thread(s) (linear ids 16..31) wait at __syncthreads() {site} (column {column('SITE_ONE_LINE', 2)})" in message
+    assert_runtime_still_works(mod)
+
+
+@pytest.mark.parametrize("kind,seed", ALL_SCHEDULES)
+def test_threads_that_skip_a_barrier_and_exit_are_a_divergence(mod, kind, seed):
+    with emu.schedule(kind, seed), pytest.raises(emu.DivergenceError) as info:
+        mod.get_function("half_skip_the_barrier")((1,), (32,), (np.zeros(32, np.int32),))
+    message = str(info.value)
+    assert "kernel 'half_skip_the_barrier', block (0,0,0)" in message
+    assert "threads have exited while others wait at __syncthreads()" in message
+    assert f"16 thread(s) (linear ids 0..15) wait at __syncthreads() {NAME}:{line('SITE_SKIPPED')}" in message
+    assert "16 thread(s) have exited (the first: linear id 16)" in message
     assert_runtime_still_works(mod)

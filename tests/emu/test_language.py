@@ -189,3 +189,24 @@ def test_vector_type_sizes_and_alignments_are_cudas(mod):
     # 16 bytes), 3-lane types only to their lane
     expected = [(k * s, s if k == 3 else min(k * s, 16)) for k, s in LAYOUT_TYPES]
     assert [tuple(p) for p in out.reshape(-1, 2)] == expected
+
+
+def test_kernels_may_be_named_like_c_library_functions():
+    # `abs`, `div` and `exp` are declared by the C library the runtime includes; the kernels keep
+    # their names for get_function, and the library functions stay callable inside them
+    source = r"""
+extern "C" __global__ void abs(int* out) { out[threadIdx.x] = ::abs(-int(threadIdx.x)); }
+extern "C" __global__ void div(int* out) { out[threadIdx.x] = int(threadIdx.x) / 2; }
+template <typename T>
+__global__ void exp(T* out) { out[threadIdx.x] = ::exp(T(threadIdx.x)); }
+"""
+    mod = emu.RawModule(code=source, name="libc_names.cu", name_expressions=("exp<double>",))
+    out = np.zeros(8, np.int32)
+    mod.get_function("abs")((1,), (8,), (out,))
+    np.testing.assert_array_equal(out, np.arange(8))
+    mod.get_function("div")((1,), (8,), (out,))
+    np.testing.assert_array_equal(out, np.arange(8) // 2)
+    d = np.zeros(8, np.float64)
+    mod.get_function("exp<double>")((1,), (8,), (d,))
+    np.testing.assert_array_equal(d, np.exp(np.arange(8.0)))
+    assert sorted(mod.kernel_names) == ["abs", "div", "exp<double>"]

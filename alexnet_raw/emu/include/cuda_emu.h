@@ -58,8 +58,10 @@ struct ThreadState {
   unsigned int linear;  // x + y*bx + z*bx*by
   unsigned int lane;    // linear % 32
   // scheduler bookkeeping (cuda_emu_runtime.h)
+  int site;  // the barrier call site being entered, set by the translator's marks (emu::at_site)
   const char* wait_file;
   int wait_line;
+  int wait_site;
   int wait_kind;
   unsigned int wait_mask;
   void* sp;
@@ -116,6 +118,11 @@ void warp_barrier(unsigned mask, const char* file, int line);
 unsigned long long& warp_slot(unsigned lane_in_block);
 [[noreturn]] void abort_kernel(const char* what, const char* file, int line);
 
+// The translator wraps every barrier and warp-primitive call as `(::emu::at_site(COLUMN), call)`:
+// with the file and line that the call's default arguments record, the column identifies the call
+// site, so two barriers on one source line are told apart (alexnet_raw/emu/_translate.py).
+inline void at_site(int column) { fiber_header()->thread->site = column; }
+
 }  // namespace emu
 
 #define threadIdx (static_cast<const uint3&>(::emu::fiber_header()->thread->idx))
@@ -125,8 +132,8 @@ unsigned long long& warp_slot(unsigned lane_in_block);
 #define warpSize 32
 
 // ---------------------------------------------------------------------------------------------
-// Barriers. Call-site file and line identify the barrier, so threads of one block waiting at
-// different barriers are reported as a divergence instead of silently passing.
+// Barriers. Call-site file, line and column (emu::at_site) identify the barrier, so threads of one
+// block waiting at different barriers are reported as a divergence instead of silently passing.
 inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   ::emu::block_barrier(file, line);
 }

@@ -20,6 +20,9 @@ struct LaunchOptions {
   int poison;               // fill shared memory with 0xFF at each block start
   size_t max_shared_bytes;  // shared memory per block a GPU would allow (default 48 KB)
   int flush_denormals;      // NVRTC's -ftz=true: subnormal inputs and results are zero while the kernel runs
+  double timeout_seconds;   // the watchdog: a launch running longer fails (<= 0: no limit)
+  int (*poll)(void*);       // called every kPollMilliseconds while a launch runs; nonzero stops it (the
+  void* poll_context;       // Python glue runs Python's signal handlers in it, so Ctrl-C interrupts)
 };
 
 struct KernelEntry {

@@ -14,17 +14,36 @@
 //   * Threads waiting at different barriers when nobody can run is a divergence: the launch stops
 //     and the error names the kernel, the block and the waiting sites. Device asserts, __trap()
 //     and launches a GPU would reject stop the launch the same way.
+//   * A thread that has exited while others wait at a barrier is a divergence too (CUDA requires
+//     every thread of the block to reach each __syncthreads()).
 //   * Shared memory lives in a per-worker arena that is filled with 0xFF bytes (NaN for floats,
 //     -1 for integers) at every block start, so reads of never-written shared memory show; under
-//     AddressSanitizer the gaps between shared arrays are poisoned as well.
+//     AddressSanitizer the gaps between shared arrays are poisoned as well. The dynamic shared
+//     memory ends where a guard page begins, so an overrun past its end faults.
+//   * Faults inside kernel code (SIGSEGV, SIGBUS, SIGFPE, SIGILL on a fiber stack, a fiber's stack
+//     overflowing into its guard page) stop the launch with an error naming the kernel, block,
+//     thread and instruction address instead of killing the process: the signal handler (on an
+//     alternate signal stack) resumes the faulting fiber at the top of its own stack in a function
+//     that abandons it, as an assert does. Faults elsewhere go to the handler that was there before.
+//   * The launching thread only waits: every kPollMilliseconds it calls options.poll (Python's
+//     signal handlers: Ctrl-C) and checks the watchdog (options.timeout_seconds); to stop a launch
+//     it signals the workers (kCancelSignal), whose handler abandons the running fiber the same way.
 #pragma once
 
+// libstdc++ spells __attribute__((__noinline__)), which cuda_emu.h's CUDA qualifier would rewrite
+#pragma push_macro("__noinline__")
+#undef __noinline__
+#include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cassert>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -32,6 +51,7 @@
 #include <thread>
 #include <utility>
 #include <vector>
+#pragma pop_macro("__noinline__")
 
 #include "cuda_emu.h"
 #include "cuda_emu_launch.h"
@@ -41,10 +61,6 @@
 #define EMU_ASAN 1
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
-#endif
-
-#if !defined(__x86_64__)
-#include <ucontext.h>
 #endif
 
 namespace emu {
@@ -171,6 +187,7 @@ struct Launch {
   unsigned long long total_blocks;
   std::atomic<unsigned long long> next_block{0};
   std::atomic<bool> failed{false};
+  std::atomic<int> stop{0};  // a StopReason: the launcher asks the workers to abandon their blocks
   std::mutex error_mutex;
   std::string error;
 
@@ -213,21 +230,41 @@ struct Worker {
   const void* os_stack_bottom = nullptr;
   size_t os_stack_size = 0;
 #endif
-  char* arena = nullptr;
-  size_t arena_used = 0;
-  size_t arena_high_water = 0;
+  // Shared memory: [guard page][arena: kSharedArenaBytes][guard page]. The dynamic shared memory
+  // ends at the upper guard page; static __shared__ arrays are placed below it, downwards.
+  char* shared_mapping = nullptr;
+  size_t shared_mapping_bytes = 0;
+  char* arena = nullptr;       // lowest usable byte
+  char* arena_end = nullptr;   // the upper guard page
+  char* dynamic = nullptr;     // this launch's dynamic shared memory, ending at arena_end
+  char* static_low = nullptr;  // lowest byte given to a static array in this block
+  char* low_water = nullptr;   // lowest byte any block has used (what a new block refills)
   size_t static_shared_bytes = 0;
   std::vector<SharedSlot> slots;
+  // a fault or a stop request seen by the signal handler, for the code that abandons the fiber
+  int fault_signal = 0, fault_code = 0, fault_write = -1;  // fault_write: 1 write, 0 read, -1 unknown
+  void* fault_address = nullptr;
+  void* fault_pc = nullptr;
+  bool fault_in_guard = false;
+  volatile sig_atomic_t handling_fault = 0;
 
   Worker() {
-    arena = static_cast<char*>(aligned_alloc(256, kSharedArenaBytes));
-    memset(arena, 0xFF, kSharedArenaBytes);
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    shared_mapping_bytes = page + kSharedArenaBytes + page;
+    void* m = mmap(nullptr, shared_mapping_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return;  // worker_loop reports it
+    shared_mapping = static_cast<char*>(m);
+    mprotect(shared_mapping, page, PROT_NONE);
+    mprotect(shared_mapping + page + kSharedArenaBytes, page, PROT_NONE);
+    arena = shared_mapping + page;
+    arena_end = arena + kSharedArenaBytes;
+    dynamic = static_low = low_water = arena_end;  // filled with 0xFF as blocks first use it
   }
   ~Worker() {
 #if defined(EMU_ASAN)
-    ASAN_UNPOISON_MEMORY_REGION(arena, kSharedArenaBytes);
+    if (arena) ASAN_UNPOISON_MEMORY_REGION(arena, kSharedArenaBytes);
 #endif
-    free(arena);
+    if (shared_mapping) munmap(shared_mapping, shared_mapping_bytes);
     stack_pool().give_back(stacks);
   }
 };
@@ -238,29 +275,31 @@ inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 inline void reset_shared(Worker& w) {
   const size_t dyn = w.launch->dynamic_shared;
-  const size_t touched = std::max(w.arena_high_water, dyn + kSharedRedzone);
+  w.dynamic = w.arena_end - align_up(dyn, 16);
+  w.low_water = std::min(w.low_water, w.dynamic);
 #if defined(EMU_ASAN)
   ASAN_UNPOISON_MEMORY_REGION(w.arena, kSharedArenaBytes);
 #endif
-  if (w.launch->options.poison) memset(w.arena, 0xFF, std::min(touched, kSharedArenaBytes));
-  w.arena_used = align_up(dyn, 16) + kSharedRedzone;
-  w.arena_high_water = w.arena_used;
+  if (w.launch->options.poison) memset(w.low_water, 0xFF, size_t(w.arena_end - w.low_water));
+  w.static_low = w.dynamic - kSharedRedzone;
   w.static_shared_bytes = 0;
   w.slots.clear();
 #if defined(EMU_ASAN)
-  ASAN_POISON_MEMORY_REGION(w.arena + dyn, kSharedArenaBytes - dyn);
+  ASAN_POISON_MEMORY_REGION(w.arena, size_t(w.dynamic - w.arena));
+  ASAN_POISON_MEMORY_REGION(w.dynamic + dyn, size_t(w.arena_end - (w.dynamic + dyn)));
 #endif
 }
 
-void* shared_dynamic() { return this_worker().arena; }
+void* shared_dynamic() { return this_worker().dynamic; }
 
 void* shared_static(const void* site, size_t bytes, size_t align) {
   Worker& w = this_worker();
   for (const SharedSlot& s : w.slots)
     if (s.site == site) return w.arena + s.offset;
-  const size_t offset = align_up(w.arena_used, std::max<size_t>(align, 16));
+  const size_t a = std::max<size_t>(align, 16);
+  const size_t room = size_t(w.static_low - w.arena);
   const size_t total = w.launch->dynamic_shared + w.static_shared_bytes + bytes;
-  if (offset + bytes + kSharedRedzone > kSharedArenaBytes || total > w.launch->options.max_shared_bytes) {
+  if (bytes + a + kSharedRedzone > room || total > w.launch->options.max_shared_bytes) {
     char msg[256];
     snprintf(msg, sizeof msg,
              "the block needs at least %zu bytes of shared memory (%zu dynamic + static arrays), more than the "
@@ -268,10 +307,21 @@ void* shared_static(const void* site, size_t bytes, size_t align) {
              total, w.launch->dynamic_shared, w.launch->options.max_shared_bytes);
     abort_kernel(msg, "", 0);
   }
+  char* p = reinterpret_cast<char*>(reinterpret_cast<unsigned long>(w.static_low - bytes) & ~(a - 1));
+  const size_t offset = size_t(p - w.arena);
   w.slots.push_back(SharedSlot{site, offset});
   w.static_shared_bytes += bytes;
-  w.arena_used = offset + bytes + kSharedRedzone;
-  w.arena_high_water = std::max(w.arena_high_water, w.arena_used);
+  w.static_low = p - kSharedRedzone;
+  if (w.static_low < w.low_water) {  // first use of this part of the arena: fill it as reset_shared does
+#if defined(EMU_ASAN)
+    ASAN_UNPOISON_MEMORY_REGION(w.static_low, size_t(w.low_water - w.static_low));
+#endif
+    if (w.launch->options.poison) memset(w.static_low, 0xFF, size_t(w.low_water - w.static_low));
+#if defined(EMU_ASAN)
+    ASAN_POISON_MEMORY_REGION(w.static_low, size_t(w.low_water - w.static_low));
+#endif
+    w.low_water = w.static_low;
+  }
 #if defined(EMU_ASAN)
   ASAN_UNPOISON_MEMORY_REGION(w.arena + offset, bytes);
 #endif
@@ -374,6 +424,227 @@ inline std::string describe_thread(const ThreadState& t) {
   __builtin_unreachable();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Faults and stop requests. The handlers act only when the interrupted code runs on one of this
+// worker's fiber stacks (kernel code, or the runtime on behalf of a CUDA thread); then they make
+// the fiber resume, at the top of its own stack (which an overflow has exhausted), in a function
+// that abandons it through abort_kernel. Nothing is unwound: the signal handler returns normally.
+// What cannot be recovered: a stray write that corrupted memory without faulting, and a kernel
+// stopped while it held a C library lock (inside printf or malloc).
+enum StopReason { kNoStop = 0, kStopInterrupted = 1, kStopTimeout = 2 };
+constexpr int kPollMilliseconds = 50;
+inline int cancel_signal() { return SIGRTMIN + 5; }
+
+inline unsigned long context_sp(const ucontext_t* uc) {
+#if defined(__x86_64__)
+  return (unsigned long)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+  return (unsigned long)uc->uc_mcontext.sp;
+#else
+  (void)uc;
+  return 0;  // other machines: faults are not caught
+#endif
+}
+inline unsigned long context_pc(const ucontext_t* uc) {
+#if defined(__x86_64__)
+  return (unsigned long)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+  return (unsigned long)uc->uc_mcontext.pc;
+#else
+  (void)uc;
+  return 0;
+#endif
+}
+
+// Resume the interrupted fiber in `entry` on a fresh frame at the top of its stack chunk.
+inline bool redirect_fiber(ucontext_t* uc, unsigned long chunk, void (*entry)()) {
+  const unsigned long top = (reinterpret_cast<unsigned long>(fiber_header_of(chunk)) - 256) & ~15ul;
+#if defined(__x86_64__)
+  unsigned long sp = top - 8;  // as after a call: (rsp + 8) % 16 == 0 at the entry of a function
+  *reinterpret_cast<unsigned long*>(sp) = 0;
+  uc->uc_mcontext.gregs[REG_RSP] = (long long)sp;
+  uc->uc_mcontext.gregs[REG_RIP] = (long long)reinterpret_cast<unsigned long>(entry);
+  return true;
+#elif defined(__aarch64__)
+  uc->uc_mcontext.sp = top;
+  uc->uc_mcontext.pc = reinterpret_cast<unsigned long>(entry);
+  uc->uc_mcontext.regs[30] = 0;
+  return true;
+#else
+  (void)uc, (void)chunk, (void)entry;
+  return false;
+#endif
+}
+
+// The stack chunk of `w` that holds `sp`, or 0.
+inline unsigned long fiber_chunk_of(const Worker& w, unsigned long sp) {
+  const unsigned long lo = reinterpret_cast<unsigned long>(w.stacks.base);
+  if (!lo || sp < lo || sp >= lo + w.stacks.count * kFiberStackBytes) return 0;
+  return sp & ~(kFiberStackBytes - 1);
+}
+
+inline std::string stop_text(const Launch& L) {
+  if (L.stop.load() != kStopTimeout) return "interrupted (Ctrl-C)";
+  char b[200];
+  snprintf(b, sizeof b,
+           "stopped by the watchdog: the launch ran longer than its limit of %g s (emu.set_timeout, "
+           "ALEXNET_RAW_EMU_TIMEOUT)",
+           L.options.timeout_seconds);
+  return b;
+}
+
+[[noreturn]] void abandon_after_stop() { abort_kernel(stop_text(*this_worker().launch).c_str(), "", 0); }
+
+[[noreturn]] void abandon_after_fault() {
+  Worker& w = this_worker();
+  char what[640], where[320] = "";
+  const unsigned long address = reinterpret_cast<unsigned long>(w.fault_address);
+  const char* access = w.fault_write == 1 ? "write to" : w.fault_write == 0 ? "read of" : "access to";
+  if (w.fault_signal == SIGSEGV || w.fault_signal == SIGBUS) {
+    const bool in_shared_guard = w.arena && ((address >= reinterpret_cast<unsigned long>(w.arena_end) &&
+                                              address < reinterpret_cast<unsigned long>(w.arena_end) + 4096) ||
+                                             (address < reinterpret_cast<unsigned long>(w.arena) &&
+                                              address + 4096 >= reinterpret_cast<unsigned long>(w.arena)));
+    if (w.fault_in_guard)
+      snprintf(what, sizeof what,
+               "stack overflow: the CUDA thread used more than its %lu KiB stack (deep recursion or large local "
+               "arrays)",
+               kFiberStackBytes / 1024);
+    else if (in_shared_guard)
+      snprintf(what, sizeof what,
+               "out-of-bounds shared memory %s address 0x%lx: past the block's %zu bytes of dynamic shared memory "
+               "or below its static arrays",
+               access, address, w.launch->dynamic_shared);
+    else
+      snprintf(what, sizeof what, "invalid memory %s address 0x%lx (%s%s)", access, address,
+               w.fault_signal == SIGSEGV ? "SIGSEGV" : "SIGBUS",
+               w.fault_signal == SIGSEGV && w.fault_code == SEGV_ACCERR ? ", no access permission"
+               : w.fault_signal == SIGSEGV                             ? ", not mapped"
+                                                                       : "");
+  } else if (w.fault_signal == SIGFPE) {
+    snprintf(what, sizeof what, "%s (SIGFPE)",
+             w.fault_code == FPE_INTDIV   ? "integer division by zero"
+             : w.fault_code == FPE_INTOVF ? "integer overflow in a division (INT_MIN / -1)"
+                                          : "arithmetic exception");
+  } else {
+    snprintf(what, sizeof what, "illegal instruction (SIGILL)");
+  }
+  Dl_info info;
+  if (w.fault_pc && dladdr(w.fault_pc, &info) && info.dli_fname && info.dli_fbase) {
+    // alexnet_raw/emu turns "pc FILE+0xOFFSET" into a source line with addr2line where it can
+    snprintf(where, sizeof where, " at pc %s+0x%lx", info.dli_fname,
+             reinterpret_cast<unsigned long>(w.fault_pc) - reinterpret_cast<unsigned long>(info.dli_fbase));
+  }
+  std::string message = std::string(what) + where;
+  w.handling_fault = 0;
+  abort_kernel(message.c_str(), "", 0);
+}
+
+struct PreviousHandlers {
+  struct sigaction action[4];
+  int signals[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+};
+inline PreviousHandlers& previous_handlers() {
+  static PreviousHandlers p;
+  return p;
+}
+static struct sigaction previous_cancel_action;
+
+// Not ours: hand the signal to whoever had it before, or to the default action.
+inline void forward_signal(int sig, siginfo_t* info, void* context, const struct sigaction& previous) {
+  if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction) {
+    previous.sa_sigaction(sig, info, context);
+  } else if (!(previous.sa_flags & SA_SIGINFO) && previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(sig);
+  } else if (sig != cancel_signal()) {
+    signal(sig, SIG_DFL);  // the faulting instruction runs again and the process ends as it would have
+    if (info->si_code <= 0) raise(sig);
+  }
+}
+
+void on_fault(int sig, siginfo_t* info, void* context) {
+  ucontext_t* uc = static_cast<ucontext_t*>(context);
+  Worker* w = current_worker;
+  const unsigned long chunk = w ? fiber_chunk_of(*w, context_sp(uc)) : 0;
+  if (chunk && !w->handling_fault && w->launch) {
+    w->handling_fault = 1;
+    w->fault_signal = sig;
+    w->fault_code = info->si_code;
+    w->fault_address = info->si_addr;
+    w->fault_pc = reinterpret_cast<void*>(context_pc(uc));
+    const unsigned long address = reinterpret_cast<unsigned long>(info->si_addr);
+    w->fault_in_guard = address >= chunk && address < chunk + (unsigned long)sysconf(_SC_PAGESIZE);
+#if defined(__x86_64__)
+    w->fault_write = sig == SIGSEGV ? int((uc->uc_mcontext.gregs[REG_ERR] >> 1) & 1) : -1;
+#else
+    w->fault_write = -1;
+#endif
+    if (redirect_fiber(uc, chunk, reinterpret_cast<void (*)()>(&abandon_after_fault))) return;
+  }
+  for (int i = 0; i < 4; ++i)
+    if (previous_handlers().signals[i] == sig) forward_signal(sig, info, context, previous_handlers().action[i]);
+}
+
+void on_cancel(int sig, siginfo_t* info, void* context) {
+  ucontext_t* uc = static_cast<ucontext_t*>(context);
+  Worker* w = current_worker;
+  if (w && w->launch && w->launch->stop.load() != kNoStop) {
+    const unsigned long chunk = fiber_chunk_of(*w, context_sp(uc));
+    if (chunk && !w->handling_fault) redirect_fiber(uc, chunk, reinterpret_cast<void (*)()>(&abandon_after_stop));
+    return;  // between blocks: the worker sees `stop` before it takes the next one
+  }
+  forward_signal(sig, info, context, previous_cancel_action);  // another module's launch
+}
+
+inline void install_signal_handlers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction a;
+    memset(&a, 0, sizeof a);
+    a.sa_sigaction = &on_fault;
+    a.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&a.sa_mask);
+    for (int i = 0; i < 4; ++i) sigaction(previous_handlers().signals[i], &a, &previous_handlers().action[i]);
+    a.sa_sigaction = &on_cancel;
+    a.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigaction(cancel_signal(), &a, &previous_cancel_action);
+  });
+}
+
+// An alternate signal stack for the worker thread, so that a fiber's stack overflow can be handled.
+class AlternateSignalStack {
+ public:
+  AlternateSignalStack() {
+    stack_t current;
+    if (sigaltstack(nullptr, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return;  // one is there
+    bytes_ = 64 * 1024;
+    memory_ = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory_ == MAP_FAILED) {
+      memory_ = nullptr;
+      return;
+    }
+    stack_t s;
+    s.ss_sp = memory_;
+    s.ss_size = bytes_;
+    s.ss_flags = 0;
+    sigaltstack(&s, nullptr);
+  }
+  ~AlternateSignalStack() {
+    if (!memory_) return;
+    stack_t s;
+    memset(&s, 0, sizeof s);
+    s.ss_flags = SS_DISABLE;
+    sigaltstack(&s, nullptr);
+    munmap(memory_, bytes_);
+  }
+  AlternateSignalStack(const AlternateSignalStack&) = delete;
+  AlternateSignalStack& operator=(const AlternateSignalStack&) = delete;
+
+ private:
+  void* memory_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // Run the kernel body as thread t; an escaping C++ exception stops the launch.
 void run_one_thread(Worker& w, ThreadState& t) {
   try {
@@ -409,7 +680,8 @@ inline void new_round(Worker& w) {
 }
 
 inline bool same_site(const ThreadState& a, const ThreadState& b) {
-  return a.wait_line == b.wait_line && (a.wait_file == b.wait_file || strcmp(a.wait_file, b.wait_file) == 0);
+  return a.wait_line == b.wait_line && a.wait_site == b.wait_site &&
+         (a.wait_file == b.wait_file || strcmp(a.wait_file, b.wait_file) == 0);
 }
 
 // Lanes of warp `wi` that exist in the block.
@@ -442,15 +714,21 @@ inline void fail_divergence(Worker& w, const std::string& why) {
     if (!found) groups.push_back(Group{kind, &t, t.linear, t.linear, 1});
   }
   for (size_t i = 0; i < groups.size() && i < 8; ++i) {
-    char b[512];
-    snprintf(b, sizeof b, "%s %u thread(s) (linear ids %u..%u) wait at %s %s:%d", i ? ";" : "", groups[i].count,
+    char b[512], column[32] = "";
+    if (groups[i].site->wait_site > 0) snprintf(column, sizeof column, " (column %d)", groups[i].site->wait_site);
+    snprintf(b, sizeof b, "%s %u thread(s) (linear ids %u..%u) wait at %s %s:%d%s", i ? ";" : "", groups[i].count,
              groups[i].first, groups[i].last, groups[i].kind == 0 ? "__syncthreads()" : "a warp primitive",
-             groups[i].site->wait_file, groups[i].site->wait_line);
+             groups[i].site->wait_file, groups[i].site->wait_line, column);
     msg += b;
   }
-  unsigned done = 0;
-  for (unsigned char st : w.states) done += st == kDone;
-  if (done) msg += "; " + std::to_string(done) + " thread(s) have exited";
+  unsigned done = 0, first_done = 0;
+  for (const ThreadState& t : w.threads)
+    if (w.states[t.linear] == kDone && done++ == 0) first_done = t.linear;
+  if (done) {
+    char b[160];
+    snprintf(b, sizeof b, "; %u thread(s) have exited (the first: linear id %u)", done, first_done);
+    msg += b;
+  }
   w.aborted = true;
   w.abort_message = msg;
 }
@@ -487,6 +765,11 @@ inline void after_stop(Worker& w, ThreadState& t) {
       fail_divergence(w, "threads of one block wait at different __syncthreads() calls;");
       return;
     }
+    if (w.live < w.block.nthreads) {
+      fail_divergence(w, "threads have exited while others wait at __syncthreads() (every thread of the block "
+                         "must reach it);");
+      return;
+    }
     const int kind = w.barrier_first->wait_kind;
     if (kind) w.reduce_result = kind == 1 ? w.reduce_count : kind == 2 ? w.reduce_all : w.reduce_any;
     for (unsigned char& s : w.states)
@@ -501,6 +784,7 @@ inline void arrive_block(Worker& w, ThreadState& t, const char* file, int line, 
   w.states[t.linear] = kWaitBlock;
   t.wait_file = file;
   t.wait_line = line;
+  t.wait_site = t.site;
   t.wait_kind = kind;
   if (w.block_arrived == 0) {
     w.barrier_first = &t;
@@ -601,6 +885,7 @@ void warp_barrier(unsigned mask, const char* file, int line) {
   w.states[t.linear] = kWaitWarp;
   t.wait_file = file;
   t.wait_line = line;
+  t.wait_site = t.site;
   t.wait_mask = mask;
   w.warp_waiting[t.linear >> 5] |= 1u << t.lane;
   stop_and_continue(w, t, false);
@@ -635,6 +920,7 @@ inline void run_block(Worker& w, unsigned long long linear) {
     t.idx = uint3{i % bx, (i / bx) % by, i / (bx * by)};
     t.linear = i;
     t.lane = i & 31u;
+    t.site = 0;
     w.states[i] = kRunnable;
     w.order[i] = L.options.schedule == kReverse ? n - 1 - i : i;
   }
@@ -699,7 +985,12 @@ class DenormalsFlushed {
 
 inline void worker_loop(Launch& L) {
   DenormalsFlushed flushed(L.options.flush_denormals != 0);
+  AlternateSignalStack signal_stack;
   Worker w;
+  if (!w.arena) {
+    L.fail("could not map the shared memory arena");
+    return;
+  }
   current_worker = &w;
   w.launch = &L;
 #if defined(EMU_ASAN)
@@ -732,7 +1023,7 @@ inline void worker_loop(Launch& L) {
     return;
   }
   for (;;) {
-    if (L.failed.load(std::memory_order_relaxed)) break;
+    if (L.failed.load(std::memory_order_relaxed) || L.stop.load(std::memory_order_relaxed)) break;
     const unsigned long long b = L.next_block.fetch_add(1);
     if (b >= L.total_blocks) break;
     run_block(w, b);
@@ -792,11 +1083,42 @@ int launch(const KernelEntry& kernel, dim3 grid, dim3 block, size_t dynamic_shar
   L.total_blocks = (unsigned long long)grid.x * grid.y * grid.z;
   int workers = options.num_threads > 0 ? options.num_threads : default_threads();
   if ((unsigned long long)workers > L.total_blocks) workers = int(L.total_blocks);
+  install_signal_handlers();
+  // The workers run the blocks; this thread waits, polls (Ctrl-C) and keeps the watchdog.
+  std::mutex done_mutex;
+  std::condition_variable done_cv;
+  int running = workers;
   std::vector<std::thread> pool;
-  for (int i = 1; i < workers; ++i) pool.emplace_back([&L] { worker_loop(L); });
-  worker_loop(L);
+  for (int i = 0; i < workers; ++i)
+    pool.emplace_back([&] {
+      worker_loop(L);
+      std::lock_guard<std::mutex> lock(done_mutex);
+      if (--running == 0) done_cv.notify_all();
+    });
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::unique_lock<std::mutex> lock(done_mutex);
+    while (running > 0) {
+      if (done_cv.wait_for(lock, std::chrono::milliseconds(kPollMilliseconds), [&] { return running == 0; })) break;
+      int reason = L.stop.load();
+      if (reason == kNoStop) {
+        lock.unlock();
+        if (options.poll && options.poll(options.poll_context) != 0) reason = kStopInterrupted;
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (reason == kNoStop && options.timeout_seconds > 0 && elapsed > options.timeout_seconds) reason = kStopTimeout;
+        lock.lock();
+        if (reason != kNoStop) L.stop.store(reason);
+      }
+      if (reason != kNoStop)  // again every poll until every worker has left its block
+        for (std::thread& t : pool) pthread_kill(t.native_handle(), cancel_signal());
+    }
+  }
   for (std::thread& t : pool) t.join();
-  if (L.failed.load()) {
+  if (L.stop.load() != kNoStop && !L.failed.load()) {  // every worker was between blocks
+    *error = stop_text(L) + " in kernel '" + kernel.name + "'";
+    return 1;
+  }
+  if (L.failed.load()) {  // a worker that abandoned a running CUDA thread says which
     *error = L.error;
     return 1;
   }
