@@ -164,13 +164,22 @@ def save_checkpoint(path, model, training, statistics=None):
     return path
 
 
+def _first_non_finite(tensors):
+    """The name of the first tensor holding a NaN or an infinity, or None (every tensor of a
+    checkpoint, weights, momentum and statistics alike, is finite)."""
+    for name in sorted(tensors):
+        value = tensors[name]
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            return name
+    return None
+
+
 def _refuse_non_finite(path, tensors):
-    """A non-finite weight or momentum never replaces a checkpoint (load_state_dict would refuse
-    it anyway): CheckpointError naming the first such tensor."""
-    for name, value in tensors.items():
-        if name.partition("/")[0] in ("weights", "momentum") and not np.isfinite(value).all():
-            raise CheckpointError(f"refusing to write checkpoint {path}: {name} holds non-finite values "
-                                  "(the previous checkpoint there is kept)")
+    """A non-finite state never replaces a checkpoint: CheckpointError naming the tensor."""
+    name = _first_non_finite(tensors)
+    if name is not None:
+        raise CheckpointError(f"refusing to write checkpoint {path}: {name} holds non-finite values "
+                              "(the previous checkpoint there is kept)")
 
 
 def keep_copy(path, copy_path):
@@ -220,6 +229,10 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path}: checkpoint metadata lacks {missing}")
     if _digest(tensors) != metadata["sha256"]:
         raise CheckpointError(f"{path}: tensor data does not match its checksum (corrupt file)")
+    bad = _first_non_finite(tensors)
+    if bad is not None:  # the checksum is no signature: a crafted file can carry a matching one
+        raise CheckpointError(f"{path}: tensor {bad!r} holds non-finite values; expected the finite state "
+                              "alexnet-raw train writes")
     try:
         training = json.loads(metadata["training"])
         statistics = json.loads(metadata["statistics"])

@@ -264,3 +264,16 @@ def test_a_checkpoint_lacking_training_fields_is_refused_by_every_reader(mini_ch
     assert f"{path}: checkpoint training state lacks ['image_size', 'crop_size']" in capsys.readouterr().err
     assert run_train("--resume", "--out", path.parent) == 2
     assert f"{path}: checkpoint training state lacks ['data', 'batch_size'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tensor", ["statistics/eigenvectors", "momentum/fc2a.biases"])
+def test_crafted_non_finite_tensors_with_a_matching_checksum_are_refused(mini_checkpoint, tmp_path, tensor):
+    from safetensors.numpy import load, save
+
+    data = mini_checkpoint.read_bytes()
+    tensors = load(data)
+    tensors[tensor] = np.full_like(tensors[tensor], np.nan)
+    path = tmp_path / "crafted.safetensors"  # the checksum recomputed: it guards against flipped bits only
+    path.write_bytes(save(tensors, metadata=ck._metadata(data) | {"sha256": ck._digest(tensors)}))
+    with pytest.raises(ck.CheckpointError, match=rf"crafted.safetensors: tensor '{tensor}' holds non-finite values"):
+        ck.load_checkpoint(path)
