@@ -78,24 +78,29 @@ def pipeline(saved):
     return data.Preprocess(int(t["image_size"]), int(t["crop_size"])), data.Statistics.from_dict(saved.statistics)
 
 
-def main(argv=None) -> int:
-    from . import checkpoint as ck, data
-    from .backends import ALL_BACKENDS
+def build_parser():
+    from . import cli_types
 
-    ap = argparse.ArgumentParser(prog="alexnet-raw evaluate", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = cli_types.ArgumentParser(prog="alexnet-raw evaluate", description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet-raw train")
     ap.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     ap.add_argument("--split", choices=("test", "train"), default="test")
     ap.add_argument("--views", choices=("1", "10", "both"), default="both",
                     help="centre crop (1), ten views (10) or both (default)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--backend", choices=ALL_BACKENDS, default=None)
-    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON")
-    args = ap.parse_args(argv)
-    if args.batch_size < 1 or args.workers < 0:
-        ap.error("--batch-size must be positive and --workers non-negative")
+    ap.add_argument("--batch-size", type=cli_types.positive_int, default=64)
+    ap.add_argument("--workers", type=cli_types.workers, default=2,
+                    help=f"background data workers, 0 to {cli_types.MAX_WORKERS} (default 2)")
+    cli_types.backend_option(ap, "--backend", default=None)
+    ap.add_argument("--json", metavar="FILE", type=cli_types.output_file, default=None,
+                    help="also write the results as JSON")
+    return ap
+
+
+def main(argv=None) -> int:
+    from . import checkpoint as ck, data
+
+    args = build_parser().parse_args(argv)
     try:
         saved = ck.load_checkpoint(args.checkpoint)
         source = args.data or saved.training.get("data")

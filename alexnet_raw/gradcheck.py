@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from . import cli_types
 from . import functional as F
 
 
@@ -69,34 +70,46 @@ def format_rows(rows, threshold):
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from .engine.model import NETWORKS, Model
+PROG = "alexnet-raw gradcheck"
 
-    ap = argparse.ArgumentParser(prog="alexnet-raw gradcheck", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+
+def build_parser():
+    from .engine.model import NETWORKS
+
+    ap = cli_types.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--network", choices=sorted(NETWORKS), default=None, help="shipped network (default mini)")
     which.add_argument("--cfg", nargs=2, metavar=("LAYERS", "PARAMS"), help="cuda-convnet layer and params files")
     ap.add_argument("--layers", default=None, help="comma-separated layer names (default: every layer with weights)")
-    ap.add_argument("--samples", type=int, default=3, help="entries checked per weight matrix and bias (default 3)")
-    ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threshold", type=float, default=1e-5, help="largest relative error accepted (default 1e-5)")
-    args = ap.parse_args(argv)
-    if args.samples < 1 or args.batch_size < 1:
-        ap.error("--samples and --batch-size must be positive")
-    if args.cfg:
-        model = Model.from_cfg(*args.cfg, seed=args.seed, dtype=np.float64)
-    else:
-        model = Model.named(args.network or "mini", seed=args.seed, dtype=np.float64)
-    rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.batch_size, model.input_channels, model.image_size, model.image_size))
-    labels = rng.integers(0, model.num_classes, args.batch_size)
+    ap.add_argument("--samples", type=cli_types.positive_int, default=3,
+                    help="entries checked per weight matrix and bias (default 3)")
+    ap.add_argument("--batch-size", type=cli_types.positive_int, default=2)
+    ap.add_argument("--seed", type=cli_types.seed, default=0)
+    ap.add_argument("--threshold", type=cli_types.positive_real, default=1e-5,
+                    help="largest relative error accepted (default 1e-5)")
+    return ap
+
+
+def main(argv=None) -> int:
+    from .engine.model import Model
+
+    args = build_parser().parse_args(argv)
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     try:
+        if args.cfg:
+            model = Model.from_cfg(*args.cfg, seed=args.seed, dtype=np.float64)
+        else:
+            model = Model.named(args.network or "mini", seed=args.seed, dtype=np.float64)
+        rng = np.random.default_rng(args.seed)
+        x = rng.standard_normal((args.batch_size, model.input_channels, model.image_size, model.image_size))
+        labels = rng.integers(0, model.num_classes, args.batch_size)
         rows = check_model(model, x, labels, layers, args.samples, seed=args.seed)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a layer name that is not in the network (CfgError: a bad network file)
+        return cli_types.fail(PROG, e)
     print(format_rows(rows, args.threshold))
     return 0 if all(r["error"] <= args.threshold for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,14 +16,13 @@ double) at least 70% of the hot loop's instructions in the conv and GEMM kernels
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import re
 import sys
 
-from . import gpu_compile, kernel_sources
+from . import cli_types, gpu_compile, kernel_sources
 
 OCCUPANCY_TARGET = 0.50  # on sm_90
 FMA_SHARE_TARGET = 0.70  # in conv and GEMM kernels
@@ -365,24 +364,33 @@ def format_roofline(rows, device=H100_SXM) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="alexnet-raw kernels", description=__doc__.splitlines()[0])
+PROG = "alexnet-raw kernels"
+
+
+def build_parser():
+    ap = cli_types.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--compiler", choices=("nvrtc", "nvcc"), default="nvrtc",
                     help="nvrtc: what the cupy backend builds; nvcc: what the cuda extension builds")
-    ap.add_argument("--json", metavar="FILE", help="also write the rows as a JSON list (one object per kernel and arch)")
-    ap.add_argument("--markdown", metavar="FILE", help="also write a Markdown table (one row per kernel)")
+    ap.add_argument("--json", metavar="FILE", type=cli_types.output_file,
+                    help="also write the rows as a JSON list (one object per kernel and arch)")
+    ap.add_argument("--markdown", metavar="FILE", type=cli_types.output_file,
+                    help="also write a Markdown table (one row per kernel)")
     ap.add_argument("--no-sass", action="store_true", help="skip the disassembly (no hot-loop mix)")
     ap.add_argument("--no-roofline", action="store_true", help="skip the per-layer H100 roofline")
-    ap.add_argument("--batch", type=int, default=128, help="batch size of the roofline (default 128)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--batch", type=cli_types.positive_int, default=128,
+                    help="batch size of the roofline (default 128)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from . import kernel_launches
 
     launches, notes = kernel_launches.representative_launches()
     try:
         rows = collect(args.compiler, sass=not args.no_sass, launches=launches)
     except gpu_compile.GpuCompileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail(PROG, e)
     print(f"compiler: {args.compiler}; registers/shared/spills from ptxas -v, hot loops from nvdisasm; "
           "no GPU needed or used")
     print(format_table(rows))

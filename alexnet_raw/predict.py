@@ -47,21 +47,25 @@ def format_prediction(image, top):
     return "\n".join([str(image)] + [f"  {prob:.4f}  {name}" for prob, name in top])
 
 
-def main(argv=None) -> int:
-    from . import checkpoint as ck, data
-    from .backends import ALL_BACKENDS
-    from .evaluate import pipeline
+def build_parser():
+    from . import cli_types
 
-    ap = argparse.ArgumentParser(prog="alexnet-raw predict", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = cli_types.ArgumentParser(prog="alexnet-raw predict", description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--checkpoint", required=True, help="a checkpoint written by alexnet-raw train")
     ap.add_argument("--labels", default=None, help="class names, one a line in class-index order")
-    ap.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
-    ap.add_argument("--backend", choices=ALL_BACKENDS, default=None)
+    ap.add_argument("--top", type=cli_types.positive_int, default=5,
+                    help="classes shown per image (default 5; more than the network has: all of them)")
+    cli_types.backend_option(ap, "--backend", default=None)
     ap.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
-    args = ap.parse_args(argv)
-    if args.top < 1:
-        ap.error("--top must be positive")
+    return ap
+
+
+def main(argv=None) -> int:
+    from . import checkpoint as ck, data
+    from .evaluate import pipeline
+
+    args = build_parser().parse_args(argv)
     try:
         saved = ck.load_checkpoint(args.checkpoint)
         model = saved.make_model(backend=args.backend)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from . import cli_types
 from .engine import cfg, graph as graph_mod
 from .engine.model import NETWORKS, network_files
 
@@ -102,25 +102,31 @@ def draw(g, report, path):
     tmp.replace(path)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="alexnet-raw split", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+PROG = "alexnet-raw split"
+
+
+def build_parser():
+    ap = cli_types.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--network", choices=sorted(NETWORKS), help="a shipped network (default krizhevsky2012)")
     which.add_argument("--cfg", nargs=2, metavar=("LAYERS", "PARAMS"), help="cuda-convnet layer and params files")
-    ap.add_argument("--batch-size", type=int, default=128, help="images per step (default 128, as run #145)")
+    ap.add_argument("--batch-size", type=cli_types.positive_int, default=128,
+                    help="images per step (default 128, as run #145)")
     ap.add_argument("--single-device", action="store_true", help="place every layer on device 0")
-    ap.add_argument("--png", default=None, help="diagram file (default split-<network>.png)")
-    ap.add_argument("--json", default=None, help="also write the report as JSON")
-    args = ap.parse_args(argv)
-    if args.batch_size < 1:
-        ap.error(f"--batch-size must be positive, got {args.batch_size}")
+    ap.add_argument("--png", type=cli_types.output_file, default=None,
+                    help="diagram file (default split-<network>.png)")
+    ap.add_argument("--json", type=cli_types.output_file, default=None, help="also write the report as JSON")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         g = load_graph(args.network, args.cfg, args.single_device)
         report = g.split_report(args.batch_size)
     except (cfg.CfgError, graph_mod.ShapeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail(PROG, e)
     print(format_report(g, report))
     png = args.png or f"split-{args.network or (Path(args.cfg[0]).stem if args.cfg else 'krizhevsky2012')}.png"
     draw(g, report, png)

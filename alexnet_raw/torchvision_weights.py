@@ -61,20 +61,28 @@ def export_pth(model, path):
     return path
 
 
-def main(argv=None) -> int:
-    from . import checkpoint as ck
+PROG = "alexnet-raw export"
 
-    ap = argparse.ArgumentParser(prog="alexnet-raw export", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+
+def build_parser():
+    from . import cli_types
+
+    ap = cli_types.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--checkpoint", required=True, help="a checkpoint of the torchvision network")
-    ap.add_argument("out", metavar="OUT.pth")
-    args = ap.parse_args(argv)
+    ap.add_argument("out", metavar="OUT.pth", type=cli_types.output_file)
+    return ap
+
+
+def main(argv=None) -> int:
+    from . import checkpoint as ck, cli_types
+
+    args = build_parser().parse_args(argv)
     try:
         model = ck.load_checkpoint(args.checkpoint).make_model()
         export_pth(model, args.out)
     except (ck.CheckpointError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail(PROG, e)
     print(f"wrote {args.out} (torchvision.models.alexnet(num_classes={model.num_classes}).load_state_dict(...))")
     return 0
 

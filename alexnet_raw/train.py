@@ -146,58 +146,43 @@ def _source_for_record(source):
     return source if source == DEFAULT_DATA else str(Path(source).resolve())
 
 
-def _milestones(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 8,11, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
-    return values
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser():
-    from .backends import ALL_BACKENDS
+    from . import cli_types
     from .engine.model import NETWORKS
 
-    ap = argparse.ArgumentParser(prog="alexnet-raw train", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = cli_types.ArgumentParser(prog="alexnet-raw train", description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", default=None, help=f'"digits", an image-folder tree or a CIFAR-10 directory '
                                                  f'(default {DEFAULT_DATA})')
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--network", choices=sorted(NETWORKS), default=None,
                        help=f"shipped network (default {DEFAULT_NETWORK})")
     which.add_argument("--cfg", nargs=2, metavar=("LAYERS", "PARAMS"), help="cuda-convnet layer and params files")
-    ap.add_argument("--epochs", type=_positive, default=None, help=f"epochs in all (default {DEFAULT_EPOCHS}; "
-                                                                    "with --resume: the checkpoint's)")
-    ap.add_argument("--batch-size", type=_positive, default=None, help=f"default {DEFAULT_BATCH_SIZE}")
-    ap.add_argument("--seed", type=int, default=None, help="weights, data order, augmentation, dropout (default 0)")
+    ap.add_argument("--epochs", type=cli_types.positive_int, default=None,
+                    help=f"epochs in all (default {DEFAULT_EPOCHS}; with --resume: the checkpoint's)")
+    ap.add_argument("--batch-size", type=cli_types.positive_int, default=None, help=f"default {DEFAULT_BATCH_SIZE}")
+    ap.add_argument("--seed", type=cli_types.seed, default=None,
+                    help="weights, data order, augmentation, dropout (default 0)")
     ap.add_argument("--out", default=None, help="run directory (default runs/<network>-<data>)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     schedule = ap.add_mutually_exclusive_group()
-    schedule.add_argument("--lr-steps", type=_milestones, default=None, metavar="E1,E2",
+    schedule.add_argument("--lr-steps", type=cli_types.IntegerList(1, allow_empty=True), default=None,
+                          metavar="E1,E2",
                           help="multiply every learning rate by --lr-gamma after these epochs "
                                f"(default {','.join(map(str, DEFAULT_LR_STEPS))}; '' for none)")
-    schedule.add_argument("--plateau", type=_positive, default=None, metavar="PATIENCE",
+    schedule.add_argument("--plateau", type=cli_types.positive_int, default=None, metavar="PATIENCE",
                           help="multiply by --lr-gamma when test error has not improved for PATIENCE epochs")
-    ap.add_argument("--lr-gamma", type=float, default=None, help=f"default {DEFAULT_LR_GAMMA}")
-    ap.add_argument("--workers", type=int, default=2, help="background data workers (default 2)")
+    ap.add_argument("--lr-gamma", type=cli_types.fraction, default=None,
+                    help=f"in (0, 1], below 1 with --plateau (default {DEFAULT_LR_GAMMA})")
+    ap.add_argument("--workers", type=cli_types.workers, default=2,
+                    help=f"background data workers, 0 to {cli_types.MAX_WORKERS} (default 2)")
     ap.add_argument("--dtype", choices=("float32", "float64"), default=None, help="default float32")
-    ap.add_argument("--backend", choices=ALL_BACKENDS, default=None,
-                    help="default: a GPU backend when there is a GPU, else the CPU runtime (emu)")
-    ap.add_argument("--stats-images", type=_positive, default=10000,
+    cli_types.backend_option(ap, "--backend", default=None,
+                             help="default: a GPU backend when there is a GPU, else the CPU runtime (emu)")
+    ap.add_argument("--stats-images", type=cli_types.positive_int, default=10000,
                     help="training images sampled for the mean image and PCA lighting (default 10000)")
-    ap.add_argument("--keep", type=int, default=2, help="end-of-epoch checkpoints kept beside the latest (default 2)")
+    ap.add_argument("--keep", type=cli_types.non_negative_int, default=2,
+                    help="end-of-epoch checkpoints kept beside the latest (default 2)")
     ap.add_argument("--import-torchvision", metavar="FILE.pth", default=None,
                     help="start from a torchvision AlexNet state_dict (with --network torchvision)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
@@ -475,13 +460,11 @@ def run_training(run, progress=True, keep=2, log=print):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.workers < 0:
-        print("error: --workers must be >= 0", file=sys.stderr)
-        return 2
-    if args.lr_gamma is not None and not 0.0 < args.lr_gamma <= 1.0:
-        print(f"error: --lr-gamma must be in (0, 1], got {args.lr_gamma}", file=sys.stderr)
-        return 2
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.plateau is not None and args.lr_gamma == 1.0:
+        ap.error("argument --lr-gamma: expected a number in (0, 1) with --plateau (1 would never lower the "
+                 "rate), got '1'")
     try:
         run = Run(args)
         try:

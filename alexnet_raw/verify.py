@@ -12,13 +12,11 @@ Exits 1 when a check fails, 2 when the backend cannot run here (saying why).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 import numpy as np
 
-from . import backends, tolerances
+from . import backends, cli_types, tolerances
 from . import functional as F
 
 CHECKS = []  # (name, tolerance key, function(rng, dtype, torch) -> (ours, reference))
@@ -343,22 +341,25 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+PROG = "alexnet-raw verify"
+
+
+def build_parser():
+    ap = cli_types.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    cli_types.backend_option(ap, "--backend", default=None,
+                             help="backend to run the kernels on (default: emu, the CPU runtime's JIT; "
+                                  "cupy and cuda need a GPU)")
+    return ap
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="alexnet-raw verify", description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", choices=backends.ALL_BACKENDS, default=None,
-                    help="backend to run the kernels on (default: emu, the CPU runtime's JIT; cupy and cuda need a GPU)")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("error: verify compares with PyTorch: pip install 'torch==2.13.0'", file=sys.stderr)
-        return 2
+        return cli_types.fail(PROG, "verify compares with PyTorch: pip install 'torch==2.13.0'")
     if args.backend:
-        try:
-            backends.set_backend(args.backend)
-        except backends.BackendUnavailable as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        backends.set_backend(args.backend)  # available: the parser checked
     functional = F
     if args.backend in backends.GPU_BACKENDS:
         import cupy

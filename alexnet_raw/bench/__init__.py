@@ -22,7 +22,7 @@ DIR/bench.md and DIR/bench.png.
 """
 
 from .clocks import CpuClock, CudaEventClock, SyncedWallClock  # noqa: F401
-from .cli import main  # noqa: F401
+from .cli import build_parser, main  # noqa: F401
 from .machine import cpu_info, gpu_info  # noqa: F401
 from .phases import PHASES, assign_phases, measure_ours, timed_launches  # noqa: F401
 from .report import format_markdown, format_scaling, machine_line, write_chart, write_outputs  # noqa: F401
