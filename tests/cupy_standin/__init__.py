@@ -34,6 +34,7 @@ from ._array import (array, asarray, ascontiguousarray, asnumpy, broadcast_to, c
                      full, full_like, may_share_memory, ndarray, ones, ones_like, shares_memory, zeros, zeros_like)
 from ._math import UFUNCS, all, amax, amin, any, argmax, argmin, max, mean, min, prod, sum, where  # noqa: F401
 from ._raw import RawKernel, RawModule  # noqa: F401
+from .memory import get_default_memory_pool  # noqa: F401
 
 IS_ALEXNET_RAW_STAND_IN = True
 __version__ = "14.0.0+alexnet-raw-stand-in"

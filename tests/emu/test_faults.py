@@ -291,3 +291,26 @@ print("survived", flush=True)
     assert "ready" in out and "survived" not in out
     # the default action (SIGSEGV), or the report of the handler that was there before (faulthandler, ASan)
     assert child.returncode == -signal.SIGSEGV or "Segmentation fault" in err or "SEGV" in err, (child.returncode, err)
+
+
+def test_a_forked_child_launches_kernels(mod):
+    # the worker threads are kept between launches; a forked child has none of them and must not
+    # wait for them
+    assert_runtime_still_works(mod)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if the launch returns with the right result
+        try:
+            out = np.zeros(4 * 64, np.int32)
+            mod.get_function("iota")((4,), (64,), (out,))
+            os._exit(0 if (out == np.arange(4 * 64)).all() else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the forked child's launch did not return within 60 s")

@@ -12,6 +12,7 @@ import pytest
 import cupy_standin
 from alexnet_raw import Model
 from alexnet_raw.engine import streams as streams_mod
+from alexnet_raw.engine.graph import MemoryLimitError
 from gpu_paths import strict_standin
 
 
@@ -148,8 +149,8 @@ def test_the_stand_in_catches_a_read_on_the_wrong_gpu(monkeypatch):
 
 def test_parameters_take_the_split_reports_memory_and_a_full_gpu_refuses():
     """Run #145 on two 3 GB GTX 580s: the split report's memory per device fits, the parameters,
-    gradients and momentum take exactly what it counts, and a GPU too small raises CuPy's
-    OutOfMemoryError."""
+    gradients and momentum take exactly what it counts, and a GPU too small is refused before
+    anything is allocated, naming the largest layers and the bytes (from the stand-in's memGetInfo)."""
     three_gb = 3 * 2**30
     with strict_standin(2, memory_bytes=three_gb) as cp:
         model = Model.named("krizhevsky2012", seed=0, backend="cupy")
@@ -161,6 +162,7 @@ def test_parameters_take_the_split_reports_memory_and_a_full_gpu_refuses():
             used = cupy_standin._memory.used_bytes(d["device"])
             params = d["parameter_bytes"] + d["gradient_bytes"] + d["momentum_bytes"]
             assert params <= used < params + 2**20  # the three blocks, rounded, and small transfers
-    with strict_standin(1, memory_bytes=200 * 2**20) as cp:
-        with pytest.raises(cp.cuda.memory.OutOfMemoryError, match="Out of memory allocating"):
+    with strict_standin(1, memory_bytes=200 * 2**20):
+        with pytest.raises(MemoryLimitError, match=r"209,715,200 bytes .* available; largest: \[fc2048a\]"):
             Model.named("krizhevsky2012", seed=0, backend="cupy", single_device=True)
+        assert cupy_standin._memory.used_bytes(0) == 0

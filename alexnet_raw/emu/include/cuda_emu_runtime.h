@@ -191,12 +191,59 @@ struct Launch {
   std::mutex error_mutex;
   std::string error;
 
+  // the workers (pool threads) running this launch, for the launcher to wait for and to signal
+  std::mutex done_mutex;
+  std::condition_variable done_cv;
+  int running = 0;
+  std::vector<pthread_t> active;
+
   void fail(const std::string& message) {
     std::lock_guard<std::mutex> lock(error_mutex);
     if (!failed.load()) error = message;
     failed.store(true);
   }
+  void worker_started() {
+    std::lock_guard<std::mutex> lock(done_mutex);
+    active.push_back(pthread_self());
+  }
+  void worker_finished() {  // the Launch may be gone once this returns
+    std::lock_guard<std::mutex> lock(done_mutex);
+    active.erase(std::find(active.begin(), active.end(), pthread_self()));
+    if (--running == 0) done_cv.notify_all();
+  }
 };
+
+// Shared memory of one OS worker thread, kept for the thread's lifetime:
+// [guard page][kSharedArenaBytes][guard page]. The dynamic shared memory of a block ends at the
+// upper guard page; static __shared__ arrays are placed below it, downwards.
+struct SharedArena {
+  char* mapping = nullptr;
+  size_t mapping_bytes = 0;
+  char* begin = nullptr;
+  char* end = nullptr;
+  char* low_water = nullptr;  // lowest byte any block has used (what a new block refills)
+
+  SharedArena() {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    mapping_bytes = page + kSharedArenaBytes + page;
+    void* m = mmap(nullptr, mapping_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return;  // worker_loop reports it
+    mapping = static_cast<char*>(m);
+    mprotect(mapping, page, PROT_NONE);
+    mprotect(mapping + page + kSharedArenaBytes, page, PROT_NONE);
+    begin = mapping + page;
+    end = low_water = begin + kSharedArenaBytes;  // filled with 0xFF as blocks first use it
+  }
+  ~SharedArena() {
+    if (mapping) munmap(mapping, mapping_bytes);
+  }
+  SharedArena(const SharedArena&) = delete;
+  SharedArena& operator=(const SharedArena&) = delete;
+};
+inline SharedArena& thread_shared_arena() {
+  static thread_local SharedArena arena;
+  return arena;
+}
 
 struct Worker {
   Launch* launch = nullptr;
@@ -230,10 +277,8 @@ struct Worker {
   const void* os_stack_bottom = nullptr;
   size_t os_stack_size = 0;
 #endif
-  // Shared memory: [guard page][arena: kSharedArenaBytes][guard page]. The dynamic shared memory
-  // ends at the upper guard page; static __shared__ arrays are placed below it, downwards.
-  char* shared_mapping = nullptr;
-  size_t shared_mapping_bytes = 0;
+  // shared memory (this OS thread's SharedArena)
+  SharedArena& shared;
   char* arena = nullptr;       // lowest usable byte
   char* arena_end = nullptr;   // the upper guard page
   char* dynamic = nullptr;     // this launch's dynamic shared memory, ending at arena_end
@@ -248,25 +293,20 @@ struct Worker {
   bool fault_in_guard = false;
   volatile sig_atomic_t handling_fault = 0;
 
-  Worker() {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
-    shared_mapping_bytes = page + kSharedArenaBytes + page;
-    void* m = mmap(nullptr, shared_mapping_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return;  // worker_loop reports it
-    shared_mapping = static_cast<char*>(m);
-    mprotect(shared_mapping, page, PROT_NONE);
-    mprotect(shared_mapping + page + kSharedArenaBytes, page, PROT_NONE);
-    arena = shared_mapping + page;
-    arena_end = arena + kSharedArenaBytes;
-    dynamic = static_low = low_water = arena_end;  // filled with 0xFF as blocks first use it
+  Worker() : shared(thread_shared_arena()) {
+    arena = shared.begin;
+    arena_end = dynamic = static_low = shared.end;
+    low_water = shared.low_water;
   }
   ~Worker() {
 #if defined(EMU_ASAN)
     if (arena) ASAN_UNPOISON_MEMORY_REGION(arena, kSharedArenaBytes);
 #endif
-    if (shared_mapping) munmap(shared_mapping, shared_mapping_bytes);
+    shared.low_water = low_water;
     stack_pool().give_back(stacks);
   }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -985,7 +1025,6 @@ class DenormalsFlushed {
 
 inline void worker_loop(Launch& L) {
   DenormalsFlushed flushed(L.options.flush_denormals != 0);
-  AlternateSignalStack signal_stack;
   Worker w;
   if (!w.arena) {
     L.fail("could not map the shared memory arena");
@@ -1033,6 +1072,58 @@ inline void worker_loop(Launch& L) {
     }
   }
   current_worker = nullptr;
+}
+
+// The OS threads that run blocks, kept between launches (creating threads per launch cost more
+// than a small launch). Jobs are launches; a launch that wants k workers queues k jobs. A forked
+// child gets a new pool (the parent's threads do not exist there).
+class WorkerPool {
+ public:
+  static WorkerPool& get() {
+    static std::mutex mutex;
+    static WorkerPool* pool = nullptr;  // never destroyed: its threads live until the process ends
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!pool || pool->pid_ != getpid()) pool = new WorkerPool();  // a forked child leaks the old one
+    return *pool;
+  }
+
+  void submit(Launch* L, int workers) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (idle_ - int(jobs_.size()) < workers) {
+      std::thread([this] { thread_main(); }).detach();
+      ++idle_;
+    }
+    for (int i = 0; i < workers; ++i) jobs_.push_back(L);
+    wake_.notify_all();
+  }
+
+ private:
+  WorkerPool() : pid_(getpid()) {}
+
+  void thread_main();
+
+  pid_t pid_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<Launch*> jobs_;
+  int idle_ = 0;  // threads waiting for a job, or started and about to
+};
+
+inline void WorkerPool::thread_main() {
+  AlternateSignalStack signal_stack;  // so that a fiber's stack overflow can be handled
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this] { return !jobs_.empty(); });
+    Launch* L = jobs_.back();
+    jobs_.pop_back();
+    --idle_;
+    lock.unlock();
+    L->worker_started();
+    worker_loop(*L);
+    L->worker_finished();
+    lock.lock();
+    ++idle_;
+  }
 }
 
 inline int default_threads() {
@@ -1084,22 +1175,15 @@ int launch(const KernelEntry& kernel, dim3 grid, dim3 block, size_t dynamic_shar
   int workers = options.num_threads > 0 ? options.num_threads : default_threads();
   if ((unsigned long long)workers > L.total_blocks) workers = int(L.total_blocks);
   install_signal_handlers();
-  // The workers run the blocks; this thread waits, polls (Ctrl-C) and keeps the watchdog.
-  std::mutex done_mutex;
-  std::condition_variable done_cv;
-  int running = workers;
-  std::vector<std::thread> pool;
-  for (int i = 0; i < workers; ++i)
-    pool.emplace_back([&] {
-      worker_loop(L);
-      std::lock_guard<std::mutex> lock(done_mutex);
-      if (--running == 0) done_cv.notify_all();
-    });
+  // Pool threads run the blocks; this thread waits, polls (Ctrl-C) and keeps the watchdog.
+  L.running = workers;
+  WorkerPool::get().submit(&L, workers);
   const auto start = std::chrono::steady_clock::now();
   {
-    std::unique_lock<std::mutex> lock(done_mutex);
-    while (running > 0) {
-      if (done_cv.wait_for(lock, std::chrono::milliseconds(kPollMilliseconds), [&] { return running == 0; })) break;
+    std::unique_lock<std::mutex> lock(L.done_mutex);
+    while (L.running > 0) {
+      if (L.done_cv.wait_for(lock, std::chrono::milliseconds(kPollMilliseconds), [&] { return L.running == 0; }))
+        break;
       int reason = L.stop.load();
       if (reason == kNoStop) {
         lock.unlock();
@@ -1110,10 +1194,9 @@ int launch(const KernelEntry& kernel, dim3 grid, dim3 block, size_t dynamic_shar
         if (reason != kNoStop) L.stop.store(reason);
       }
       if (reason != kNoStop)  // again every poll until every worker has left its block
-        for (std::thread& t : pool) pthread_kill(t.native_handle(), cancel_signal());
+        for (pthread_t t : L.active) pthread_kill(t, cancel_signal());
     }
   }
-  for (std::thread& t : pool) t.join();
   if (L.stop.load() != kNoStop && !L.failed.load()) {  // every worker was between blocks
     *error = stop_text(L) + " in kernel '" + kernel.name + "'";
     return 1;
