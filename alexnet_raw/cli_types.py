@@ -46,8 +46,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def one_line(message) -> str:
-    """`message` on one line (a multi-line message's lines joined with '; ')."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    """`message` on one line: a message of several lines (a compiler's output) has them joined with
+    '; '; one line is left as it is (a path may end in a space)."""
+    lines = [line for line in str(message).splitlines() if line.strip()]
+    return lines[0] if len(lines) == 1 else "; ".join(line.strip() for line in lines)
 
 
 def fail(prog: str, message, status: int = 2) -> int:
