@@ -7,8 +7,8 @@
 //   mean loss          = (sum_r l_r) / N                 (xent_mean, a second kernel: fixed order)
 //   gradient      g_rj = (exp(x_rj - m_r) / s_r - [j == t_r]) * (1 / N),  s_r = sum_j exp(x_rj - m_r)
 //   top-k flag    f_r  = 1 if fewer than k entries of row r are strictly larger than x_r,t_r
-//                        (ties count in the target's favour), NaN ordered above every number as
-//                        torch.topk does; correct count = sum_r f_r (xent_count, a second kernel)
+//                        (ties count in the target's favour) and no entry of row r is NaN (a NaN
+//                        row is never correct); correct count = sum_r f_r (xent_count, a second kernel)
 // NaN in a row makes its max, sum, loss and whole gradient row NaN (and so the mean), as PyTorch.
 // A target outside [0, C) (the host rejects it first, unless the caller checked it: the engine on
 // a GPU) gives a NaN row loss, a NaN gradient row and flag 0, never a read out of bounds.
@@ -109,24 +109,26 @@ __global__ void xent_mean(T* __restrict__ out, const T* __restrict__ v, alx_inde
   if (threadIdx.x == 0) out[0] = acc / T(n);
 }
 
-// a strictly before b in torch.topk's descending order: NaN above everything, NaNs tie
-template <typename T>
-__device__ __forceinline__ bool xent_ranks_above(T a, T b) {
-  return b == b && (a > b || a != a);
-}
-
+// Each thread counts the entries strictly above the target's value v and adds k once if it saw a
+// NaN, so the row's total is < k exactly when fewer than k entries beat v and the row holds no NaN
+// (64-bit: at most C + 1024 * k).
 template <typename T>
 __global__ void xent_topk_rows(int* __restrict__ correct, const T* __restrict__ x,
                                const long long* __restrict__ target, alx_index rows, int C, int k) {
-  __shared__ int slots[32];
+  __shared__ long long slots[32];
   for (alx_index r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * (alx_index)C;
     const long long t = target[r];
     const bool valid = t >= 0 && t < C;
     const T v = valid ? xr[t] : T(0);
-    int above = 0;
-    for (int j = threadIdx.x; j < C; j += blockDim.x) above += xent_ranks_above(xr[j], v) ? 1 : 0;
-    above = block_allreduce(above, slots, BlockSum());
+    long long above = 0;
+    bool nan = false;
+    for (int j = threadIdx.x; j < C; j += blockDim.x) {
+      const T e = xr[j];
+      nan = nan || e != e;
+      above += e > v ? 1 : 0;
+    }
+    above = block_allreduce(above + (nan ? (long long)k : 0LL), slots, BlockSum());
     if (threadIdx.x == 0) correct[r] = (valid && above < k) ? 1 : 0;
   }
 }

@@ -17,14 +17,14 @@ def accumulate_launch(out, x) -> Launch:
 
 
 def accumulate(out, x):
-    """out += x elementwise, in place; returns out. Same shape and dtype, no overlap."""
-    backend = _checks.tensor(out, "out")
-    _checks.tensor(x, "x", like=out)
-    _checks.same_shape(x, "x", out.shape, "out")
-    if isinstance(out, np.ndarray) and not out.flags.writeable:
-        raise ValueError("out is read-only; accumulate writes it in place")
-    if out.size and backend.array_module.may_share_memory(out, x):
+    """out += x elementwise, in place; returns out. Same shape and dtype, no overlap; out must be
+    C-contiguous (it is written in place), x may be strided."""
+    target = _checks.output(out, "out", op="accumulate")
+    backend = _checks.backend(target)
+    x = _checks.array(x, "x", like=target)
+    _checks.same_shape(x, "x", target.shape, "out")
+    if target.size and backend.array_module.may_share_memory(target, x):
         raise ValueError("out and x overlap in memory; accumulate needs separate arrays")
-    if out.size:
-        backend.launch(accumulate_launch(out, x))
+    if target.size:
+        backend.launch(accumulate_launch(target, _checks.contiguous(x)))
     return out

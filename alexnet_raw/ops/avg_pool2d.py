@@ -19,14 +19,14 @@ SOURCE = "avg_pool2d.cu"
 
 
 def _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad):
-    """Checks the arguments; returns (backend, geometry), count_include_pad last."""
-    backend, g = geometry(input, kernel_size, stride, padding, ceil_mode)
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
+    """Checks the arguments; returns (input as a C-contiguous array, backend, geometry),
+    count_include_pad last in the geometry."""
+    count_include_pad = _checks.boolean(count_include_pad, "count_include_pad")
+    input, backend, g = geometry(input, kernel_size, stride, padding, ceil_mode)
     kh, kw = g[4], g[5]
     if kh * kw > INT32_MAX:
         raise ValueError(f"windows of at most {INT32_MAX} elements are supported, got kernel_size {(kh, kw)}")
-    return backend, g + (int(bool(count_include_pad)),)
+    return input, backend, g + (int(count_include_pad),)
 
 
 def forward_launch(y, x, geometry) -> Launch:
@@ -47,7 +47,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     rules (ceil_mode as torch) and divisor (count_include_pad as torch)."""
     if _checks.is_unbatched_image(input):
         return avg_pool2d(input[None], kernel_size, stride, padding, ceil_mode, count_include_pad)[0]
-    backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
     n, c = input.shape[:2]
     out = backend.empty((n, c, g[2], g[3]), input.dtype)
     if out.size:
@@ -63,8 +63,8 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if _checks.is_unbatched_image(input):
         return avg_pool2d_backward(_checks.unbatched_grad(grad_output), input[None], kernel_size, stride, padding,
                                    ceil_mode, count_include_pad)[0]
-    backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
-    _checks.tensor(grad_output, "grad_output", like=input)
+    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     n, c = input.shape[:2]
     _checks.same_shape(grad_output, "grad_output", (n, c, g[2], g[3]), "the pooled output")
     grad_input = backend.empty(input.shape, input.dtype)

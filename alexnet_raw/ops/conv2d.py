@@ -77,9 +77,10 @@ class ConvGeometry:
 
 def geometry(input, weight, stride, padding, groups, ceil_mode):
     """Checks the arguments; returns (backend, ConvGeometry)."""
-    backend = _checks.tensor(input, "input", ndim=4)
-    _checks.tensor(weight, "weight", ndim=4, like=input)
+    input = _checks.array(input, "input", ndim=4)
+    weight = _checks.array(weight, "weight", ndim=4, like=input)
     sh, sw = _checks.pair(stride, "stride", minimum=1)
+    ceil_mode = _checks.boolean(ceil_mode, "ceil_mode")
     same = isinstance(padding, str) and padding == "same"
     if isinstance(padding, str) and padding not in ("same", "valid"):
         raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
@@ -91,9 +92,7 @@ def geometry(input, weight, stride, padding, groups, ceil_mode):
         ph = pw = 0
     else:
         ph, pw = _checks.pair(padding, "padding", minimum=0)
-    groups = _checks.integer(groups, "groups", minimum=1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    groups = _checks.integer(groups, "groups", minimum=1, maximum=INT32_MAX)
     n, c, h, w = (int(v) for v in input.shape)
     f, cg, kh, kw = (int(v) for v in weight.shape)
     if c % groups:
@@ -109,10 +108,10 @@ def geometry(input, weight, stride, padding, groups, ceil_mode):
         ph, pw = (kh - 1) // 2, (kw - 1) // 2
         oh, ow = h, w
     else:
-        oh = output_size(h, kh, sh, ph, bool(ceil_mode))
-        ow = output_size(w, kw, sw, pw, bool(ceil_mode))
+        oh = output_size(h, kh, sh, ph, ceil_mode)
+        ow = output_size(w, kw, sw, pw, ceil_mode)
     if oh < 1 or ow < 1:
-        raise ValueError(f"the kernel {(kh, kw)} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
+        raise ValueError(f"weight: the kernel {(kh, kw)} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
                          f"(input {(h, w)}, padding {(ph, pw)})")
     if groups * sh * sw > 65535:
         raise ValueError(f"groups * stride_h * stride_w must be at most 65535 (one grid layer each), got "
@@ -121,7 +120,7 @@ def geometry(input, weight, stride, padding, groups, ceil_mode):
                         ("F/groups*KH*KW", (f // groups) * kh * kw), ("channels", c), ("filters", f)):
         if value > INT32_MAX:
             raise ValueError(f"{what} must be at most {INT32_MAX}, got {value} (input {input.shape}, weight {weight.shape})")
-    return backend, ConvGeometry(n, c, h, w, f, oh, ow, kh, kw, sh, sw, ph, pw, groups)
+    return _checks.backend(input), ConvGeometry(n, c, h, w, f, oh, ow, kh, kw, sh, sw, ph, pw, groups)
 
 
 def _kernel(name, dtype, tile):
@@ -178,9 +177,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, groups=1, ceil_mode=Fa
     output-size rule. Returns (N, F, OH, OW); an unbatched input (C, H, W) gives (F, OH, OW)."""
     if _checks.is_unbatched_image(input):
         return conv2d(input[None], weight, bias, stride, padding, groups, ceil_mode)[0]
+    input = _checks.tensor(input, "input", ndim=4)
+    weight = _checks.tensor(weight, "weight", ndim=4, like=input)
     backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
     if bias is not None:
-        _checks.tensor(bias, "bias", ndim=1, like=input)
+        bias = _checks.tensor(bias, "bias", ndim=1, like=input)
         _checks.same_shape(bias, "bias", (g.filters,), "the filters (F,)")
     out = backend.empty((g.batch, g.filters, g.out_height, g.out_width), input.dtype)
     if out.size:
@@ -198,13 +199,14 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, groups=1, c
         grad_input, grad_weight, grad_bias = conv2d_backward(_checks.unbatched_grad(grad_output), input[None], weight,
                                                              stride, padding, groups, ceil_mode, bias, input_grad)
         return (None if grad_input is None else grad_input[0]), grad_weight, grad_bias
+    input = _checks.tensor(input, "input", ndim=4)
+    weight = _checks.tensor(weight, "weight", ndim=4, like=input)
     backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
-    _checks.tensor(grad_output, "grad_output", like=input)
+    grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     _checks.same_shape(grad_output, "grad_output", (g.batch, g.filters, g.out_height, g.out_width),
                        "the convolution's output")
-    for name, flag in (("bias", bias), ("input_grad", input_grad)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a bool (whether to return that gradient), got {flag!r}")
+    bias = _checks.boolean(bias, "bias", "whether to return that gradient")
+    input_grad = _checks.boolean(input_grad, "input_grad", "whether to return that gradient")
     grad_input = backend.empty(input.shape, input.dtype) if input_grad else None
     if input_grad and grad_input.size:
         if grad_output.size:

@@ -57,10 +57,11 @@ def count_launch(out, flags) -> Launch:
 
 
 def _check(input, target, validate_target=True):
-    """Checks the (N, C) logits and the (N,) int64 class indices; returns the backend.
-    validate_target=False skips the range check of the indices, which reads them on the host (on
-    a GPU a wait for the device): for callers that checked them already."""
-    backend = _checks.tensor(input, "input", ndim=2)
+    """Checks the (N, C) logits and the (N,) int64 class indices; returns (input, target as
+    C-contiguous arrays, backend). validate_target=False skips the range check of the indices,
+    which reads them on the host (on a GPU a wait for the device): for callers that checked them
+    already."""
+    input = _checks.array(input, "input", ndim=2)
     n, c = input.shape
     if c < 1:
         raise ValueError(f"input must have at least one class (shape (N, C) with C >= 1), got shape {input.shape}")
@@ -69,27 +70,28 @@ def _check(input, target, validate_target=True):
     if not _checks.is_array(target):
         raise TypeError(f"target must be a numpy.ndarray or cupy.ndarray of int64 class indices, got "
                         f"{_checks._kind(target)}")
-    if type(target) is not type(input):
+    target = _checks.plain(target, "target")
+    if isinstance(target, np.ndarray) != isinstance(input, np.ndarray):
         raise TypeError(f"target is a {_checks._kind(target)} but input is a {_checks._kind(input)}: use one device")
     _checks.same_device(target, "target", input)
     if target.dtype != np.int64:
         raise TypeError(f"target must hold int64 class indices, got dtype {target.dtype}")
     if target.ndim != 1 or target.shape[0] != n:
         raise ValueError(f"target must have shape ({n},) (one class index per row of input), got {tuple(target.shape)}")
-    if not target.flags.c_contiguous:
-        raise ValueError(f"target must be C-contiguous, got strides {target.strides}; use numpy.ascontiguousarray")
+    validate_target = _checks.boolean(validate_target, "validate_target", "whether to check the range of target")
     if n and validate_target:
         lo, hi = int(target.min()), int(target.max())
         if lo < 0 or hi >= c:
             raise ValueError(f"target must hold class indices in [0, {c - 1}] (C = {c}), got values in [{lo}, {hi}]")
-    return backend
+    return _checks.contiguous(input), _checks.contiguous(target), _checks.backend(input)
 
 
 def softmax(input):
     """Row-wise softmax of (N, C) logits (torch.softmax(input, dim=1)), shifted by each row's max."""
-    backend = _checks.tensor(input, "input", ndim=2)
+    input = _checks.tensor(input, "input", ndim=2)
     if input.shape[1] < 1 or input.shape[1] > INT32_MAX:
         raise ValueError(f"input must have between 1 and {INT32_MAX} classes (shape (N, C)), got shape {input.shape}")
+    backend = _checks.backend(input)
     probs = backend.empty(input.shape, input.dtype)
     if input.shape[0]:
         backend.launch(softmax_launch(probs, input))
@@ -103,7 +105,7 @@ def cross_entropy(input, target, *, validate_target=True):
     wherever a row holds NaN, as torch. validate_target=False: the caller has checked the range of
     target (else a ValueError; on a GPU the check waits for the device); an index out of range
     then gives a NaN loss."""
-    backend = _check(input, target, validate_target)
+    input, target, backend = _check(input, target, validate_target)
     n = input.shape[0]
     row_loss = backend.empty((n,), input.dtype)
     out = backend.empty((), input.dtype)
@@ -117,7 +119,7 @@ def cross_entropy_backward(input, target, *, validate_target=True):
     """Gradient of cross_entropy(input, target) (the mean loss) with respect to input:
     (softmax(input) - onehot(target)) / N, shape (N, C). validate_target as for cross_entropy (a
     row whose index is out of range then gets NaN)."""
-    backend = _check(input, target, validate_target)
+    input, target, backend = _check(input, target, validate_target)
     grad = backend.empty(input.shape, input.dtype)
     if input.shape[0]:
         backend.launch(backward_launch(grad, input, target))
@@ -125,14 +127,16 @@ def cross_entropy_backward(input, target, *, validate_target=True):
 
 
 def topk_correct(input, target, k):
-    """Number of rows r whose target is among the k largest entries of input[r], as a Python int.
+    """Number of rows r whose target is among the k largest entries of input[r], as a Python int:
+    the one count of top-k correctness (training's top-1, `alexnet-raw evaluate`'s top-1/top-5,
+    `verify`), on every backend.
 
     Tie rule: the target counts as among the top k when fewer than k entries of its row are
     strictly larger than input[r, target[r]], so an entry tied with the k-th largest counts (torch.topk
-    would keep one of the tied entries, arbitrarily). NaN ranks above every number, as in torch.topk:
-    NaN entries count as larger than a non-NaN target, and a NaN target is beaten by nothing.
-    k: int in [1, C]."""
-    backend = _check(input, target)
+    would keep one of the tied entries, arbitrarily). A row holding NaN anywhere counts as wrong,
+    whatever its target (a model that outputs NaN has not classified the example; ranking NaN
+    as torch.topk does would count an all-NaN row as correct). k: int in [1, C]."""
+    input, target, backend = _check(input, target)
     n, c = input.shape
     k = _checks.integer(k, "k", minimum=1)
     if k > c:

@@ -57,10 +57,12 @@ def philox_words(out, seed=0, offset=0, first_group=0):
     """Fill the uint32 array `out` with the raw Philox4x32-10 stream of (seed, offset):
     out.flat[w] = word w % 4 of the generator at counter (first_group + w // 4, offset), key seed.
     With first_group 0, out.flat[i] is the word r_i that decides dropout's element i. Returns out."""
-    if not _checks.is_array(out):
-        raise TypeError(f"out must be a numpy.ndarray or cupy.ndarray, got {_checks._kind(out)}")
-    if out.dtype != np.uint32 or not out.flags.c_contiguous:
-        raise TypeError(f"out must be a C-contiguous uint32 array, got {out.dtype} with strides {out.strides}")
+    out = _checks.plain(out, "out")
+    if out.dtype != np.uint32:
+        raise TypeError(f"out must be a uint32 array, got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous (philox_words writes it in place), got shape {out.shape} with "
+                         f"strides {out.strides}")
     _, seed, offset = _check_args(0.0, seed, offset, MODES[0])
     first_group = _checks.integer(first_group, "first_group", minimum=0)
     if first_group >= 2**64:
@@ -79,13 +81,13 @@ def _check_args(p, seed, offset, mode):
     for name, v in (("seed", seed), ("offset", offset)):
         if v >= 2**64:
             raise ValueError(f"{name} must be < 2**64 (an unsigned 64-bit integer), got {v}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _checks.choice(mode, "mode", MODES)
     return p, seed, offset
 
 
 def _run(x, p, seed, offset, threshold_, scale):
-    backend = _checks.tensor(x, "input")
+    """x: a checked C-contiguous array."""
+    backend = _checks.backend(x)
     out = backend.empty(x.shape, x.dtype)
     if x.size:
         backend.launch(apply_launch(out, x, seed, offset, threshold_, x.dtype.type(scale)))
@@ -108,20 +110,21 @@ def dropout(input, p=0.5, training=True, seed=0, offset=0, mode="inverted"):
     `input` itself (no copy, as PyTorch). mode "original": training multiplies by the 0/1 mask,
     eval multiplies every element by 1 - p (cuda-convnet). p in [0, 1); seed, offset in [0, 2^64).
     """
-    _checks.tensor(input, "input")
+    checked = _checks.array(input, "input")
     p, seed, offset = _check_args(p, seed, offset, mode)
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be a bool, got {training!r}")
+    training = _checks.boolean(training, "training")
+    if not training and mode == "inverted":
+        return input  # as PyTorch: the input itself, strided or not
+    input = _checks.contiguous(checked)
     if training:
         return _run(input, p, seed, offset, threshold(p), _training_scale(p, mode, input.dtype))
-    if mode == "inverted":
-        return input
     return _run(input, p, seed, offset, 0, 1.0 - p)  # threshold 0: keeps all, scales by 1 - p
 
 
 def dropout_backward(grad_output, p=0.5, seed=0, offset=0, mode="inverted"):
     """Gradient of training-mode dropout with respect to its input: grad_output times the forward's
     mask and scale, the mask regenerated from (seed, offset) (pass the forward's values)."""
-    _checks.tensor(grad_output, "grad_output")
+    grad_output = _checks.array(grad_output, "grad_output")
     p, seed, offset = _check_args(p, seed, offset, mode)
+    grad_output = _checks.contiguous(grad_output)
     return _run(grad_output, p, seed, offset, threshold(p), _training_scale(p, mode, grad_output.dtype))

@@ -33,20 +33,21 @@ def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
 
 
 def _check(input, weight):
-    backend = _checks.tensor(input, "input", ndim=2)
-    _checks.tensor(weight, "weight", ndim=2, like=input)
+    """Checks input (N, in) and weight (out, in); returns them as C-contiguous arrays and the backend."""
+    input = _checks.array(input, "input", ndim=2)
+    weight = _checks.array(weight, "weight", ndim=2, like=input)
     if weight.shape[1] != input.shape[1]:
         raise ValueError(f"weight must be (out_features, in_features) with in_features = input.shape[1] = "
                          f"{input.shape[1]}, got weight shape {weight.shape} for input shape {input.shape}")
-    return backend
+    return _checks.contiguous(input), _checks.contiguous(weight), _checks.backend(input)
 
 
 def linear(input, weight, bias=None):
     """y = input weight^T + bias for input (N, in), weight (out, in), bias (out,) or None."""
-    backend = _check(input, weight)
+    input, weight, backend = _check(input, weight)
     out_features = weight.shape[0]
     if bias is not None:
-        _checks.tensor(bias, "bias", ndim=1, like=input)
+        bias = _checks.tensor(bias, "bias", ndim=1, like=input)
         _checks.same_shape(bias, "bias", (out_features,), "the output features (out,)")
     out = backend.empty((input.shape[0], out_features), input.dtype)
     if out.size:
@@ -57,11 +58,10 @@ def linear(input, weight, bias=None):
 def linear_backward(grad_output, input, weight, bias=True):
     """Gradients of linear for grad_output (N, out): (grad_input (N, in), grad_weight (out, in),
     grad_bias (out,) or None when bias=False)."""
-    backend = _check(input, weight)
-    _checks.tensor(grad_output, "grad_output", ndim=2, like=input)
+    input, weight, backend = _check(input, weight)
+    grad_output = _checks.tensor(grad_output, "grad_output", ndim=2, like=input)
     _checks.same_shape(grad_output, "grad_output", (input.shape[0], weight.shape[0]), "the output (N, out)")
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias must be a bool (whether to return the bias gradient), got {bias!r}")
+    bias = _checks.boolean(bias, "bias", "whether to return the bias gradient")
     grad_input = backend.empty(input.shape, input.dtype)
     if grad_input.size:
         backend.launch(gemm_launch(grad_input, grad_output, weight, None, False, False))

@@ -23,20 +23,19 @@ MAX_SIZE = 2**30
 
 
 def check_params(input, size, alpha, beta, k):
-    """Checks an (N, C, H, W) input and the hyperparameters; returns backend, size, alpha, beta, k
-    (the floats in the input's dtype)."""
-    backend = _checks.tensor(input, "input")
+    """Checks an (N, C, H, W) input and the hyperparameters; returns the input as a C-contiguous
+    array, backend, size, alpha, beta, k (the floats in the input's dtype)."""
+    input = _checks.array(input, "input")
     if input.ndim < 3:
         raise ValueError(f"input must have 3 or more dimensions (N, C, ...), as torch's local_response_norm, "
                          f"got shape {tuple(input.shape)}")
-    size = _checks.integer(size, "size", minimum=1)
-    if size > MAX_SIZE:
-        raise ValueError(f"size must be at most {MAX_SIZE}, got {size}")
+    size = _checks.integer(size, "size", minimum=1, maximum=MAX_SIZE)
     if input.shape[1] + size > INT32_MAX:
         raise ValueError(f"C + size must be below 2^31, got C = {input.shape[1]}, size {size}")
     t = input.dtype.type
-    alpha, beta, k = (t(_checks.finite(v, name)) for v, name in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
-    return backend, size, alpha, beta, k
+    alpha, beta, k = (t(_checks.finite(v, name, dtype=input.dtype)) for v, name in ((alpha, "alpha"), (beta, "beta"),
+                                                                                    (k, "k")))
+    return _checks.contiguous(input), _checks.backend(input), size, alpha, beta, k
 
 
 def _dims(x):
@@ -67,7 +66,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     """Normalise each element of an (N, C, H, W) array (or (N, C, ...): any number of dimensions
     after C, as torch) by the squares of its `size` neighbouring channels at the same position
     (formula in the module docstring)."""
-    backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
+    input, backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
     out = backend.empty(input.shape, input.dtype)
     if input.size:
         backend.launch(forward_launch(out, input, size, alpha, beta, k))
@@ -77,13 +76,14 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
 def local_response_norm_backward(grad_output, input, size, alpha=1e-4, beta=0.75, k=1.0):
     """Gradient of local_response_norm with respect to its input (pass the forward's input and
     hyperparameters), computed analytically."""
-    backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
-    _checks.tensor(grad_output, "grad_output", like=input)
+    input, backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
+    grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     _checks.same_shape(grad_output, "grad_output", input.shape, "input")
     grad_input = backend.empty(input.shape, input.dtype)
     if input.size:
         t = input.dtype.type
         ratio = backend.empty(input.shape, input.dtype)
         backend.launch(backward_ratio_launch(grad_input, ratio, grad_output, input, size, alpha, beta, k))
-        backend.launch(backward_finish_launch(grad_input, ratio, input, size, t(2) * beta * alpha / t(size)))
+        coef = _checks.computed(lambda: t(2) * beta * alpha / t(size), "2 * beta * alpha / size", input.dtype)
+        backend.launch(backward_finish_launch(grad_input, ratio, input, size, coef))
     return grad_input

@@ -45,7 +45,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False):
     size rules (ceil_mode as torch). NaN in a window gives NaN."""
     if _checks.is_unbatched_image(input):
         return max_pool2d(input[None], kernel_size, stride, padding, ceil_mode)[0]
-    backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
+    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
     n, c = input.shape[:2]
     out = backend.empty((n, c, g[2], g[3]), input.dtype)
     if out.size:
@@ -59,8 +59,8 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if _checks.is_unbatched_image(input):
         return max_pool2d_backward(_checks.unbatched_grad(grad_output), input[None], kernel_size, stride, padding,
                                    ceil_mode)[0]
-    backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
-    _checks.tensor(grad_output, "grad_output", like=input)
+    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
+    grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     n, c = input.shape[:2]
     _checks.same_shape(grad_output, "grad_output", (n, c, g[2], g[3]), "the pooled output")
     grad_input = backend.empty(input.shape, input.dtype)

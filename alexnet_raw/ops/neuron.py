@@ -47,13 +47,14 @@ def _spelling(name):
     return f"{name}[{','.join(params)}]" if params else name
 
 
-def check_neuron(name, a=None, b=None):
-    """Checks a neuron name and its parameters; returns (name, a, b) with the defaults filled in and
-    the parameters as floats (None where the neuron has none)."""
+def check_neuron(name, a=None, b=None, dtype=None):
+    """Checks a neuron name and its parameters (representable in `dtype` where given: the kernels
+    compute in the arrays' dtype); returns (name, a, b) with the defaults filled in and the
+    parameters as floats (None where the neuron has none)."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, one of {', '.join(NAMES)}; got {name!r}")
     if name not in NAMES:
-        raise ValueError(f"unknown neuron {name!r}: expected one of {', '.join(NAMES)}")
+        raise ValueError(f"unknown neuron {name!r}: expected one of {', '.join(NAMES)} as name")
     params = _parameters(name)
     given = {"a": a, "b": b}
     values = {}
@@ -62,16 +63,17 @@ def check_neuron(name, a=None, b=None):
         if param not in params:
             if value is not None:
                 takes = f"only {', '.join(params)}" if params else "no parameters"
-                raise TypeError(f"neuron {_spelling(name)} takes {takes}, got {param}={value!r}")
+                raise TypeError(f"neuron {_spelling(name)} takes {takes}, got {param}={value!r} (name={name!r})")
             values[param] = None
             continue
         if value is None:
             value = DEFAULTS.get(name, {}).get(param)
             if value is None:
                 raise TypeError(f"neuron {_spelling(name)} needs {param}, got {param}=None")
-        values[param] = _checks.finite(value, param)
-    if name == "tanh" and values["a"] == 0:
-        raise ValueError(f"neuron tanh[a,b] needs a != 0 (its backward divides by a), got a={a!r}")
+        values[param] = _checks.finite(value, param, dtype=dtype)
+    if name == "tanh" and (values["a"] == 0 or (dtype is not None and np.dtype(dtype).type(values["a"]) == 0)):
+        raise ValueError(f"neuron tanh[a,b] needs a != 0 (its backward divides by a), got a={a!r}"
+                         f"{'' if values['a'] == 0 else f' (0 in {np.dtype(dtype).name})'}")
     if name == "brelu" and values["a"] <= 0:
         raise ValueError(f"neuron brelu[a] needs a > 0, got a={a!r}")
     return name, values["a"], values["b"]
@@ -132,12 +134,14 @@ def backward_launch(grad_x, grad_y, x, y, name, a=None, b=None) -> Launch:
 
 def neuron(input, name, a=None, b=None):
     """cuda-convnet's neuron `name` (with parameters a, b where it has them) applied elementwise."""
-    backend = _checks.tensor(input, "input")
-    name, a, b = check_neuron(name, a, b)
+    input = _checks.array(input, "input")
+    name, a, b = check_neuron(name, a, b, input.dtype)
     if name == "relu":
         return relu(input)
     if name == "ident":
-        return input.copy()
+        return input.copy()  # C-contiguous, strided input or not
+    input = _checks.contiguous(input)
+    backend = _checks.backend(input)
     out = backend.empty(input.shape, input.dtype)
     if input.size:
         backend.launch(forward_launch(out, input, name, a, b))
@@ -147,16 +151,18 @@ def neuron(input, name, a=None, b=None):
 def neuron_backward(grad_output, input, output, name, a=None, b=None):
     """Gradient of neuron(input, name, a, b) with respect to its input, from the gradient of its
     output, its input and its output (each neuron's backward reads one of them)."""
-    backend = _checks.tensor(input, "input")
-    _checks.tensor(output, "output", like=input)
-    _checks.tensor(grad_output, "grad_output", like=input)
+    input = _checks.array(input, "input")
+    output = _checks.array(output, "output", like=input)
+    grad_output = _checks.array(grad_output, "grad_output", like=input)
     _checks.same_shape(output, "output", input.shape, "input")
     _checks.same_shape(grad_output, "grad_output", input.shape, "input")
-    name, a, b = check_neuron(name, a, b)
+    name, a, b = check_neuron(name, a, b, input.dtype)
     if name == "relu":
         return relu_backward(grad_output, output)
     if name == "ident":
-        return grad_output.copy()
+        return grad_output.copy()  # C-contiguous, strided or not
+    input, output, grad_output = (_checks.contiguous(v) for v in (input, output, grad_output))
+    backend = _checks.backend(input)
     grad_input = backend.empty(input.shape, input.dtype)
     if input.size:
         backend.launch(backward_launch(grad_input, grad_output, input, output, name, a, b))

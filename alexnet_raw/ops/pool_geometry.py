@@ -31,30 +31,30 @@ def output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bo
 
 
 def geometry(input, kernel_size, stride, padding, ceil_mode):
-    """Checks the arguments; returns (backend, (H, W, OH, OW, kh, kw, sh, sw, ph, pw))."""
-    backend = _checks.tensor(input, "input", ndim=4)
+    """Checks the arguments; returns (input as a C-contiguous array, backend,
+    (H, W, OH, OW, kh, kw, sh, sw, ph, pw))."""
+    input = _checks.array(input, "input", ndim=4)
     kh, kw = _checks.pair(kernel_size, "kernel_size", minimum=1)
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         sh, sw = kh, kw
     else:
         sh, sw = _checks.pair(stride, "stride", minimum=1)
     ph, pw = _checks.pair(padding, "padding", minimum=0)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    ceil_mode = _checks.boolean(ceil_mode, "ceil_mode")
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(f"padding must be at most half the kernel size (kernel_size {(kh, kw)} allows at most "
                          f"{(kh // 2, kw // 2)}), got {(ph, pw)}")
     _, _, H, W = input.shape
     if H < 1 or W < 1:
         raise ValueError(f"input must have non-empty planes (N, C, H, W) with H, W >= 1, got shape {input.shape}")
-    oh = output_size(H, kh, sh, ph, bool(ceil_mode))
-    ow = output_size(W, kw, sw, pw, bool(ceil_mode))
+    oh = output_size(H, kh, sh, ph, ceil_mode)
+    ow = output_size(W, kw, sw, pw, ceil_mode)
     if oh < 1 or ow < 1:
-        raise ValueError(f"the pooling window {(kh, kw)} is larger than the padded input "
+        raise ValueError(f"kernel_size: the pooling window {(kh, kw)} is larger than the padded input "
                          f"{(H + 2 * ph, W + 2 * pw)} (input {(H, W)}, padding {(ph, pw)}): output size {(oh, ow)}")
     if H * W > INT32_MAX or oh * ow > INT32_MAX:
         raise ValueError(f"planes of at most {INT32_MAX} elements are supported, got input {(H, W)}, output {(oh, ow)}")
-    return backend, (H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+    return _checks.contiguous(input), _checks.backend(input), (H, W, oh, ow, kh, kw, sh, sw, ph, pw)
 
 
 def int_args(geometry):

@@ -22,7 +22,8 @@ def backward_launch(grad_x, grad_y, y) -> Launch:
 
 def relu(input):
     """max(input, 0), elementwise; NaN propagates."""
-    backend = _checks.tensor(input, "input")
+    input = _checks.tensor(input, "input")
+    backend = _checks.backend(input)
     out = backend.empty(input.shape, input.dtype)
     if input.size:
         backend.launch(forward_launch(out, input))
@@ -31,8 +32,9 @@ def relu(input):
 
 def relu_backward(grad_output, output):
     """Gradient of relu with respect to its input, from the gradient of and the forward output."""
-    backend = _checks.tensor(output, "output")
-    _checks.tensor(grad_output, "grad_output", like=output)
+    output = _checks.tensor(output, "output")
+    grad_output = _checks.tensor(grad_output, "grad_output", like=output)
+    backend = _checks.backend(output)
     _checks.same_shape(grad_output, "grad_output", output.shape, "output")
     grad_input = backend.empty(output.shape, output.dtype)
     if output.size:

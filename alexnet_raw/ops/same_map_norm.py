@@ -23,19 +23,18 @@ MAX_SIZE = 2**30
 
 
 def check_params(input, size, alpha, beta, k):
-    """Checks an (N, C, H, W) input and the hyperparameters; returns backend, size, alpha, beta, k
-    (the floats in the input's dtype)."""
-    backend = _checks.tensor(input, "input", ndim=4)
-    size = _checks.integer(size, "size", minimum=1)
-    if size > MAX_SIZE:
-        raise ValueError(f"size must be at most {MAX_SIZE}, got {size}")
+    """Checks an (N, C, H, W) input and the hyperparameters; returns the input as a C-contiguous
+    array, backend, size, alpha, beta, k (the floats in the input's dtype)."""
+    input = _checks.array(input, "input", ndim=4)
+    size = _checks.integer(size, "size", minimum=1, maximum=MAX_SIZE)
     _, _, h, w = input.shape
     if h * w > INT32_MAX or max(h, w) + size > INT32_MAX:
         raise ValueError(f"planes of at most {INT32_MAX} elements (and H, W + size below 2^31) are supported, "
                          f"got {(h, w)} with size {size}")
     t = input.dtype.type
-    alpha, beta, k = (t(_checks.finite(v, name)) for v, name in ((alpha, "alpha"), (beta, "beta"), (k, "k")))
-    return backend, size, alpha, beta, k
+    alpha, beta, k = (t(_checks.finite(v, name, dtype=input.dtype)) for v, name in ((alpha, "alpha"), (beta, "beta"),
+                                                                                    (k, "k")))
+    return _checks.contiguous(input), _checks.backend(input), size, alpha, beta, k
 
 
 def _dims(x):
@@ -64,7 +63,7 @@ def backward_finish_launch(grad_x, ratio, x, size, coef) -> Launch:
 def same_map_norm(input, size, alpha, beta=0.75, k=1.0):
     """Normalise each element of an (N, C, H, W) array by the squares in its size x size spatial
     neighbourhood of the same channel (formula in the module docstring)."""
-    backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
+    input, backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
     out = backend.empty(input.shape, input.dtype)
     if input.size:
         backend.launch(forward_launch(out, input, size, alpha, beta, k))
@@ -74,14 +73,15 @@ def same_map_norm(input, size, alpha, beta=0.75, k=1.0):
 def same_map_norm_backward(grad_output, input, size, alpha, beta=0.75, k=1.0):
     """Gradient of same_map_norm with respect to its input (pass the forward's input and
     hyperparameters), computed analytically."""
-    backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
-    _checks.tensor(grad_output, "grad_output", like=input)
+    input, backend, size, alpha, beta, k = check_params(input, size, alpha, beta, k)
+    grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     _checks.same_shape(grad_output, "grad_output", input.shape, "input")
     grad_input = backend.empty(input.shape, input.dtype)
     if input.size:
         t = input.dtype.type
         ratio = backend.empty(input.shape, input.dtype)
         backend.launch(backward_ratio_launch(grad_input, ratio, grad_output, input, size, alpha, beta, k))
-        coef = t(2) * beta * alpha / (t(size) * t(size))
+        coef = _checks.computed(lambda: t(2) * beta * alpha / (t(size) * t(size)), "2 * beta * alpha / size^2",
+                                input.dtype)
         backend.launch(backward_finish_launch(grad_input, ratio, input, size, coef))
     return grad_input

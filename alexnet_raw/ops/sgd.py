@@ -25,12 +25,6 @@ def update_launch(param, buf, grad, convention, lr, momentum, weight_decay, batc
     )
 
 
-def _writable(x, name):
-    flags = getattr(x, "flags", None)
-    if isinstance(x, np.ndarray) and not flags.writeable:
-        raise ValueError(f"{name} is read-only; sgd_update writes it in place (pass a writable array)")
-
-
 def sgd_update(param, grad, momentum_buffer, lr, momentum=0.9, weight_decay=0.0, batch_size=1,
                convention="cuda-convnet"):
     """One SGD step, in place on `param` and `momentum_buffer`; returns None.
@@ -50,31 +44,29 @@ def sgd_update(param, grad, momentum_buffer, lr, momentum=0.9, weight_decay=0.0,
     lr = 0: "cuda-convnet" changes nothing, neither param nor inc (the original skips a layer whose
     epsW is 0: `if (_srcWeights == NULL && _epsW > 0)`; run #145 freezes conv1 this way);
     "torch" updates the buffer and leaves param unchanged, as torch.optim.SGD does.
-    lr, momentum, weight_decay: finite and >= 0; batch_size: int >= 1.
+    lr, momentum, weight_decay: finite, >= 0 and representable in the arrays' dtype; batch_size: int
+    >= 1. param and momentum_buffer are written in place: C-contiguous and writable; grad may be
+    strided.
     """
-    backend = _checks.tensor(param, "param")
-    _checks.tensor(grad, "grad", like=param)
-    _checks.tensor(momentum_buffer, "momentum_buffer", like=param)
+    param = _checks.output(param, "param", op="sgd_update")
+    grad = _checks.array(grad, "grad", like=param)
+    momentum_buffer = _checks.output(momentum_buffer, "momentum_buffer", like=param, op="sgd_update")
     _checks.same_shape(grad, "grad", param.shape, "param")
     _checks.same_shape(momentum_buffer, "momentum_buffer", param.shape, "param")
-    _writable(param, "param")
-    _writable(momentum_buffer, "momentum_buffer")
+    backend = _checks.backend(param)
     xp = backend.array_module
     for (a, an), (b, bn) in (((param, "param"), (grad, "grad")), ((param, "param"), (momentum_buffer, "momentum_buffer")),
                              ((grad, "grad"), (momentum_buffer, "momentum_buffer"))):
         if a.size and b.size and xp.may_share_memory(a, b):
             raise ValueError(f"{an} and {bn} overlap in memory; sgd_update needs three separate arrays")
-    values = {}
-    for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        values[name] = _checks.finite(v, name)
-        if values[name] < 0:
-            raise ValueError(f"{name} must be >= 0, got {v!r}")
+    values = {name: _checks.finite(v, name, minimum=0, dtype=param.dtype)
+              for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay))}
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    if not isinstance(convention, str) or convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, got {convention!r}")
+    _checks.in_dtype(batch_size, "batch_size", param.dtype)
+    _checks.choice(convention, "convention", CONVENTIONS)
     if convention == "cuda-convnet" and values["lr"] == 0.0:
         return None  # the original's Weights::update does nothing when epsW is 0
     if param.size:
-        backend.launch(update_launch(param, momentum_buffer, grad, convention, values["lr"], values["momentum"],
-                                     values["weight_decay"], batch_size))
+        backend.launch(update_launch(param, momentum_buffer, _checks.contiguous(grad), convention, values["lr"],
+                                     values["momentum"], values["weight_decay"], batch_size))
     return None

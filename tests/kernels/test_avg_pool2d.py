@@ -177,8 +177,6 @@ def test_rejects_bad_input(backend):
         F.avg_pool2d(x.astype(np.int32), 3)
     with pytest.raises(TypeError, match="input must be a numpy.ndarray or cupy.ndarray, got list"):
         F.avg_pool2d(x.tolist(), 3)
-    with pytest.raises(ValueError, match="C-contiguous"):
-        F.avg_pool2d(x[:, :, :, ::2], 3)
     with pytest.raises(ValueError, match="non-empty planes"):
         F.avg_pool2d(np.zeros((2, 3, 0, 7), np.float32), 1)
     g = np.zeros((2, 3, 3, 3), np.float32)
@@ -188,8 +186,6 @@ def test_rejects_bad_input(backend):
     with pytest.raises(TypeError, match=r"grad_output must have the same dtype as the other arrays \(float32\), "
                                         r"got float64"):
         F.avg_pool2d_backward(g.astype(np.float64), x, 3, 2)
-    with pytest.raises(ValueError, match="grad_output must be C-contiguous"):
-        F.avg_pool2d_backward(np.zeros((2, 3, 3, 6), np.float32)[:, :, :, ::2], x, 3, 2)
     with pytest.raises(ValueError, match=r"padding must be at most half the kernel size"):
         F.avg_pool2d_backward(g, x, 3, 2, 2)
     F.avg_pool2d_backward(g, x, 3, 2)  # the right shape passes

@@ -68,12 +68,12 @@ def test_topk_tie_rule_and_nan(backend, under_schedules):
         [3, 2, 2, 3],      # target 2 (value 2): two entries strictly larger, the tie with 2 does not count
         [3, 3, 3, 3],      # all tied: nothing strictly larger
         [5, 1, 1, 1],      # target 1: only 5 is larger, the tie with 1, 1 does not count against it
-        [nan, 1, 2, 0],    # target 2: NaN ranks above it (torch.topk's order)
-        [nan, 1, 2, nan],  # target 3, NaN: nothing ranks above NaN
+        [nan, 1, 2, 0],    # target 2: a row holding NaN is never correct
+        [nan, 1, 2, nan],  # target 3, NaN: never correct (torch.topk's order would count it)
     ], np.float32)
     target = np.array([2, 0, 1, 2, 3], np.int64)
-    # rows counted for k = 1, 2, 3, 4: fewer than k entries strictly larger than the target's
-    expected = {1: 2, 2: 4, 3: 5, 4: 5}
+    # rows counted for k = 1, 2, 3, 4: fewer than k entries strictly larger than the target's, no NaN
+    expected = {1: 1, 2: 2, 3: 3, 4: 3}
     for k, n in expected.items():
         assert under_schedules(lambda: F.topk_correct(x, target, k)) == n, f"k={k}"
         assert under_schedules(lambda: F.topk_correct(x.astype(np.float64), target, k)) == n

@@ -317,7 +317,5 @@ def test_rejects_bad_input(backend):
         F.dropout(x.astype(np.int32))
     with pytest.raises(TypeError, match="numpy.ndarray or cupy.ndarray, got list"):
         F.dropout_backward([1.0])
-    with pytest.raises(ValueError, match="C-contiguous"):
-        F.dropout(x[:, ::2])
     with pytest.raises(TypeError, match="uint32"):
         philox_words(np.zeros(4, np.int32))

@@ -176,8 +176,6 @@ def test_rejects_bad_input(backend):
         F.max_pool2d_backward(np.zeros((1, 3, 3, 3), np.float32), x[0], 3, 2)
     with pytest.raises(TypeError, match="input must be float32 or float64, got int32"):
         F.max_pool2d(x.astype(np.int32), 3)
-    with pytest.raises(ValueError, match="C-contiguous"):
-        F.max_pool2d(x[:, :, :, ::2], 3)
     with pytest.raises(ValueError, match="non-empty planes"):
         F.max_pool2d(np.zeros((2, 3, 0, 7), np.float32), 1)
     g = np.zeros((2, 3, 3, 3), np.float32)

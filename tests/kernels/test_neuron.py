@@ -277,8 +277,6 @@ def test_neuron_rejects_bad_input(backend):
         F.neuron(x.astype(np.int32), "abs")
     with pytest.raises(TypeError, match="numpy.ndarray or cupy.ndarray, got list"):
         F.neuron([1.0, 2.0], "abs")
-    with pytest.raises(ValueError, match="C-contiguous"):
-        F.neuron(x[:, ::2], "abs")
     with pytest.raises(TypeError, match="same dtype"):
         F.neuron_backward(x.astype(np.float64), x, x, "abs")
     with pytest.raises(ValueError, match="shape of input"):

@@ -51,8 +51,6 @@ def test_relu_rejects_bad_input(backend):
         F.relu(x.astype(np.int32))
     with pytest.raises(TypeError, match="numpy.ndarray or cupy.ndarray, got list"):
         F.relu([1.0, 2.0])
-    with pytest.raises(ValueError, match="C-contiguous"):
-        F.relu(x[:, ::2])
     with pytest.raises(TypeError, match="same dtype"):
         F.relu_backward(x.astype(np.float64), x)
     with pytest.raises(ValueError, match="shape of output"):
