@@ -33,7 +33,11 @@ def runtime_library(name: str = "libasan.so") -> str:
 def environment(base=None, ext_dir=None) -> dict:
     """Environment variables that run Python with the sanitizer build of the CPU runtime."""
     env = dict(os.environ if base is None else base)
-    env["LD_PRELOAD"] = " ".join(p for p in (runtime_library(), env.get("LD_PRELOAD", "")) if p)
+    # libstdc++ right after the sanitizer runtime: ASan's __cxa_throw interceptor looks for the real
+    # one when it starts, and Python itself does not load libstdc++ (a C++ exception thrown by the
+    # extension, e.g. Ctrl-C's error_already_set, would otherwise stop the process)
+    preload = (runtime_library(), runtime_library("libstdc++.so"), env.get("LD_PRELOAD", ""))
+    env["LD_PRELOAD"] = " ".join(p for p in preload if p)
     env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0:halt_on_error=1:" + env.get("ASAN_OPTIONS", "")
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:" + env.get("UBSAN_OPTIONS", "")
     env["ALEXNET_RAW_EMU_SANITIZE"] = "1"

@@ -291,7 +291,8 @@ struct Worker {
   void* fault_address = nullptr;
   void* fault_pc = nullptr;
   bool fault_in_guard = false;
-  volatile sig_atomic_t handling_fault = 0;
+  volatile sig_atomic_t handling_fault = 0;  // a fiber of this block is being abandoned after a signal
+  volatile sig_atomic_t switching = 0;       // inside switch_fiber
 
   Worker() : shared(thread_shared_arena()) {
     arena = shared.begin;
@@ -411,6 +412,8 @@ inline void prepare_fiber(Worker& w, ThreadState& t, size_t index) {
 // Switch from `from` (nullptr: the scheduler) to `to` (nullptr: the scheduler). `finished`: the
 // fiber we leave never runs again.
 inline void switch_fiber(Worker& w, ThreadState* from, ThreadState* to, bool finished) {
+  w.switching = 1;  // a stop request must not abandon a fiber halfway through a switch
+  std::atomic_signal_fence(std::memory_order_seq_cst);
 #if defined(EMU_ASAN)
   void** fake_save = from ? (finished ? nullptr : &from->asan_fake_stack) : &w.scheduler_fake_stack;
   __sanitizer_start_switch_fiber(fake_save, to ? to->stack_base : w.os_stack_bottom,
@@ -431,6 +434,8 @@ inline void switch_fiber(Worker& w, ThreadState* from, ThreadState* to, bool fin
 #if defined(EMU_ASAN)
   __sanitizer_finish_switch_fiber(from ? from->asan_fake_stack : w.scheduler_fake_stack, nullptr, nullptr);
 #endif
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  w.switching = 0;
 }
 
 inline std::string describe_block(const Worker& w) {
@@ -499,6 +504,11 @@ inline unsigned long context_pc(const ucontext_t* uc) {
 // Resume the interrupted fiber in `entry` on a fresh frame at the top of its stack chunk.
 inline bool redirect_fiber(ucontext_t* uc, unsigned long chunk, void (*entry)()) {
   const unsigned long top = (reinterpret_cast<unsigned long>(fiber_header_of(chunk)) - 256) & ~15ul;
+#if defined(EMU_ASAN)
+  // the abandoned frames' redzones are still poisoned where the new frame goes
+  const unsigned long usable = chunk + (unsigned long)sysconf(_SC_PAGESIZE);
+  ASAN_UNPOISON_MEMORY_REGION(reinterpret_cast<void*>(usable), top - usable);
+#endif
 #if defined(__x86_64__)
   unsigned long sp = top - 8;  // as after a call: (rsp + 8) % 16 == 0 at the entry of a function
   *reinterpret_cast<unsigned long*>(sp) = 0;
@@ -576,7 +586,6 @@ inline std::string stop_text(const Launch& L) {
              reinterpret_cast<unsigned long>(w.fault_pc) - reinterpret_cast<unsigned long>(info.dli_fbase));
   }
   std::string message = std::string(what) + where;
-  w.handling_fault = 0;
   abort_kernel(message.c_str(), "", 0);
 }
 
@@ -630,8 +639,11 @@ void on_cancel(int sig, siginfo_t* info, void* context) {
   Worker* w = current_worker;
   if (w && w->launch && w->launch->stop.load() != kNoStop) {
     const unsigned long chunk = fiber_chunk_of(*w, context_sp(uc));
-    if (chunk && !w->handling_fault) redirect_fiber(uc, chunk, reinterpret_cast<void (*)()>(&abandon_after_stop));
-    return;  // between blocks: the worker sees `stop` before it takes the next one
+    if (chunk && !w->handling_fault && !w->switching) {
+      w->handling_fault = 1;
+      redirect_fiber(uc, chunk, reinterpret_cast<void (*)()>(&abandon_after_stop));
+    }
+    return;  // between blocks or inside a switch: the worker sees `stop` later (or the next signal)
   }
   forward_signal(sig, info, context, previous_cancel_action);  // another module's launch
 }
@@ -875,6 +887,8 @@ void fiber_main(ThreadState* t) {
 #if defined(EMU_ASAN)
   __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  w.switching = 0;  // a new fiber starts here, not after a switch_fiber call
   if (w.block.fibers) {
     run_one_thread(w, *t);
     w.states[t->linear] = kDone;
@@ -948,6 +962,7 @@ inline void run_block(Worker& w, unsigned long long linear) {
   const unsigned long long gx = L.grid.x, gy = L.grid.y;
   w.block.idx = uint3{unsigned(linear % gx), unsigned((linear / gx) % gy), unsigned(linear / (gx * gy))};
   w.block_linear = linear;
+  w.handling_fault = 0;
   reset_shared(w);
   w.round = 0;
   w.aborted = false;
