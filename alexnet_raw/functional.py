@@ -1,6 +1,15 @@
 """The kernels as functions, named like torch.nn.functional (NumPy in and out on the CPU runtime,
 CuPy in and out on a GPU; float32 and float64; NCHW). Backward functions are explicit: there is
-no autograd. Each op lives in alexnet_raw/ops/<op>.py, its kernel in kernels/<op>.cu."""
+no autograd. Each op lives in alexnet_raw/ops/<op>.py, its kernel in kernels/<op>.cu.
+
+Arguments (checked by alexnet_raw/ops/_checks.py, a TypeError or ValueError naming the argument,
+what was expected and what came): arrays are plain numpy.ndarray / cupy.ndarray (np.matrix,
+masked arrays and other subclasses are refused with the conversion to use; np.memmap is taken as
+its memory); inputs may be strided (copied to contiguous memory on their device first, as
+torch.nn.functional takes them), arrays written in place (accumulate's out, sgd_update's param and
+momentum_buffer) must be C-contiguous and writable; scalars are real numbers or ints (never bool
+or str), finite, in their range and representable in the arrays' dtype. topk_correct counts a row
+holding NaN as wrong."""
 
 # one import line per op module (keep sorted)
 from .ops.accumulate import accumulate  # noqa: F401

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import functional_cases
@@ -173,7 +173,9 @@ def test_bad_arguments_give_a_clear_error_or_the_reference_result(data):
         except (TypeError, ValueError) as e:
             assert type(e) in (TypeError, ValueError), f"{op}: {type(e).__name__} is a subclass: {e}"
             assert names_an_argument(e, case, name), f"{op}({name} <- {change}): unclear error: {e!r}"
+            event(f"refused: {type(e).__name__}")
             return
+    event("a result, checked against the reference")
     ours = functional_cases.written(case, result, kwargs)
     with np.errstate(all="ignore"):  # the references' own overflow (huge hyperparameters) is theirs
         expected = functional_cases.reference(case, plain)
