@@ -305,15 +305,45 @@ def available_backends():
 
 
 class _Choice(threading.local):
+    """This thread's backends. ALEXNET_RAW_BACKEND is read at the first use, not at import: a bad
+    value is then an error where a backend is asked for (BackendUnavailable, which the CLI says on
+    one line), not an import that fails."""
+
     def __init__(self):
-        self.cpu, self.gpu = "emu", None
+        self._cpu, self._gpu, self._read = "emu", None, False
+
+    def _read_environment(self):
+        if self._read:
+            return
         for name in [n.strip() for n in os.environ.get("ALEXNET_RAW_BACKEND", "").split(",") if n.strip()]:
             if name in CPU_BACKENDS:
-                self.cpu = name
+                self._cpu = name
             elif name in GPU_BACKENDS:
-                self.gpu = name
+                self._gpu = name
             else:
-                raise ValueError(f"ALEXNET_RAW_BACKEND names unknown backend {name!r}; choose from {ALL_BACKENDS}")
+                raise BackendUnavailable(f"ALEXNET_RAW_BACKEND names unknown backend {name!r}; choose from "
+                                         f"{', '.join(ALL_BACKENDS)}")
+        self._read = True
+
+    @property
+    def cpu(self):
+        self._read_environment()
+        return self._cpu
+
+    @cpu.setter
+    def cpu(self, name):
+        self._read_environment()
+        self._cpu = name
+
+    @property
+    def gpu(self):
+        self._read_environment()
+        return self._gpu
+
+    @gpu.setter
+    def gpu(self, name):
+        self._read_environment()
+        self._gpu = name
 
 
 _choice = _Choice()

@@ -41,6 +41,10 @@ class CheckpointError(Exception):
     """A checkpoint cannot be written, read or used; the message names the file."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, I/O error): the run failed, not its arguments."""
+
+
 @dataclasses.dataclass
 class Checkpoint:
     path: Path
@@ -160,7 +164,7 @@ def save_checkpoint(path, model, training, statistics=None):
         write_atomic(path, data)
     except OSError as e:
         old = " (the previous checkpoint there is intact)" if path.exists() else ""
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}{old}") from e
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e}{old}") from e
     return path
 
 
@@ -199,7 +203,7 @@ def keep_copy(path, copy_path):
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise CheckpointError(f"could not keep checkpoint {path} as {copy_path}: {e.strerror or e}") from e
+        raise CheckpointWriteError(f"could not keep checkpoint {path} as {copy_path}: {e.strerror or e}") from e
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ COMMANDS = {
 # and images, TrainError: a run refused, RunDirError: a run directory or output file that cannot
 # be used); and the OSErrors that mean a path the user gave
 # is missing, of the wrong kind, too long or not theirs to use (_PATH_ERRNOS).
-# A run that failed (one line, exit 1): any other OSError (disk full, I/O error) and MemoryError:
-# the machine gave out, neither the arguments nor the program are wrong. Ctrl-C: exit 130.
+# A run that failed (one line, exit 1): CheckpointWriteError, any other OSError (disk full, I/O
+# error) and MemoryError: the machine gave out, neither the arguments nor the program are wrong.
+# Ctrl-C: exit 130.
 # Everything else shows its traceback, a bare ValueError or RuntimeError included: inside the
 # program a ValueError comes from NumPy as often as from an argument, and a KernelError or a
 # GpuCompileError is a fault of our kernels; hiding their tracebacks would hide the bug.
@@ -52,6 +53,7 @@ _USER_ERRORS = (("alexnet_raw.cli_types", "UserError"), ("alexnet_raw.backends",
                 ("alexnet_raw.engine.graph", "MemoryLimitError"),
                 ("alexnet_raw.checkpoint", "CheckpointError"), ("alexnet_raw.data.errors", "DataError"),
                 ("alexnet_raw.train", "TrainError"), ("alexnet_raw.rundir", "RunDirError"))
+_FAILED_ERRORS = (("alexnet_raw.checkpoint", "CheckpointWriteError"),)
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENAMETOOLONG,
                 errno.ELOOP, errno.EROFS}
 EXIT_USER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -61,6 +63,9 @@ def exit_status(error: BaseException):
     """EXIT_USER or EXIT_FAILED for an exception that is not a bug (see above), else None."""
     # an exception can only be an instance of a class whose module was imported: look there, so
     # that a failure in one command does not import every other command's modules
+    failed = tuple(c for m, name in _FAILED_ERRORS if (c := getattr(sys.modules.get(m), name, None)) is not None)
+    if isinstance(error, failed):
+        return EXIT_FAILED
     user = tuple(c for m, name in _USER_ERRORS if (c := getattr(sys.modules.get(m), name, None)) is not None)
     if isinstance(error, user) or isinstance(error, OSError) and error.errno in _PATH_ERRNOS:
         return EXIT_USER

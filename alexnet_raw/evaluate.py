@@ -6,7 +6,8 @@ Centre crop: the test-mode forward pass of the (crop x crop) centre of each resi
 image. Ten views: the four corner crops, the centre crop and their horizontal mirror images, each
 through its own forward pass; the ten softmax outputs are averaged and ranked (the 2012 paper's
 multiview test). Top-k counts an image as correct when fewer than k classes score strictly higher
-than its true class (k = min(5, classes) for top-5). --data defaults to the checkpoint's dataset.
+than its true class and none of its scores is NaN (k = min(5, classes) for top-5). --data defaults
+to the checkpoint's dataset.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 
 import numpy as np
 
-from . import functional as F
+from . import cli_types, functional as F
 
 
 def _logits_device(model):
@@ -114,8 +115,7 @@ def main(argv=None) -> int:
         model = saved.make_model(backend=args.backend)
         pre, stats = pipeline(saved)
     except (ck.CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail("alexnet-raw evaluate", e, 2)
     k = min(5, model.num_classes)
     results = {"checkpoint": str(args.checkpoint), "data": source, "split": args.split, "images": len(ds), "k": k}
     print(f"{args.checkpoint}: {source} {args.split} split, {len(ds)} images, {model.num_classes} classes")
@@ -134,8 +134,7 @@ def main(argv=None) -> int:
             with open(args.json, "w", encoding="utf-8") as f:  # not write_atomic: FILE may be /dev/stdout
                 f.write(json.dumps(results, indent=2, allow_nan=False) + "\n")
         except OSError as e:
-            print(f"error: could not write --json {args.json}: {e.strerror or e}", file=sys.stderr)
-            return 1
+            return cli_types.fail("alexnet-raw evaluate", f"could not write --json {args.json}: {e.strerror or e}", 1)
     return 0
 
 

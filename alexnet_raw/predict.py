@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from . import cli_types
+
 
 def read_labels(path, num_classes):
     """The class names of a labels file: UTF-8 text, one name per line (blank lines skipped)."""
@@ -75,14 +77,13 @@ def main(argv=None) -> int:
             names = saved.training.get("class_names") or [str(i) for i in range(model.num_classes)]
         pre, stats = pipeline(saved)
     except (ck.CheckpointError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail("alexnet-raw predict", e, 2)
     failed = 0
     for i, path in enumerate(args.images):
         try:
             x = data.load_image(path, pre, stats).astype(model.dtype)
         except (data.DataError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            cli_types.fail("alexnet-raw predict", e, 1)
             failed += 1
             continue
         proba = model.devices.to_host(model.predict_proba(x))[0]

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ck, divergence, rundir, runlog
+from . import checkpoint as ck, cli_types, divergence, rundir, runlog
 from .schedule import PlateauSchedule, StepSchedule
 
 # Defaults of `alexnet-raw train` with no arguments (mini on the digits, a few minutes on 2 cores).
@@ -459,6 +459,9 @@ def run_training(run, progress=True, keep=2, log=print):
     return 0
 
 
+PROG = "alexnet-raw train"
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -471,18 +474,16 @@ def main(argv=None) -> int:
             return run_training(run, progress=not args.no_progress, keep=args.keep)
         finally:
             run.lock.release()
+    except ck.CheckpointWriteError as e:  # the disk gave out mid-run: the run failed
+        return cli_types.fail(PROG, e, 1)
     except (TrainError, ck.CheckpointError, rundir.RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail(PROG, e, 2)
     except divergence.NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return cli_types.fail(PROG, e, EXIT_DIVERGED)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_types.fail(PROG, e, 2)
     except OSError as e:  # a write failing mid-run (the directory was checked before it started)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli_types.fail(PROG, e, 1)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C/SIGTERM while saving
         print("\ninterrupted; any checkpoint written before is intact", file=sys.stderr)
         return exit_status(e)

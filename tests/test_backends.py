@@ -65,3 +65,14 @@ def test_environment_variable_chooses_backend():
     env["ALEXNET_RAW_BACKEND"] = "bogus"
     bad = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown backend 'bogus'" in bad.stderr
+
+
+def test_a_bad_backend_variable_is_one_line_from_the_cli(tmp_path):
+    env = dict(os.environ, ALEXNET_RAW_BACKEND="bogus")
+    out = subprocess.run([sys.executable, "-P", "-m", "alexnet_raw.cli", "train", "--epochs", "1", "--out",
+                          str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "alexnet-raw train: error: ALEXNET_RAW_BACKEND names unknown backend 'bogus'; choose from "
+        "emu, emu_ext, cupy, cuda")

@@ -162,6 +162,8 @@ def test_the_users_errors_are_one_line_exit_2(error, expected, fake_command, cap
     (OSError(errno.ENOSPC, "No space left on device", "/out/bench.json"), 1,
      "/out/bench.json: No space left on device"),
     (OSError(errno.EIO, "Input/output error"), 1, "Input/output error"),
+    (checkpoint.CheckpointWriteError("could not write checkpoint c.safetensors: No space left on device"), 1,
+     "could not write checkpoint c.safetensors: No space left on device"),
     (MemoryError("Unable to allocate 481. GiB for an array with shape (1000000000, 128)"), 1,
      "out of memory: Unable to allocate 481. GiB"),
     (KeyboardInterrupt(), 130, "interrupted"),

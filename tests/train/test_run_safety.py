@@ -105,7 +105,7 @@ def test_a_diverging_learning_rate_stops_with_epoch_step_and_layer_and_writes_no
                      "--out", out) == train.EXIT_DIVERGED == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("error: training diverged at epoch 1, step "), err
+    assert err.startswith("alexnet-raw train: error: training diverged at epoch 1, step "), err
     assert "the first layer with non-finite weights, biases or gradients is " in err
     assert "no checkpoint was written" in err
     assert not (out / ck.FILENAME).exists() and not (out / "metrics.jsonl").exists()

@@ -53,9 +53,10 @@ def test_full_disk_keeps_the_previous_checkpoint(folder_data, tmp_path, monkeypa
 
     monkeypatch.setattr(ck, "write_atomic", full_disk_on_second_save)
     out = tmp_path / "run"
-    assert run_train("--data", folder_data, "--epochs", 2, "--batch-size", 8, "--keep", 0, "--out", out) == 2
+    # a disk that gives out is a failed run (1), not a bad argument (2)
+    assert run_train("--data", folder_data, "--epochs", 2, "--batch-size", 8, "--keep", 0, "--out", out) == 1
     err = capsys.readouterr().err
-    assert f"could not write checkpoint {out / ck.FILENAME}: No space left on device" in err
+    assert f"alexnet-raw train: error: could not write checkpoint {out / ck.FILENAME}: No space left on device" in err
     assert "the previous checkpoint there is intact" in err
     saved = ck.load_checkpoint(out / ck.FILENAME)
     assert (saved.training["epoch"], saved.steps) == (1, 3)
