@@ -29,22 +29,27 @@ extern "C" __global__ void reverse_in_block(float* y, const float* x, int n) {
 }
 extern "C" __global__ void global_overrun(float* y, const float* x, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i <= n) y[i % n] = x[i];
+  if (i <= n) y[i % n] = x[i];  // SITE_GLOBAL
 }
 extern "C" __global__ void shared_overrun(float* y, const float* x, int n) {
   __shared__ float s[64];
-  s[threadIdx.x + 1] = 1.f;
+  s[threadIdx.x + 1] = 1.f;  // SITE_SHARED
   __syncthreads();
   y[threadIdx.x] = s[threadIdx.x];
 }
 extern "C" __global__ void dynamic_shared_overrun(float* y, const float* x, int n) {
   extern __shared__ float dyn[];
   float* p = dyn + threadIdx.x;
-  p[1] = 1.f;
+  p[1] = 1.f;  // SITE_DYNAMIC
   __syncthreads();
   y[threadIdx.x] = dyn[threadIdx.x];
 }
 '''
+
+
+def line(marker):
+    """The 1-based line of KERNELS that carries `marker` (what the reports must name)."""
+    return next(i for i, text in enumerate(KERNELS.splitlines(), 1) if marker in text)
 
 
 def run_child(kernel: str, tmp_path):
@@ -72,7 +77,7 @@ def test_global_overrun_is_reported_with_its_source_line(tmp_path):
     proc = run_child("global_overrun", tmp_path)
     assert proc.returncode != 0 and "finished" not in proc.stdout
     assert "heap-buffer-overflow" in proc.stderr
-    assert "sanitizer_cases.cu:12" in proc.stderr  # the line reading x[i]
+    assert f"sanitizer_cases.cu:{line('SITE_GLOBAL')}" in proc.stderr  # the line reading x[i]
 
 
 def test_static_shared_array_overrun_is_reported(tmp_path):
@@ -80,11 +85,11 @@ def test_static_shared_array_overrun_is_reported(tmp_path):
     assert proc.returncode != 0 and "finished" not in proc.stdout
     # UBSan's bounds check sees the typed array; ASan's poisoned gap would catch it otherwise
     assert "index 64 out of bounds" in proc.stderr or "use-after-poison" in proc.stderr
-    assert "sanitizer_cases.cu:17" in proc.stderr  # the write to s[64]
+    assert f"sanitizer_cases.cu:{line('SITE_SHARED')}" in proc.stderr  # the write to s[64]
 
 
 def test_dynamic_shared_memory_overrun_is_reported(tmp_path):
     proc = run_child("dynamic_shared_overrun", tmp_path)
     assert proc.returncode != 0 and "finished" not in proc.stdout
     assert "use-after-poison" in proc.stderr  # the runtime poisons what follows the dynamic region
-    assert "sanitizer_cases.cu:25" in proc.stderr  # p[1] = 1.f for the last thread
+    assert f"sanitizer_cases.cu:{line('SITE_DYNAMIC')}" in proc.stderr  # p[1] = 1.f for the last thread

@@ -105,7 +105,7 @@ def test_out_of_bounds_global_write(mod):
 
 def test_null_dereference(mod):
     with pytest.raises(emu.KernelError) as info:
-        mod.get_function("null_write")((3,), (32,), (np.zeros(4, np.int32),))
+        mod.get_function("null_write")((1,), (32,), (np.zeros(4, np.int32),))
     message = str(info.value)
     assert "invalid memory" in message
     if not SANITIZED:  # AddressSanitizer's check reads the shadow of the address first

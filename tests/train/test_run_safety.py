@@ -187,9 +187,10 @@ def test_sigterm_during_a_step_is_deferred_and_exits_like_ctrl_c_with_143():
 
 def test_sigterm_mid_training_saves_a_checkpoint_that_resumes(folder_data, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = subprocess.Popen([*TRAIN, "--data", str(folder_data), "--batch-size", "8", "--epochs", "40", "--workers",
-                             "0", "--no-progress", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    # more epochs than it can finish before the signal lands
+    proc = subprocess.Popen([*TRAIN, "--data", str(folder_data), "--batch-size", "8", "--epochs", "100000",
+                             "--workers", "0", "--no-progress", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (out / "metrics.jsonl").exists(), proc, "the first epoch's metrics")
         # meanwhile a second train into the same directory is refused, naming the first
@@ -200,7 +201,7 @@ def test_sigterm_mid_training_saves_a_checkpoint_that_resumes(folder_data, tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == train.EXIT_TERMINATED, stderr
+    assert proc.returncode == train.EXIT_TERMINATED, (proc.returncode, stdout[-2000:], stderr[-2000:])
     assert "terminated (SIGTERM): saved" in stdout and "--resume" in stdout
     saved = ck.load_checkpoint(out / ck.FILENAME)
     epoch, step = saved.training["epoch"], saved.training["step"]

@@ -16,7 +16,8 @@ from train_helpers import run_train
 def test_sigint_saves_a_checkpoint_that_resumes(folder_data, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-P", "-m", "alexnet_raw.cli", "train", "--data", str(folder_data), "--batch-size", "8",
-           "--epochs", "40", "--workers", "0", "--no-progress", "--out", str(out)]
+           # more epochs than it can finish before the signal lands (40 took 2 s once: the run had ended)
+           "--epochs", "100000", "--workers", "0", "--no-progress", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # a wait, not a timing: the first epoch may include compiling the kernels on a cold cache
@@ -29,7 +30,7 @@ def test_sigint_saves_a_checkpoint_that_resumes(folder_data, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == train.EXIT_INTERRUPTED, stderr
+    assert proc.returncode == train.EXIT_INTERRUPTED, (proc.returncode, stdout[-2000:], stderr[-2000:])
     assert "interrupted: saved" in stdout and "--resume" in stdout
     saved = ck.load_checkpoint(out / ck.FILENAME)
     epoch, step = saved.training["epoch"], saved.training["step"]

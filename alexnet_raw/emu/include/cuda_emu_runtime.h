@@ -233,6 +233,11 @@ struct SharedArena {
     mprotect(mapping + page + kSharedArenaBytes, page, PROT_NONE);
     begin = mapping + page;
     end = low_water = begin + kSharedArenaBytes;  // filled with 0xFF as blocks first use it
+#if defined(EMU_ASAN)
+    // AddressSanitizer reports an access to a guard page itself (before the access faults)
+    ASAN_POISON_MEMORY_REGION(mapping, page);
+    ASAN_POISON_MEMORY_REGION(end, page);
+#endif
   }
   ~SharedArena() {
     if (mapping) munmap(mapping, mapping_bytes);
