@@ -95,10 +95,14 @@ def assert_names(message, kernel, block, thread, marker):
 
 def test_out_of_bounds_global_write(mod):
     out = np.zeros(64, np.float32)
+    # far outside the array, at an address no process can map (below vm.mmap_min_addr; an offset
+    # upwards could leave the canonical range, where the CPU reports no address)
+    target = 0x1000
+    offset = (target - out.ctypes.data) // out.itemsize
     with pytest.raises(emu.KernelError) as info:
-        mod.get_function("write_far")((2,), (32,), (out, np.int64(1 << 40)))
+        mod.get_function("write_far")((2,), (32,), (out, np.int64(offset)))
     message = str(info.value)
-    assert "invalid memory write to address" in message
+    assert f"invalid memory write to address {hex(out.ctypes.data + offset * out.itemsize)}" in message
     assert_names(message, "write_far", "(1,0,0)", "(5,0,0)", "SITE_FAR")
     assert_runtime_still_works(mod)
 
