@@ -9,7 +9,8 @@
 // also gives cuda-convnet's ceil output rule: its extra right/bottom outputs read zeros.)
 //
 // Layout: NCHW x, y, gx, gy; weights (F, Cg, KH, KW), all C-contiguous. Cg = C / groups, Fg = F / groups.
-// Tiling: GemmTile<BM, BN> (256 threads, 4 x 4 outputs each, 16-deep K slices), grid
+// Tiling: GemmTile<BM, BN> (256 threads, 4 x 4 outputs each in v1's 64 x 64 and 16 x 256 tiles, 8 x 8
+// in v2's 128 x 128, 8 x 4 in its 128 x 64 and 64 x 128; 16-deep K slices), grid
 // (ceil(N / BN), ceil(M / BM), groups [x splits]):
 //   forward          M = Fg (filters),   N = batch*OH*OW, K = Cg*KH*KW; A = w rows (K-contiguous), B = x gathered
 //   backward input   one product per stride phase (py, px) = ((iy + ph) % sh, (ix + pw) % sw), whose
@@ -155,7 +156,7 @@ struct ConvForwardTaps {
 };
 
 template <typename T, int BM, int BN>
-__global__ void ALX_GEMM_LAUNCH_BOUNDS(T)
+__global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 conv2d_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, int has_bias,
                int batch, int C, int H, int W, int F, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw,
                int groups) {
@@ -244,7 +245,7 @@ struct ConvBackwardInputTaps {
 };
 
 template <typename T, int BM, int BN>
-__global__ void ALX_GEMM_LAUNCH_BOUNDS(T)
+__global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __restrict__ w, int batch, int C, int H,
                       int W, int F, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int groups) {
   typedef GemmTile<BM, BN> Tile;
@@ -327,7 +328,7 @@ struct ConvBackwardWeightTaps {
 // out (splits, F, Cg*KH*KW): the partial sum of split z % splits over K = batch*OH*OW; with one
 // split `out` is the weight gradient itself.
 template <typename T, int BM, int BN>
-__global__ void ALX_GEMM_LAUNCH_BOUNDS(T)
+__global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* __restrict__ x, int batch, int C, int H,
                        int W, int F, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int groups,
                        int splits, long long k_per_split) {
@@ -402,5 +403,15 @@ ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 64>)
 ALX_INSTANTIATE(conv2d_backward_weight<float, 16, 256>)
 ALX_INSTANTIATE(conv2d_backward_weight<double, 64, 64>)
 ALX_INSTANTIATE(conv2d_backward_weight<double, 16, 256>)
+// v2 tiles (kernels/gemm_tile.cuh's progression), float
+ALX_INSTANTIATE(conv2d_forward<float, 128, 128>)
+ALX_INSTANTIATE(conv2d_forward<float, 128, 64>)
+ALX_INSTANTIATE(conv2d_forward<float, 64, 128>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 128, 128>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 128, 64>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 64, 128>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 128>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 64>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 128>)
 ALX_INSTANTIATE(conv2d_sum_splits<float>)
 ALX_INSTANTIATE(conv2d_sum_splits<double>)

@@ -32,7 +32,7 @@ struct GemmStager {
 };
 
 template <typename T, int BM, int BN, bool TRANS_A, bool TRANS_B>
-__global__ void ALX_GEMM_LAUNCH_BOUNDS(T)
+__global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 gemm(T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ bias, int has_bias, alx_index M,
      alx_index N, alx_index K) {
   typedef GemmTile<BM, BN> Tile;

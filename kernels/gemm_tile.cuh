@@ -28,13 +28,23 @@
 // again (a thread's row is fixed, so its pointer stays valid); such rows only reach outputs past M
 // or N, which are never written.
 // Deterministic: each output is one thread's sum over k in increasing order.
+//
+// The progression (numbered as SGEMM_CUDA's and llm.c's dev/cuda; each version is its own set of
+// instantiations, selectable with alexnet_raw.ops.gemm_tiles.forced, reported by `alexnet-raw
+// kernels`):
+//   v1  BM x BN = 64 x 64 (and the thin 16 x 256 / 256 x 16), 4 x 4 outputs per thread, one shared
+//       buffer, two barriers per slice; 4 blocks per SM (<= 64 registers) in float.
+//   v2  128 x 128 (8 x 8 outputs per thread), 128 x 64 and 64 x 128 (8 x 4, 4 x 8): each staged
+//       element and each 16-byte shared load feeds twice the FFMAs of v1; 2 blocks per SM (<= 128
+//       registers). Float only (the double kernels serve gradient checks).
 #pragma once
 
 #include "common.cuh"
 
-// Register budget of every tiled kernel: 4 resident blocks of 256 threads per SM (<= 64 registers,
-// 50% occupancy) in float; 2 in double (25%, ~100-126 registers used).
-#define ALX_GEMM_LAUNCH_BOUNDS(T) __launch_bounds__(256, sizeof(T) == 4 ? 4 : 2)
+// Resident blocks of 256 threads per SM the register budget is set for: float tiles of 4 x 4
+// outputs per thread 4 (<= 64 registers, 50% occupancy), larger ones 2 (<= 128); double 2 and 1.
+#define ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN) \
+  __launch_bounds__(256, ((BM) * (BN) / 256 <= 16 ? 4 : 2) / (sizeof(T) == 4 ? 1 : 2))
 
 template <int BM_, int BN_>
 struct GemmTile {

@@ -23,7 +23,7 @@ from .bias_grad import bias_grad_launch
 
 SOURCE = "conv2d.cu"
 INT32_MAX = 2**31 - 1
-TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS)  # the shapes conv2d.cu instantiates
+TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS)  # version 1's shapes, conv2d.cu instantiates them for both dtypes
 TILE_M, TILE_N = gemm_tiles.GENERAL  # the tile AlexNet's layers get (read by the kernel report's roofline)
 # Backward to the weights: a product with a long K (batch*OH*OW) and few outputs is split along K
 # so that enough blocks run; each split covers at least MIN_K_PER_SPLIT of K.
@@ -127,9 +127,18 @@ def _kernel(name, dtype, tile):
     return f"{name}<{c_type(dtype)}, {tile[0]}, {tile[1]}>"
 
 
+def instantiated_tiles(dtype):
+    """The tiles conv2d.cu has for `dtype`: version 1's for both, version 2's for float."""
+    return TILES + (gemm_tiles.V2_TILES if np.dtype(dtype) == np.float32 else ())
+
+
+def _tile(m, n, dtype, product):
+    return gemm_tiles.pick(m, n, TILES, instantiated_tiles(dtype), f"conv2d's {product} in {np.dtype(dtype)}")
+
+
 def forward_launch(y, x, weight, bias, g: ConvGeometry) -> Launch:
     m, n = g.filters_per_group, g.batch * g.out_height * g.out_width
-    tile = gemm_tiles.choose(m, n, TILES)
+    tile = _tile(m, n, x.dtype, "forward")
     has_bias = bias is not None
     return Launch(SOURCE, _kernel("conv2d_forward", x.dtype, tile), gemm_tiles.grid(m, n, tile, g.groups),
                   (gemm_tiles.THREADS, 1, 1), (y, x, weight, bias if has_bias else y, np.int32(has_bias)) + g.ints())
@@ -139,7 +148,7 @@ def backward_input_launch(grad_x, grad_y, weight, g: ConvGeometry) -> Launch:
     """One product per group and stride phase (grid z); x covers the largest phase's pixels."""
     m = g.channels_per_group
     n = g.batch * ceil_div(g.height, g.stride_h) * ceil_div(g.width, g.stride_w)
-    tile = gemm_tiles.choose(m, n, TILES)
+    tile = _tile(m, n, grad_y.dtype, "backward to the input")
     return Launch(SOURCE, _kernel("conv2d_backward_input", grad_y.dtype, tile),
                   gemm_tiles.grid(m, n, tile, g.groups * g.stride_h * g.stride_w),
                   (gemm_tiles.THREADS, 1, 1), (grad_x, grad_y, weight) + g.ints())
@@ -157,7 +166,7 @@ def weight_splits(g: ConvGeometry, tile):
 def backward_weight_launches(grad_w, grad_y, x, g: ConvGeometry, workspace_of):
     """The launches computing grad_w; `workspace_of(shape)` allocates the split partial sums."""
     m, n = g.filters_per_group, g.channels_per_group * g.taps
-    tile = gemm_tiles.choose(m, n, TILES)
+    tile = _tile(m, n, x.dtype, "backward to the weights")
     splits, per_split = weight_splits(g, tile)
     out = grad_w if splits == 1 else workspace_of((splits,) + tuple(grad_w.shape))
     launches = [Launch(SOURCE, _kernel("conv2d_backward_weight", x.dtype, tile),

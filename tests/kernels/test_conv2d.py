@@ -122,6 +122,39 @@ def test_both_tiles_and_the_split_k_path_are_exercised():
     assert splits == {True, False}
 
 
+# (input shape, filters, kernel, stride, padding, groups): a ragged product (fewer rows and columns
+# than one 128 tile), and one of several tiles each way with two groups and a stride (two phases of
+# the backward to the input, the split-K sum of the backward to the weights)
+V2_CASES = [((2, 5, 9, 7), 20, 3, 1, 1, 1), ((3, 12, 23, 21), 260, 3, 2, 1, 2)]
+
+
+@pytest.mark.parametrize("tile", gemm_tiles.V2_TILES)
+@pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups", V2_CASES)
+def test_version_2_tiles_match_torch(backend, under_schedules, tile, shape, filters, kernel, stride, padding,
+                                     groups):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    with gemm_tiles.forced(tile):
+        g = conv_ops.geometry(x, w, stride, padding, groups, False)[1]
+        assert tile in conv_ops.instantiated_tiles(np.float32)
+        assert conv_ops.forward_launch(np.empty(1, np.float32), x, w, b, g).kernel == \
+            f"conv2d_forward<float, {tile[0]}, {tile[1]}>"
+        check_against_torch(under_schedules, x, w, b, stride, padding, groups)
+
+
+def test_a_forced_tile_must_be_instantiated():
+    x = np.zeros((1, 2, 5, 5), np.float64)
+    w = np.zeros((3, 2, 3, 3), np.float64)
+    with gemm_tiles.forced((128, 128)), pytest.raises(ValueError, match=r"conv2d's forward in float64 has no "
+                                                                          r"128 x 128 tile; its tiles: 64 x 64, 16 x 256"):
+        F.conv2d(x, w)
+    with pytest.raises(TypeError, match="tile must be a"):
+        with gemm_tiles.forced("128x128"):
+            pass
+
+
 @st.composite
 def conv_cases(draw):
     """Shapes, strides and paddings torch accepts; scalar stride and padding when both dimensions agree."""
