@@ -315,10 +315,17 @@ def roofline(batch: int = 128, networks=None, device=H100_SXM, itemsize: int = 4
             w = sum(math.prod(s) for s in case.weight_shapes)
             flops = kernel_launches.layer_flops(case, batch)["forward"]
             tile = gemm_tile(case.kind)
+            model_seconds = None
             if case.kind in ("conv", "fc"):
                 groups = case.spec.groups[0] if case.kind == "conv" else 1
                 m = case.output_shape[0] // groups
                 n = batch * (math.prod(case.output_shape[1:]) if case.kind == "conv" else 1)
+                if case.kind == "conv":  # the tile conv2d's forward picks, and the issue model's time
+                    from .ops import conv2d as conv_ops, gemm_tiles
+                    dtype = "float32" if itemsize == 4 else "float64"
+                    tile = gemm_tiles.choose_by_model(m, n, conv_ops.instantiated_tiles(dtype), groups)
+                    model_seconds = sum(gemm_tiles.predicted_seconds(m, n, math.prod(ws[1:]), tile, groups)
+                                        for ws in case.weight_shapes)
                 if tile:
                     traffic = w * math.ceil(n / tile[1]) + x * math.ceil(m / tile[0]) + y
                     model = f"tile {tile[0]}x{tile[1]}"
@@ -335,6 +342,9 @@ def roofline(batch: int = 128, networks=None, device=H100_SXM, itemsize: int = 4
                 "dram_bytes": traffic, "traffic_model": model, "intensity": intensity,
                 "bound": "compute" if intensity >= ridge else "memory", "attainable_gflops": attainable / 1e9,
                 "attainable_fraction_of_peak": attainable / device["fp32_flops"],
+                "tile": list(tile) if case.kind in ("conv", "fc") and tile else None,
+                "model_seconds": model_seconds,
+                "model_fraction_of_peak": flops / model_seconds / device["fp32_flops"] if model_seconds else None,
             })
     return rows
 
@@ -351,15 +361,19 @@ def _pointwise_flops(case, outputs):
 
 def format_roofline(rows, device=H100_SXM) -> str:
     ridge = device["fp32_flops"] / device["dram_bytes_per_s"]
-    head = f"{'layer':34s} {'GFLOP':>7s} {'DRAM MB':>8s} {'FLOP/B':>7s} {'bound':7s} {'GFLOP/s':>8s} {'% peak':>6s}  traffic model"
+    head = (f"{'layer':34s} {'GFLOP':>7s} {'DRAM MB':>8s} {'FLOP/B':>7s} {'bound':7s} {'GFLOP/s':>8s} {'% peak':>6s} "
+            f"{'model us':>9s} {'model %':>7s}  traffic model")
     lines = [
         f"Roofline, forward, {device['name']}: FP32 peak {device['fp32_flops'] / 1e12:.0f} TFLOP/s (CUDA cores), "
-        f"DRAM {device['dram_bytes_per_s'] / 1e12:.2f} TB/s, ridge {ridge:.1f} FLOP/B; estimates, not measurements",
+        f"DRAM {device['dram_bytes_per_s'] / 1e12:.2f} TB/s, ridge {ridge:.1f} FLOP/B; estimates, not measurements. "
+        "'model': the issue model of alexnet_raw/ops/gemm_tiles.py for the conv tile the op picks (a model)",
         head, "-" * len(head)]
     for r in rows:
+        model = (f"{r['model_seconds'] * 1e6:9.1f} {100 * r['model_fraction_of_peak']:6.0f}%" if r.get("model_seconds")
+                 else f"{'-':>9s} {'-':>7s}")
         lines.append(f"{r['layer']:34s} {r['flops'] / 1e9:7.2f} {r['dram_bytes'] / 1e6:8.1f} {r['intensity']:7.1f} "
-                     f"{r['bound']:7s} {r['attainable_gflops']:8.0f} {100 * r['attainable_fraction_of_peak']:5.0f}%  "
-                     f"{r['traffic_model']}")
+                     f"{r['bound']:7s} {r['attainable_gflops']:8.0f} {100 * r['attainable_fraction_of_peak']:5.0f}% "
+                     f"{model}  {r['traffic_model']}")
     return "\n".join(lines)
 
 

@@ -3,11 +3,14 @@ SASS hot-loop parser on small kernels compiled here, the launch recorder and the
 (The whole report over every kernel is run by tests/test_cli.py.)"""
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from alexnet_raw import gpu_compile, kernel_launches, kernel_report
+from alexnet_raw.ops import conv2d as conv_ops
+from alexnet_raw.ops import gemm_tiles
 from alexnet_raw.ops import relu as relu_ops
 
 
@@ -182,7 +185,30 @@ def test_roofline_traffic_model_for_a_tiled_fc_layer(monkeypatch):
     assert fc7["attainable_gflops"] == pytest.approx(min(peak, fc7["intensity"] * bw) / 1e9)
     pool = rows["torchvision/pool1"]
     assert pool["bound"] == "memory" and pool["dram_bytes"] == 4 * 128 * 64 * (55 * 55 + 27 * 27)
-    assert rows["torchvision/conv2"]["traffic_model"].startswith("compulsory")
+    # a conv layer: the tile conv2d's forward picks by the issue model, and the model's time
+    conv2 = rows["torchvision/conv2"]
+    m, n, k = 192, 128 * 27 * 27, 64 * 5 * 5
+    tile = gemm_tiles.choose_by_model(m, n, conv_ops.instantiated_tiles(np.float32))
+    assert conv2["tile"] == list(tile) and conv2["traffic_model"] == f"tile {tile[0]}x{tile[1]}"
+    assert conv2["model_seconds"] == pytest.approx(gemm_tiles.predicted_seconds(m, n, k, tile))
+    assert conv2["model_fraction_of_peak"] == pytest.approx(2 * m * n * k / conv2["model_seconds"] / peak)
+    assert 0 < conv2["model_fraction_of_peak"] < 1
+
+
+def test_the_issue_models_instructions_per_fma_are_what_the_sass_says():
+    # gemm_tiles.CONV_ISSUE_PER_FMA is measured from conv2d.cu's sm_90 SASS: it must follow the kernels
+    build = gpu_compile.nvrtc_compile("conv2d.cu", "sm_90")
+    functions = gpu_compile.disassemble(build.cubin)
+    measured = {}
+    for name, fn in functions.items():
+        m = re.match(r"conv2d_(forward|backward_input|backward_weight)<float, (\d+), (\d+)>", name)
+        if m:
+            mix = gpu_compile.hot_loop(fn, False)
+            measured[(m.group(1), (int(m.group(2)), int(m.group(3))))] = mix.instructions / mix.fma
+    for tile, per_fma in gemm_tiles.CONV_ISSUE_PER_FMA.items():
+        assert measured[("forward", tile)] == pytest.approx(per_fma, rel=0.02), (tile, measured)
+        for product in ("backward_input", "backward_weight"):
+            assert measured[(product, tile)] == pytest.approx(per_fma, rel=0.06), (tile, product, measured)
 
 
 def test_markdown_table_puts_the_architectures_side_by_side():

@@ -132,13 +132,13 @@ def instantiated_tiles(dtype):
     return TILES + (gemm_tiles.V2_TILES if np.dtype(dtype) == np.float32 else ())
 
 
-def _tile(m, n, dtype, product):
-    return gemm_tiles.pick(m, n, TILES, instantiated_tiles(dtype), f"conv2d's {product} in {np.dtype(dtype)}")
+def _tile(m, n, dtype, product, depth):
+    return gemm_tiles.pick(m, n, instantiated_tiles(dtype), f"conv2d's {product} in {np.dtype(dtype)}", depth)
 
 
 def forward_launch(y, x, weight, bias, g: ConvGeometry) -> Launch:
     m, n = g.filters_per_group, g.batch * g.out_height * g.out_width
-    tile = _tile(m, n, x.dtype, "forward")
+    tile = _tile(m, n, x.dtype, "forward", g.groups)
     has_bias = bias is not None
     return Launch(SOURCE, _kernel("conv2d_forward", x.dtype, tile), gemm_tiles.grid(m, n, tile, g.groups),
                   (gemm_tiles.THREADS, 1, 1), (y, x, weight, bias if has_bias else y, np.int32(has_bias)) + g.ints())
@@ -148,7 +148,7 @@ def backward_input_launch(grad_x, grad_y, weight, g: ConvGeometry) -> Launch:
     """One product per group and stride phase (grid z); x covers the largest phase's pixels."""
     m = g.channels_per_group
     n = g.batch * ceil_div(g.height, g.stride_h) * ceil_div(g.width, g.stride_w)
-    tile = _tile(m, n, grad_y.dtype, "backward to the input")
+    tile = _tile(m, n, grad_y.dtype, "backward to the input", g.groups * g.stride_h * g.stride_w)
     return Launch(SOURCE, _kernel("conv2d_backward_input", grad_y.dtype, tile),
                   gemm_tiles.grid(m, n, tile, g.groups * g.stride_h * g.stride_w),
                   (gemm_tiles.THREADS, 1, 1), (grad_x, grad_y, weight) + g.ints())
@@ -166,7 +166,7 @@ def weight_splits(g: ConvGeometry, tile):
 def backward_weight_launches(grad_w, grad_y, x, g: ConvGeometry, workspace_of):
     """The launches computing grad_w; `workspace_of(shape)` allocates the split partial sums."""
     m, n = g.filters_per_group, g.channels_per_group * g.taps
-    tile = _tile(m, n, x.dtype, "backward to the weights")
+    tile = _tile(m, n, x.dtype, "backward to the weights", g.groups)
     splits, per_split = weight_splits(g, tile)
     out = grad_w if splits == 1 else workspace_of((splits,) + tuple(grad_w.shape))
     launches = [Launch(SOURCE, _kernel("conv2d_backward_weight", x.dtype, tile),

@@ -111,27 +111,72 @@ def test_both_tiles_and_the_split_k_path_are_exercised():
         return conv_ops.geometry(x, w, stride, padding, groups, ceil_mode)[1]
 
     tiles, splits = set(), set()
+    float_tiles = conv_ops.instantiated_tiles(np.float32)
     for layer in ALEXNET_CONVS:
         g = geometry(*layer)
-        tiles.add(gemm_tiles.choose(g.filters_per_group, g.batch * g.out_height * g.out_width, conv_ops.TILES))
-        tile = gemm_tiles.choose(g.filters_per_group, g.channels_per_group * g.taps, conv_ops.TILES)
+        tiles.add(gemm_tiles.choose_by_model(g.filters_per_group, g.batch * g.out_height * g.out_width, float_tiles,
+                                             g.groups))
+        tile = gemm_tiles.choose_by_model(g.filters_per_group, g.channels_per_group * g.taps, float_tiles, g.groups)
         splits.add(conv_ops.weight_splits(g, tile)[0] > 1)
-    small = geometry((2, 3, 9, 9), 5, 3, 1, 1, 1, False)
-    tiles.add(gemm_tiles.choose(small.filters_per_group, small.batch * 81, conv_ops.TILES))
-    assert tiles == set(conv_ops.TILES)
+    thin = geometry(*FEW_FILTERS_MANY_PIXELS[:6], False)
+    tiles.add(gemm_tiles.choose_by_model(thin.filters_per_group, thin.batch * thin.out_height * thin.out_width,
+                                         float_tiles))
+    assert set(conv_ops.TILES) <= tiles  # every tile by the model's own choice in shapes that run here
     assert splits == {True, False}
 
 
+# few filters over many pixels: the model's choice is the 16 x 256 tile (forward and backward to the
+# input); (input shape, filters, kernel, stride, padding, groups)
+FEW_FILTERS_MANY_PIXELS = ((1, 3, 96, 96), 8, 3, 1, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_filters_over_many_pixels_take_the_thin_tile(backend, under_schedules, dtype):
+    shape, filters, kernel, stride, padding, groups = FEW_FILTERS_MANY_PIXELS
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
+    g = conv_ops.geometry(x, w, stride, padding, groups, False)[1]
+    name = "double" if dtype == np.float64 else "float"
+    assert conv_ops.forward_launch(np.empty(1, dtype), x, w, b, g).kernel == f"conv2d_forward<{name}, 16, 256>"
+    assert conv_ops.backward_input_launch(np.empty(1, dtype), np.empty(1, dtype), w, g).kernel == \
+        f"conv2d_backward_input<{name}, 16, 256>"
+    check_against_torch(under_schedules, x, w, b, stride, padding, groups)
+
+
+def test_the_issue_model_picks_the_largest_tile_only_where_it_fills_the_gpu():
+    # a product of many waves takes 128 x 128 (fewest instructions per FFMA); one that fits in a
+    # wave of small blocks keeps them (blocks finish sooner on idle SMs); few rows take 16 x 256
+    float_tiles = conv_ops.instantiated_tiles(np.float32)
+    conv2_batch_128 = (128, 128 * 27 * 27)  # #145 conv2: 128 filters per tower
+    assert gemm_tiles.choose_by_model(*conv2_batch_128, float_tiles) == (128, 128)
+    assert gemm_tiles.choose_by_model(128, 2 * 27 * 27, float_tiles) == (64, 64)
+    assert gemm_tiles.choose_by_model(16, 128 * 27 * 27, float_tiles) == (16, 256)
+    assert gemm_tiles.choose_by_model(*conv2_batch_128, conv_ops.instantiated_tiles(np.float64)) == (64, 64)
+    for m, n, depth in ((128, 93312, 1), (48, 387200, 1), (130, 400, 2), (7, 9, 3)):
+        best = gemm_tiles.choose_by_model(m, n, float_tiles, depth)
+        times = {t: gemm_tiles.predicted_seconds(m, n, 1200, t, depth) for t in float_tiles}
+        assert times[best] == min(times.values()), (m, n, depth, times)
+    # the op launches the model's choice, on every path
+    x = np.zeros((128, 48, 27, 27), np.float32)
+    w = np.zeros((128, 48, 5, 5), np.float32)
+    g = conv_ops.geometry(x, w, 1, 2, 1, False)[1]
+    assert conv_ops.forward_launch(np.empty(1, np.float32), x, w, None, g).kernel == "conv2d_forward<float, 128, 128>"
+
+
 # (input shape, filters, kernel, stride, padding, groups): a ragged product (fewer rows and columns
-# than one 128 tile), and one of several tiles each way with two groups and a stride (two phases of
+# than one 128 tile), and one of several tiles each way with two groups and a stride (four phases of
 # the backward to the input, the split-K sum of the backward to the weights)
 V2_CASES = [((2, 5, 9, 7), 20, 3, 1, 1, 1), ((3, 12, 23, 21), 260, 3, 2, 1, 2)]
 
 
-@pytest.mark.parametrize("tile", gemm_tiles.V2_TILES)
+@pytest.mark.parametrize("tile", [t for t in conv_ops.instantiated_tiles(np.float32) if t != gemm_tiles.GENERAL])
 @pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups", V2_CASES)
-def test_version_2_tiles_match_torch(backend, under_schedules, tile, shape, filters, kernel, stride, padding,
-                                     groups):
+def test_every_tile_forced_matches_torch(backend, under_schedules, tile, shape, filters, kernel, stride, padding,
+                                         groups):
+    # version 2's tiles and the thin one in every product, the backward to the weights included
+    # (the model rarely picks them for it); the general tile runs in the tests above
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
     w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(np.float32)
