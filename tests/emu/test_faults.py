@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -180,6 +181,20 @@ def test_the_watchdog_refuses_bad_limits(bad):
     assert emu.get_timeout() == 0.0
 
 
+def finish(child, timeout=60):
+    """The rest of the child's stdout, and its stderr, once it has exited (killed after `timeout` s).
+    Read through the same file objects as the lines before it: communicate() would read the pipe
+    beneath them and miss what their buffers already hold."""
+    killer = threading.Timer(timeout, child.kill)
+    killer.start()
+    try:
+        out, err = child.stdout.read(), child.stderr.read()
+        child.wait()
+    finally:
+        killer.cancel()
+    return out, err
+
+
 def run_child(code, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.Popen([sys.executable, "-P", "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
@@ -225,11 +240,11 @@ print("still works", bool((out == np.arange(64)).all()), flush=True)
     child.send_signal(signal.SIGINT)
     reply = child.stdout.readline()
     delay = time.monotonic() - sent
-    out, err = child.communicate(timeout=60)
+    out, err = finish(child)
     assert reply.startswith("interrupted"), (reply, err)
     assert delay < 1.0
     assert f"interrupted (Ctrl-C) in kernel '{kernel}', block (" in reply
-    assert "still works True" in out
+    assert "still works True" in out, (child.returncode, out, err[-3000:])
     assert child.returncode == 0, err
 
 
@@ -258,7 +273,7 @@ print("still works", bool((small == 64).all()), flush=True)
     child.send_signal(signal.SIGINT)
     reply = child.stdout.readline()
     delay = time.monotonic() - sent
-    out, err = child.communicate(timeout=60)
+    out, err = finish(child)
     assert reply.strip() == "interrupted", (reply, err)
     assert delay < 1.0
     assert "still works True" in out
@@ -279,7 +294,7 @@ print("returned normally", flush=True)
     assert child.stdout.readline().strip() == "ready"
     time.sleep(0.3)
     child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=60)
+    out, err = finish(child)
     assert "returned normally" in out, err
     assert child.returncode == 0, err
 
