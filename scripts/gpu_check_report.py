@@ -79,6 +79,27 @@ def summarize_ncu(rows):
     return summary
 
 
+def model_next_to_measured(rows):
+    """Each measured forward of one of our conv layers next to what the issue model of
+    alexnet_raw/ops/gemm_tiles.py predicts for it (the kernel report's roofline rows at that batch),
+    so that the model can be judged: [{layer, batch, impl, measured_ms, model_ms, tile}]."""
+    from alexnet_raw import kernel_report
+
+    models, out = {}, []
+    for r in rows:
+        if r.get("kind") != "conv" or r.get("phase") != "forward" or not str(r.get("impl", "")).startswith("ours"):
+            continue
+        batch = r["batch"]
+        if batch not in models:
+            models[batch] = {row["layer"].split(" (x")[0]: row for row in kernel_report.roofline(batch)}
+        model = models[batch].get(f"{r['network']}/{r['layer']}")
+        if model and model.get("model_seconds"):
+            out.append({"layer": f"{r['network']}/{r['layer']}", "batch": batch, "impl": r["impl"],
+                        "measured_ms": r["median_ms"], "model_ms": model["model_seconds"] * 1e3,
+                        "tile": model["tile"]})
+    return out
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0])
@@ -107,6 +128,7 @@ def main(argv=None) -> int:
             "train_steps": [{k: r[k] for k in ("network", "batch", "impl", "median_ms", "spread_pct")}
                             for r in bench.get("rows", []) if r["phase"] == "train_step"],
             "rows": len(bench.get("rows", [])), "markdown": str(out / "bench" / "bench.md"),
+            "model": model_next_to_measured(bench.get("rows", [])),
         }
     ok = all(s.get("rc") == 0 for s in steps)
     report["passed"] = ok
@@ -146,6 +168,13 @@ def format_markdown(report) -> str:
         for r in bench["train_steps"]:
             lines.append(f"  - training step {r['network']} batch {r['batch']}, {r['impl']}: "
                          f"{r['median_ms']:.3g} ms ±{r['spread_pct']:.0f}%")
+        if bench.get("model"):
+            lines += ["", "## Conv forward: measured next to the issue model (alexnet_raw/ops/gemm_tiles.py, a model "
+                      "of an H100 SXM)", "", "| layer | batch | ours | tile | measured ms | model ms | measured / model |",
+                      "|---|---|---|---|---|---|---|"]
+            for m in bench["model"]:
+                lines.append(f"| {m['layer']} | {m['batch']} | {m['impl']} | {m['tile'][0]} x {m['tile'][1]} | "
+                             f"{m['measured_ms']:.3g} | {m['model_ms']:.3g} | {m['measured_ms'] / m['model_ms']:.2f} |")
     if report["ncu"]:
         labels = list(NCU_METRICS.values())
         lines += ["", "## ncu: conv and GEMM kernels of one torchvision training step (batch 32, cuda backend)", "",

@@ -73,7 +73,9 @@ def test_the_report_reads_every_step(tmp_path):
     (tmp_path / "bench" / "bench.json").write_text(json.dumps({
         "machine": {"name": "NVIDIA H200"}, "complete": True, "validation": [{}] * 3,
         "rows": [{"network": "torchvision", "batch": 2, "impl": "ours (cuda)", "phase": "train_step",
-                  "median_ms": 12.5, "spread_pct": 3.0}]}))
+                  "median_ms": 12.5, "spread_pct": 3.0},
+                 {"network": "torchvision", "layer": "conv2", "kind": "conv", "batch": 2, "impl": "ours (cuda)",
+                  "phase": "forward", "median_ms": 0.5, "spread_pct": 1.0}]}))
     assert report.main([str(tmp_path), "NVIDIA H200, 580.1, 143771 MiB", "300"]) == 1  # two steps failed
     md = (tmp_path / "gpu_check.md").read_text()
     data = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -85,6 +87,13 @@ def test_the_report_reads_every_step(tmp_path):
     assert conv["FMA pipe active %"] == pytest.approx(63.3)
     assert "| `void gemm<float, 64, 64, false, true>(float *)` | 1 | 40.0 | 71.0 | 70.0 | 30.0 |" in md
     assert not data["passed"] and "### sanitizer-synccheck" in md
+    # the conv forward next to the issue model's prediction for that layer and batch
+    from alexnet_raw import kernel_report
+    model = {r["layer"]: r for r in kernel_report.roofline(2)}["torchvision/conv2"]
+    (judged,) = data["bench"]["model"]
+    assert judged["model_ms"] == pytest.approx(model["model_seconds"] * 1e3) and judged["tile"] == model["tile"]
+    assert (f"| torchvision/conv2 | 2 | ours (cuda) | {model['tile'][0]} x {model['tile'][1]} | 0.5 | "
+            f"{model['model_seconds'] * 1e3:.3g} | {0.5 / (model['model_seconds'] * 1e3):.2f} |") in md
 
 
 def test_every_kernel_is_launched_once(capsys):
