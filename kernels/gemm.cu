@@ -7,7 +7,8 @@
 //   forward          y  = x W^T + b   gemm<.., false, true>   x (batch, in), W (out, in)
 //   backward input   gx = gy W        gemm<.., false, false>
 //   backward weight  gW = gy^T x      gemm<.., true, false>
-// Tiling: GemmTile<BM, BN> of kernels/gemm_tile.cuh (256 threads, 4 x 4 outputs per thread,
+// Tiling: GemmTile<BM, BN> of kernels/gemm_tile.cuh (256 threads, 4 x 4 outputs per thread in
+// version 1's tiles, 8 x 8 / 8 x 4 in version 2's 128 x 128 / 128 x 64 / 64 x 128 (float),
 // 16-deep K slices staged in shared memory); grid (ceil(N / BN), ceil(M / BM), 1). Each thread
 // stages one fixed row of each operand through one pointer moved by a slice per step (the
 // K-contiguous operand at consecutive k, the other at k strided by 256 / rows), no bounds check
@@ -76,6 +77,16 @@ ALX_INSTANTIATE(gemm<float, 256, 16, false, false>)
 ALX_INSTANTIATE(gemm<float, 64, 64, true, false>)
 ALX_INSTANTIATE(gemm<float, 16, 256, true, false>)
 ALX_INSTANTIATE(gemm<float, 256, 16, true, false>)
+// v2 tiles (kernels/gemm_tile.cuh's progression), float
+ALX_INSTANTIATE(gemm<float, 128, 128, false, true>)
+ALX_INSTANTIATE(gemm<float, 128, 64, false, true>)
+ALX_INSTANTIATE(gemm<float, 64, 128, false, true>)
+ALX_INSTANTIATE(gemm<float, 128, 128, false, false>)
+ALX_INSTANTIATE(gemm<float, 128, 64, false, false>)
+ALX_INSTANTIATE(gemm<float, 64, 128, false, false>)
+ALX_INSTANTIATE(gemm<float, 128, 128, true, false>)
+ALX_INSTANTIATE(gemm<float, 128, 64, true, false>)
+ALX_INSTANTIATE(gemm<float, 64, 128, true, false>)
 ALX_INSTANTIATE(gemm<double, 64, 64, false, true>)
 ALX_INSTANTIATE(gemm<double, 16, 256, false, true>)
 ALX_INSTANTIATE(gemm<double, 256, 16, false, true>)

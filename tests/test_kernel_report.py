@@ -209,6 +209,18 @@ def test_the_issue_models_instructions_per_fma_are_what_the_sass_says():
         assert measured[("forward", tile)] == pytest.approx(per_fma, rel=0.02), (tile, measured)
         for product in ("backward_input", "backward_weight"):
             assert measured[(product, tile)] == pytest.approx(per_fma, rel=0.06), (tile, product, measured)
+    # and gemm.cu's table, from its forward product <.., false, true>; the other transpositions near it
+    functions = gpu_compile.disassemble(gpu_compile.nvrtc_compile("gemm.cu", "sm_90").cubin)
+    measured = {}
+    for name, fn in functions.items():
+        m = re.match(r"gemm<float, (\d+), (\d+), (true|false), (true|false)>", name)
+        if m:
+            mix = gpu_compile.hot_loop(fn, False)
+            measured[((int(m.group(1)), int(m.group(2))), m.group(3), m.group(4))] = mix.instructions / mix.fma
+    for tile, per_fma in gemm_tiles.GEMM_ISSUE_PER_FMA.items():
+        assert measured[(tile, "false", "true")] == pytest.approx(per_fma, rel=0.02), (tile, measured)
+        for ta, tb in (("false", "false"), ("true", "false")):
+            assert measured[(tile, ta, tb)] == pytest.approx(per_fma, rel=0.12), (tile, ta, tb, measured)
 
 
 def test_markdown_table_puts_the_architectures_side_by_side():

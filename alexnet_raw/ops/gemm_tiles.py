@@ -4,11 +4,11 @@ one place where a product's block tile is decided, for every path (conv2d and li
 Each tile is (BM, BN) outputs per block of 256 threads. Version 1 of gemm_tile.cuh's progression,
 4 x 4 per thread: (64, 64) is the general tile; (16, 256) and (256, 16) serve products with few rows
 (few filters) or few columns (a fully connected layer at a small batch), where a 64-wide tile would
-mostly compute padding. Version 2 (float, conv2d.cu): (128, 128) at 8 x 8 per thread, (128, 64) and
-(64, 128) at 8 x 4 / 4 x 8. The conv products choose among the tiles they have with an issue model
-of an H100 (`choose_by_model`, below); the fully connected products, whose gemm.cu has version 1's
-tiles only, take the one computing the least padding (`choose`). `forced(tile)` makes every conv
-product on this thread use `tile` (to run, test or time one version).
+mostly compute padding. Version 2 (float, conv2d.cu and gemm.cu): (128, 128) at 8 x 8 per thread,
+(128, 64) and (64, 128) at 8 x 4 / 4 x 8. Every product chooses among the tiles its kernel file has
+with an issue model of an H100 (`choose_by_model`, below); `forced(tile)` makes every product on
+this thread use `tile` (to run, test or time one version). `choose` (the least padding) is kept for
+callers that ask for it.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ _forced = threading.local()
 
 @contextlib.contextmanager
 def forced(tile):
-    """Within the block, the conv2d products this thread launches (forward and both backwards) use
-    `tile` (BM, BN) instead of the automatic choice; one that has no such instantiation for its
-    dtype raises ValueError. (The fully connected layers' gemm.cu has version 1's tiles only and
-    keeps its automatic choice.)"""
+    """Within the block, the conv2d and linear products this thread launches (forward and both
+    backwards) use `tile` (BM, BN) instead of the automatic choice; one that has no such
+    instantiation for its dtype raises ValueError."""
     if (not isinstance(tile, tuple) or len(tile) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in tile)):
         raise TypeError(f"tile must be a (rows, columns) pair of ints, got {tile!r}")
@@ -45,13 +44,13 @@ def forced(tile):
         _forced.tile = old
 
 
-def pick(m: int, n: int, instantiated, what: str, depth: int = 1):
+def pick(m: int, n: int, instantiated, what: str, depth: int = 1, issue_per_fma=None):
     """The tile of an M x N product (`depth` of them side by side): the forced one (which must be in
     `instantiated`, the tiles the kernel file has for this product and dtype), else the one the
     issue model below predicts fastest among them."""
     tile = getattr(_forced, "tile", None)
     if tile is None:
-        return choose_by_model(m, n, instantiated, depth)
+        return choose_by_model(m, n, instantiated, depth, issue_per_fma or CONV_ISSUE_PER_FMA)
     if tile not in instantiated:
         raise ValueError(f"{what} has no {tile[0]} x {tile[1]} tile; its tiles: "
                          + ", ".join(f"{a} x {b}" for a, b in instantiated))
@@ -90,6 +89,10 @@ MODEL_CLOCK_HZ = 1.98e9
 # forward kernel's (the backwards are within 5%); `alexnet-raw kernels` measures them, and
 # tests/test_kernel_report.py checks this table against what it measures.
 CONV_ISSUE_PER_FMA = {(64, 64): 1.383, (16, 256): 1.832, (128, 128): 1.188, (128, 64): 1.254, (64, 128): 1.313}
+# The same for gemm.cu (the fully connected layers), its forward product <.., false, true>; the two
+# other transpositions are within 12%.
+GEMM_ISSUE_PER_FMA = {(64, 64): 1.289, (16, 256): 1.340, (256, 16): 1.344, (128, 128): 1.120, (128, 64): 1.201,
+                      (64, 128): 1.203}
 
 
 def resident_blocks(tile, itemsize: int = 4) -> int:

@@ -18,6 +18,12 @@ from .bias_grad import bias_grad_launch
 
 SOURCE = "gemm.cu"
 TILE_M, TILE_N = gemm_tiles.GENERAL  # the tile of fc layers at AlexNet's batch 128 (the kernel report's roofline)
+TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS, gemm_tiles.FEW_COLUMNS)  # version 1's, both dtypes
+
+
+def instantiated_tiles(dtype):
+    """The tiles gemm.cu has for `dtype`: version 1's for both, version 2's for float."""
+    return TILES + (gemm_tiles.V2_TILES if np.dtype(dtype) == np.float32 else ())
 
 
 def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
@@ -25,7 +31,8 @@ def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
     (N, K) with trans_b."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    tile = gemm_tiles.choose(m, n)
+    tile = gemm_tiles.pick(m, n, instantiated_tiles(c.dtype), f"linear's gemm in {np.dtype(c.dtype)}",
+                           issue_per_fma=gemm_tiles.GEMM_ISSUE_PER_FMA)
     name = f"gemm<{c_type(c.dtype)}, {tile[0]}, {tile[1]}, {str(trans_a).lower()}, {str(trans_b).lower()}>"
     has_bias = bias is not None
     return Launch(SOURCE, name, gemm_tiles.grid(m, n, tile), (gemm_tiles.THREADS, 1, 1),
