@@ -133,7 +133,8 @@ def instantiated_tiles(dtype):
 
 
 def _tile(m, n, dtype, product, depth):
-    return gemm_tiles.pick(m, n, instantiated_tiles(dtype), f"conv2d's {product} in {np.dtype(dtype)}", depth)
+    return gemm_tiles.pick(m, n, instantiated_tiles(dtype), gemm_tiles.CONV_ISSUE_PER_FMA,
+                           f"conv2d's {product} in {np.dtype(dtype)}", depth)
 
 
 def forward_launch(y, x, weight, bias, g: ConvGeometry) -> Launch:

@@ -7,8 +7,7 @@ Each tile is (BM, BN) outputs per block of 256 threads. Version 1 of gemm_tile.c
 mostly compute padding. Version 2 (float, conv2d.cu and gemm.cu): (128, 128) at 8 x 8 per thread,
 (128, 64) and (64, 128) at 8 x 4 / 4 x 8. Every product chooses among the tiles its kernel file has
 with an issue model of an H100 (`choose_by_model`, below); `forced(tile)` makes every product on
-this thread use `tile` (to run, test or time one version). `choose` (the least padding) is kept for
-callers that ask for it.
+this thread use `tile` (to run, test or time one version).
 """
 
 from __future__ import annotations
@@ -44,27 +43,17 @@ def forced(tile):
         _forced.tile = old
 
 
-def pick(m: int, n: int, instantiated, what: str, depth: int = 1, issue_per_fma=None):
+def pick(m: int, n: int, instantiated, issue_per_fma, what: str, depth: int = 1):
     """The tile of an M x N product (`depth` of them side by side): the forced one (which must be in
     `instantiated`, the tiles the kernel file has for this product and dtype), else the one the
-    issue model below predicts fastest among them."""
+    issue model below predicts fastest among them with the kernel file's `issue_per_fma` table."""
     tile = getattr(_forced, "tile", None)
     if tile is None:
-        return choose_by_model(m, n, instantiated, depth, issue_per_fma or CONV_ISSUE_PER_FMA)
+        return choose_by_model(m, n, instantiated, depth, issue_per_fma)
     if tile not in instantiated:
         raise ValueError(f"{what} has no {tile[0]} x {tile[1]} tile; its tiles: "
                          + ", ".join(f"{a} x {b}" for a, b in instantiated))
     return tile
-
-
-def padded_work(m: int, n: int, tile) -> int:
-    bm, bn = tile
-    return ceil_div(m, bm) * bm * ceil_div(n, bn) * bn
-
-
-def choose(m: int, n: int, tiles=(GENERAL, FEW_ROWS, FEW_COLUMNS)):
-    """The tile computing the least padding for an M x N product (ties: the earlier tile)."""
-    return min(tiles, key=lambda t: (padded_work(m, n, t), tiles.index(t)))
 
 
 def grid(m: int, n: int, tile, depth: int = 1):

@@ -31,8 +31,8 @@ def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
     (N, K) with trans_b."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    tile = gemm_tiles.pick(m, n, instantiated_tiles(c.dtype), f"linear's gemm in {np.dtype(c.dtype)}",
-                           issue_per_fma=gemm_tiles.GEMM_ISSUE_PER_FMA)
+    tile = gemm_tiles.pick(m, n, instantiated_tiles(c.dtype), gemm_tiles.GEMM_ISSUE_PER_FMA,
+                           f"linear's gemm in {np.dtype(c.dtype)}")
     name = f"gemm<{c_type(c.dtype)}, {tile[0]}, {tile[1]}, {str(trans_a).lower()}, {str(trans_b).lower()}>"
     has_bias = bias is not None
     return Launch(SOURCE, name, gemm_tiles.grid(m, n, tile), (gemm_tiles.THREADS, 1, 1),
