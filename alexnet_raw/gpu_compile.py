@@ -428,6 +428,10 @@ class LoopMix:
     barriers: int  # BAR*
     counts: dict  # base opcode -> count
     unexpected: list  # strings
+    # the other innermost loops with as many FMAs (a kernel's fallback paths): (instructions,
+    # local-memory accesses) of each
+    alternatives: tuple = ()
+    shared_loads_16_bytes: int = 0  # LDS.128
 
     @property
     def fma_share(self) -> float:
@@ -448,7 +452,10 @@ def unexpected_instructions(instructions, is_double: bool) -> list:
     division = sum(1 for o in opcodes if o.startswith("I2F") and ".RP" in o)
     if division:
         notes.append(f"{division} integer division sequence(s) (I2F.RP/MUFU.RCP)")
-    calls = [i for i in instructions if i.base == "CALL"]
+    # CALL.REL.NOINC to one of the function's own labels (.L_x_N) pushes no return address: ptxas's
+    # jump to a block shared by several paths (sm_80 builds place one in the tiled loops), not a call
+    calls = [i for i in instructions if i.base == "CALL"
+             and not (".NOINC" in i.opcode and re.search(r"\.L_x_\d+", i.operands))]
     if calls:
         targets = sorted({(_SASS_TARGET.search(c.operands) or re.search(r"(\S+)", c.operands)).group(1) for c in calls})
         notes.append(f"{len(calls)} call(s): {', '.join(t.split('__cuda_')[-1] for t in targets)}")
@@ -460,17 +467,20 @@ def unexpected_instructions(instructions, is_double: bool) -> list:
 
 
 def hot_loop(fn: SassFunction, is_double: bool):
-    """The innermost loop with the most FMAs (ties: the longest), and its mix; None without loops."""
+    """The innermost loop with the most FMAs (ties: the shortest, the path a kernel with a fallback
+    takes when it can; the others are its `alternatives`), and its mix; None without loops."""
     fma_opcode = "DFMA" if is_double else "FFMA"
-    best, best_key = None, None
+    loops = []
     for start, end in fn.innermost_loops():
         body = [i for i in fn.between(start, end) if i.base != "NOP"]
-        key = (sum(1 for i in body if i.base == fma_opcode), len(body))
-        if best_key is None or key > best_key:
-            best, best_key = (start, end, body), key
-    if best is None:
+        loops.append(((sum(1 for i in body if i.base == fma_opcode), -len(body)), (start, end, body)))
+    if not loops:
         return None
-    start, end, body = best
+    chosen = max(loops, key=lambda kv: kv[0])
+    best_key = chosen[0]
+    alternatives = tuple((len(b), sum(1 for i in b if i.base in ("LDL", "STL")))
+                         for loop in loops if loop is not chosen and loop[0][0] == best_key[0] for b in (loop[1][2],))
+    start, end, body = chosen[1]
     counts = {}
     for i in body:
         counts[i.base] = counts.get(i.base, 0) + 1
@@ -479,5 +489,5 @@ def hot_loop(fn: SassFunction, is_double: bool):
         start, end, len(body), best_key[0], fma_opcode, len(lds),
         sum(1 for i in lds if ".64" in i.opcode or ".128" in i.opcode),
         counts.get("LDG", 0), counts.get("BAR", 0), dict(sorted(counts.items(), key=lambda kv: -kv[1])),
-        unexpected_instructions(body, is_double),
+        unexpected_instructions(body, is_double), alternatives, sum(1 for i in lds if ".128" in i.opcode),
     )

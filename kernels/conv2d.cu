@@ -11,7 +11,8 @@
 // Layout: NCHW x, y, gx, gy; weights (F, Cg, KH, KW), all C-contiguous. Cg = C / groups, Fg = F / groups.
 // Tiling: GemmTile<BM, BN> (256 threads, 4 x 4 outputs each in v1's 64 x 64 and 16 x 256 tiles, 8 x 8
 // in v2's 128 x 128, 8 x 4 in its 128 x 64 and 64 x 128; 16-deep K slices), grid
-// (ceil(N / BN), ceil(M / BM), groups [x splits]):
+// (ceil(N / BN), ceil(M / BM), groups [x splits]); V: the version of gemm_tile.cuh's progression
+// (3: double-buffered, the last here: version 4's 16-byte loads are for plain matrices, see there):
 //   forward          M = Fg (filters),   N = batch*OH*OW, K = Cg*KH*KW; A = w rows (K-contiguous), B = x gathered
 //   backward input   one product per stride phase (py, px) = ((iy + ph) % sh, (ix + pw) % sw), whose
 //                    pixels only meet taps fy = py + jy*sh, fx = px + jx*sw (no multiply by a
@@ -58,23 +59,40 @@ __device__ __forceinline__ alx_index conv_tap_offset(const ConvTap& t) {
 // outputs that are not written).
 template <class Tile, int R, typename T>
 struct StageTapsAcrossK {
-  static constexpr int K_PER_PASS = 256 / R, PASSES = Tile::BK / K_PER_PASS;
+  static constexpr int K_PER_PASS = Tile::THREADS / R, PASSES = Tile::BK / K_PER_PASS;
+  static_assert(Tile::THREADS % R == 0 && Tile::BK % K_PER_PASS == 0 && PASSES >= 1,
+                "the block's threads cover the slice's columns and k exactly");
   const char* col;      // the column's base element (col + off is the tap's element when inside)
   int y0, x0;           // the column's base pixel
   unsigned h, w;        // the gathered image's size
   ConvTap* taps;        // the chunk's table
   int kk;               // the current slice's first entry
+  T v[PASSES];          // the fetched slice
+  // the element of this thread's column at the slice's k = threadIdx.x / R + j * K_PER_PASS
+  template <bool TAIL>
+  __device__ __forceinline__ T element(int j, int k_count) const {
+    const int k = threadIdx.x / R + j * K_PER_PASS;
+    const ConvTap t = taps[kk + k];
+    // & rather than &&: both compares and one predicated load, no branch
+    const bool inside = ((unsigned)(y0 + t.z) < h) & ((unsigned)(x0 + t.w) < w) & (!TAIL || k < k_count);
+    return inside ? *(const T*)(col + conv_tap_offset(t)) : T(0);
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void fetch(int k_count) {
+#pragma unroll
+    for (int j = 0; j < PASSES; ++j) v[j] = element<TAIL>(j, k_count);
+    kk += Tile::BK;
+  }
   template <bool TAIL>
   __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
+#pragma unroll
+    for (int j = 0; j < PASSES; ++j) S[threadIdx.x / R + j * K_PER_PASS][threadIdx.x % R] = element<TAIL>(j, k_count);
+    kk += Tile::BK;
+  }
+  __device__ __forceinline__ void put(T (&S)[Tile::BK][R + Tile::PAD]) const {
     const int r = threadIdx.x % R, k0 = threadIdx.x / R;
 #pragma unroll
-    for (int j = 0; j < PASSES; ++j) {
-      const int k = k0 + j * K_PER_PASS;
-      const ConvTap t = taps[kk + k];
-      const bool inside = (unsigned)(y0 + t.z) < h && (unsigned)(x0 + t.w) < w && (!TAIL || k < k_count);
-      S[k][r] = inside ? *(const T*)(col + conv_tap_offset(t)) : T(0);
-    }
-    kk += Tile::BK;
+    for (int j = 0; j < PASSES; ++j) S[k0 + j * K_PER_PASS][r] = v[j];
   }
 };
 
@@ -83,23 +101,38 @@ struct StageTapsAcrossK {
 // written), at k = t / R + j * (256 / R).
 template <class Tile, int R, typename T>
 struct StageTapsRows {
-  static constexpr int K_PER_PASS = 256 / R, PASSES = Tile::BK / K_PER_PASS;
+  static constexpr int K_PER_PASS = Tile::THREADS / R, PASSES = Tile::BK / K_PER_PASS;
+  static_assert(Tile::THREADS % R == 0 && Tile::BK % K_PER_PASS == 0 && PASSES >= 1,
+                "the block's threads cover the slice's rows and k exactly");
   const char* p;        // this thread's row
   alx_index* offs;      // the chunk's a_off table (bytes)
   int kk;               // the current slice's first entry
+  T v[PASSES];          // the fetched slice
   __device__ void init(const T* a, alx_index ld, int rows) {
     const int r = threadIdx.x % R;
     p = (const char*)(a + (r < rows ? r : rows - 1) * ld);
   }
   template <bool TAIL>
+  __device__ __forceinline__ T element(int j, int k_count) const {
+    const int k = threadIdx.x / R + j * K_PER_PASS;
+    return (!TAIL || k < k_count) ? *(const T*)(p + offs[kk + k]) : T(0);
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void fetch(int k_count) {
+#pragma unroll
+    for (int j = 0; j < PASSES; ++j) v[j] = element<TAIL>(j, k_count);
+    kk += Tile::BK;
+  }
+  template <bool TAIL>
   __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
+#pragma unroll
+    for (int j = 0; j < PASSES; ++j) S[threadIdx.x / R + j * K_PER_PASS][threadIdx.x % R] = element<TAIL>(j, k_count);
+    kk += Tile::BK;
+  }
+  __device__ __forceinline__ void put(T (&S)[Tile::BK][R + Tile::PAD]) const {
     const int r = threadIdx.x % R, k0 = threadIdx.x / R;
 #pragma unroll
-    for (int j = 0; j < PASSES; ++j) {
-      const int k = k0 + j * K_PER_PASS;
-      S[k][r] = (!TAIL || k < k_count) ? *(const T*)(p + offs[kk + k]) : T(0);
-    }
-    kk += Tile::BK;
+    for (int j = 0; j < PASSES; ++j) S[k0 + j * K_PER_PASS][r] = v[j];
   }
 };
 
@@ -124,6 +157,15 @@ struct ConvStager {
     __syncthreads();
     b.kk = 0;
     if constexpr (A_TAPS) a.kk = 0;
+  }
+  template <bool TAIL>
+  __device__ __forceinline__ void fetch(int k_count) {
+    a.template fetch<TAIL>(k_count);
+    b.template fetch<TAIL>(k_count);
+  }
+  __device__ __forceinline__ void put(T (&As)[Tile::BK][Tile::BM + Tile::PAD], T (&Bs)[Tile::BK][Tile::BN + Tile::PAD]) const {
+    a.put(As);
+    b.put(Bs);
   }
   template <bool TAIL>
   __device__ __forceinline__ void stage(T (&As)[Tile::BK][Tile::BM + Tile::PAD], T (&Bs)[Tile::BK][Tile::BN + Tile::PAD],
@@ -155,14 +197,14 @@ struct ConvForwardTaps {
   }
 };
 
-template <typename T, int BM, int BN>
+template <typename T, int BM, int BN, int V>
 __global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 conv2d_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, int has_bias,
                int batch, int C, int H, int W, int F, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw,
                int groups) {
   typedef GemmTile<BM, BN> Tile;
-  __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
-  __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
+  __shared__ __align__(16) T As[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BM + Tile::PAD];
+  __shared__ __align__(16) T Bs[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
   __shared__ __align__(16) ConvTap table[CONV_CHUNK];
   __shared__ ConvOutputSize out_size;
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
@@ -244,13 +286,13 @@ struct ConvBackwardInputTaps {
   }
 };
 
-template <typename T, int BM, int BN>
+template <typename T, int BM, int BN, int V>
 __global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 conv2d_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __restrict__ w, int batch, int C, int H,
                       int W, int F, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int groups) {
   typedef GemmTile<BM, BN> Tile;
-  __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
-  __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
+  __shared__ __align__(16) T As[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BM + Tile::PAD];
+  __shared__ __align__(16) T Bs[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
   __shared__ __align__(16) ConvTap table[CONV_CHUNK];
   __shared__ __align__(16) alx_index a_table[CONV_CHUNK];
   __shared__ ConvOutputSize out_size;
@@ -327,14 +369,14 @@ struct ConvBackwardWeightTaps {
 
 // out (splits, F, Cg*KH*KW): the partial sum of split z % splits over K = batch*OH*OW; with one
 // split `out` is the weight gradient itself.
-template <typename T, int BM, int BN>
+template <typename T, int BM, int BN, int V>
 __global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
 conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* __restrict__ x, int batch, int C, int H,
                        int W, int F, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int groups,
                        int splits, long long k_per_split) {
   typedef GemmTile<BM, BN> Tile;
-  __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
-  __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
+  __shared__ __align__(16) T As[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BM + Tile::PAD];
+  __shared__ __align__(16) T Bs[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
   __shared__ __align__(16) ConvTap table[CONV_CHUNK];
   __shared__ __align__(16) alx_index a_table[CONV_CHUNK];
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
@@ -391,27 +433,37 @@ __global__ void conv2d_sum_splits(T* __restrict__ gw, const T* __restrict__ part
   }
 }
 
-ALX_INSTANTIATE(conv2d_forward<float, 64, 64>)
-ALX_INSTANTIATE(conv2d_forward<float, 16, 256>)
-ALX_INSTANTIATE(conv2d_forward<double, 64, 64>)
-ALX_INSTANTIATE(conv2d_forward<double, 16, 256>)
-ALX_INSTANTIATE(conv2d_backward_input<float, 64, 64>)
-ALX_INSTANTIATE(conv2d_backward_input<float, 16, 256>)
-ALX_INSTANTIATE(conv2d_backward_input<double, 64, 64>)
-ALX_INSTANTIATE(conv2d_backward_input<double, 16, 256>)
-ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 64>)
-ALX_INSTANTIATE(conv2d_backward_weight<float, 16, 256>)
-ALX_INSTANTIATE(conv2d_backward_weight<double, 64, 64>)
-ALX_INSTANTIATE(conv2d_backward_weight<double, 16, 256>)
-// v2 tiles (kernels/gemm_tile.cuh's progression), float
-ALX_INSTANTIATE(conv2d_forward<float, 128, 128>)
-ALX_INSTANTIATE(conv2d_forward<float, 128, 64>)
-ALX_INSTANTIATE(conv2d_forward<float, 64, 128>)
-ALX_INSTANTIATE(conv2d_backward_input<float, 128, 128>)
-ALX_INSTANTIATE(conv2d_backward_input<float, 128, 64>)
-ALX_INSTANTIATE(conv2d_backward_input<float, 64, 128>)
-ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 128>)
-ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 64>)
-ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 128>)
+ALX_INSTANTIATE(conv2d_forward<float, 64, 64, 1>)
+ALX_INSTANTIATE(conv2d_forward<float, 16, 256, 1>)
+ALX_INSTANTIATE(conv2d_forward<double, 64, 64, 1>)
+ALX_INSTANTIATE(conv2d_forward<double, 16, 256, 1>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 64, 64, 1>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 16, 256, 1>)
+ALX_INSTANTIATE(conv2d_backward_input<double, 64, 64, 1>)
+ALX_INSTANTIATE(conv2d_backward_input<double, 16, 256, 1>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 64, 1>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 16, 256, 1>)
+ALX_INSTANTIATE(conv2d_backward_weight<double, 64, 64, 1>)
+ALX_INSTANTIATE(conv2d_backward_weight<double, 16, 256, 1>)
+// version 2: 8 x 8 / 8 x 4 outputs per thread (float)
+ALX_INSTANTIATE(conv2d_forward<float, 128, 128, 2>)
+ALX_INSTANTIATE(conv2d_forward<float, 128, 64, 2>)
+ALX_INSTANTIATE(conv2d_forward<float, 64, 128, 2>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 128, 128, 2>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 128, 64, 2>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 64, 128, 2>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 128, 2>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 64, 2>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 128, 2>)
+// version 3: version 2 double-buffered
+ALX_INSTANTIATE(conv2d_forward<float, 128, 128, 3>)
+ALX_INSTANTIATE(conv2d_forward<float, 128, 64, 3>)
+ALX_INSTANTIATE(conv2d_forward<float, 64, 128, 3>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 128, 128, 3>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 128, 64, 3>)
+ALX_INSTANTIATE(conv2d_backward_input<float, 64, 128, 3>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 128, 3>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 64, 3>)
+ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 128, 3>)
 ALX_INSTANTIATE(conv2d_sum_splits<float>)
 ALX_INSTANTIATE(conv2d_sum_splits<double>)

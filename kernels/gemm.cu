@@ -12,8 +12,11 @@
 // 16-deep K slices staged in shared memory); grid (ceil(N / BN), ceil(M / BM), 1). Each thread
 // stages one fixed row of each operand through one pointer moved by a slice per step (the
 // K-contiguous operand at consecutive k, the other at k strided by 256 / rows), no bounds check
-// except in a ragged last slice. Tile shape chosen in
-// alexnet_raw/ops/gemm_tiles.py (launches built in alexnet_raw/ops/linear.py).
+// except in a ragged last slice. V: the version of gemm_tile.cuh's progression (3: double-buffered,
+// 4: also 16-byte loads of both operands in a block where the addresses, leading dimensions and
+// the tile's rows allow, else version 3's loop).
+// Kernel (tile and version) chosen in alexnet_raw/ops/gemm_tiles.py (launches built in
+// alexnet_raw/ops/linear.py).
 // Reference and tests: tests/kernels/test_linear.py (torch.nn.functional.linear and autograd).
 #include "common.cuh"
 #include "gemm_tile.cuh"
@@ -21,38 +24,40 @@
 // The stager of gemm_tile.cuh for the two stored operands: an operand stored K-contiguous is
 // staged along K (StageRowsAlongK), the other across K (StageRowsAcrossK); each thread keeps one
 // pointer per operand, moved by a slice per step. No per-chunk table.
-template <bool ACROSS, class Tile, int R, typename T>
-struct GemmOperand { typedef StageRowsAlongK<Tile, R, T> type; };
-template <class Tile, int R, typename T>
-struct GemmOperand<true, Tile, R, T> { typedef StageRowsAcrossK<Tile, R, T> type; };
+template <bool ACROSS, class Tile, int R, typename T, bool VEC>
+struct GemmOperand { typedef StageRowsAlongK<Tile, R, T, VEC> type; };
+template <class Tile, int R, typename T, bool VEC>
+struct GemmOperand<true, Tile, R, T, VEC> { typedef StageRowsAcrossK<Tile, R, T, VEC> type; };
 
-template <class Tile, typename T, bool TRANS_A, bool TRANS_B>
+template <class Tile, typename T, bool TRANS_A, bool TRANS_B, bool VEC>
 struct GemmStager {
-  typedef StagePair<Tile, T, typename GemmOperand<TRANS_A, Tile, Tile::BM, T>::type,
-                    typename GemmOperand<!TRANS_B, Tile, Tile::BN, T>::type> type;
+  typedef GemmOperand<TRANS_A, Tile, Tile::BM, T, VEC> A;
+  typedef GemmOperand<!TRANS_B, Tile, Tile::BN, T, VEC> B;
+  typedef StagePair<Tile, T, typename A::type, typename B::type> type;
 };
 
-template <typename T, int BM, int BN, bool TRANS_A, bool TRANS_B>
-__global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
-gemm(T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ bias, int has_bias, alx_index M,
-     alx_index N, alx_index K) {
+// The operands' first rows and leading dimensions: A (TRANS_A: stored (K, M), tile rows across K),
+// B (TRANS_B: stored (N, K), tile rows along K).
+template <typename T, bool TRANS_A, bool TRANS_B>
+struct GemmOperands {
+  const T *a, *b;
+  alx_index lda, ldb;
+  __device__ GemmOperands(const T* a_, const T* b_, alx_index m0, alx_index n0, alx_index M, alx_index N, alx_index K)
+      : a(TRANS_A ? a_ + m0 : a_ + m0 * K), b(TRANS_B ? b_ + n0 * K : b_ + n0), lda(TRANS_A ? M : K),
+        ldb(TRANS_B ? K : N) {}
+};
+
+template <typename T, int BM, int BN, bool TRANS_A, bool TRANS_B, bool VEC, int BUFFERS>
+__device__ __forceinline__ void gemm_block(T* __restrict__ c, const GemmOperands<T, TRANS_A, TRANS_B>& in,
+                                           const T* __restrict__ bias, int has_bias, alx_index m0, alx_index n0,
+                                           alx_index M, alx_index N, alx_index K,
+                                           T (&As)[BUFFERS][GemmTile<BM, BN>::BK][BM + GemmTile<BM, BN>::PAD],
+                                           T (&Bs)[BUFFERS][GemmTile<BM, BN>::BK][BN + GemmTile<BM, BN>::PAD]) {
   typedef GemmTile<BM, BN> Tile;
-  __shared__ __align__(16) T As[Tile::BK][Tile::BM + Tile::PAD];
-  __shared__ __align__(16) T Bs[Tile::BK][Tile::BN + Tile::PAD];
-  const alx_index m0 = (alx_index)blockIdx.y * BM, n0 = (alx_index)blockIdx.x * BN;
   T acc[Tile::TM][Tile::TN] = {};
-  typename GemmStager<Tile, T, TRANS_A, TRANS_B>::type stager;
-  // A: TRANS_A means stored (K, M): tile rows run across K; B: TRANS_B means stored (N, K): along K
-  if constexpr (TRANS_A) {
-    stager.a.init(a + m0, M, M - m0, 0);
-  } else {
-    stager.a.init(a + m0 * K, K, M - m0, 0);
-  }
-  if constexpr (TRANS_B) {
-    stager.b.init(b + n0 * K, K, N - n0, 0);
-  } else {
-    stager.b.init(b + n0, N, N - n0, 0);
-  }
+  typename GemmStager<Tile, T, TRANS_A, TRANS_B, VEC>::type stager;
+  stager.a.init(in.a, in.lda, M - m0, 0);
+  stager.b.init(in.b, in.ldb, N - n0, 0);
   gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
@@ -68,31 +73,68 @@ gemm(T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b, const 
   }
 }
 
-ALX_INSTANTIATE(gemm<float, 64, 64, false, true>)
-ALX_INSTANTIATE(gemm<float, 16, 256, false, true>)
-ALX_INSTANTIATE(gemm<float, 256, 16, false, true>)
-ALX_INSTANTIATE(gemm<float, 64, 64, false, false>)
-ALX_INSTANTIATE(gemm<float, 16, 256, false, false>)
-ALX_INSTANTIATE(gemm<float, 256, 16, false, false>)
-ALX_INSTANTIATE(gemm<float, 64, 64, true, false>)
-ALX_INSTANTIATE(gemm<float, 16, 256, true, false>)
-ALX_INSTANTIATE(gemm<float, 256, 16, true, false>)
-// v2 tiles (kernels/gemm_tile.cuh's progression), float
-ALX_INSTANTIATE(gemm<float, 128, 128, false, true>)
-ALX_INSTANTIATE(gemm<float, 128, 64, false, true>)
-ALX_INSTANTIATE(gemm<float, 64, 128, false, true>)
-ALX_INSTANTIATE(gemm<float, 128, 128, false, false>)
-ALX_INSTANTIATE(gemm<float, 128, 64, false, false>)
-ALX_INSTANTIATE(gemm<float, 64, 128, false, false>)
-ALX_INSTANTIATE(gemm<float, 128, 128, true, false>)
-ALX_INSTANTIATE(gemm<float, 128, 64, true, false>)
-ALX_INSTANTIATE(gemm<float, 64, 128, true, false>)
-ALX_INSTANTIATE(gemm<double, 64, 64, false, true>)
-ALX_INSTANTIATE(gemm<double, 16, 256, false, true>)
-ALX_INSTANTIATE(gemm<double, 256, 16, false, true>)
-ALX_INSTANTIATE(gemm<double, 64, 64, false, false>)
-ALX_INSTANTIATE(gemm<double, 16, 256, false, false>)
-ALX_INSTANTIATE(gemm<double, 256, 16, false, false>)
-ALX_INSTANTIATE(gemm<double, 64, 64, true, false>)
-ALX_INSTANTIATE(gemm<double, 16, 256, true, false>)
-ALX_INSTANTIATE(gemm<double, 256, 16, true, false>)
+template <typename T, int BM, int BN, bool TRANS_A, bool TRANS_B, int V>
+__global__ void ALX_GEMM_LAUNCH_BOUNDS(T, BM, BN)
+gemm(T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ bias, int has_bias, alx_index M,
+     alx_index N, alx_index K) {
+  typedef GemmTile<BM, BN> Tile;
+  typedef GemmVersion<V> Version;
+  __shared__ __align__(16) T As[Version::BUFFERS][Tile::BK][Tile::BM + Tile::PAD];
+  __shared__ __align__(16) T Bs[Version::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
+  const alx_index m0 = (alx_index)blockIdx.y * BM, n0 = (alx_index)blockIdx.x * BN;
+  const GemmOperands<T, TRANS_A, TRANS_B> in(a, b, m0, n0, M, N, K);
+  if constexpr (Version::VECTOR_LOADS) {
+    typedef GemmStager<Tile, T, TRANS_A, TRANS_B, true> Vec;
+    // a, b and the leading dimensions aligned (the same for every block: tile offsets keep the
+    // alignment), and an operand staged across K has all of the tile's rows inside the matrix
+    const bool a_rows = !TRANS_A || M - m0 >= BM, b_rows = TRANS_B || N - n0 >= BN;
+    if (a_rows && b_rows && Vec::A::type::aligned(a, in.lda, 0) && Vec::B::type::aligned(b, in.ldb, 0)) {
+      gemm_block<T, BM, BN, TRANS_A, TRANS_B, true>(c, in, bias, has_bias, m0, n0, M, N, K, As, Bs);
+      return;
+    }
+  }
+  gemm_block<T, BM, BN, TRANS_A, TRANS_B, false>(c, in, bias, has_bias, m0, n0, M, N, K, As, Bs);
+}
+
+ALX_INSTANTIATE(gemm<float, 64, 64, false, true, 1>)
+ALX_INSTANTIATE(gemm<float, 16, 256, false, true, 1>)
+ALX_INSTANTIATE(gemm<float, 256, 16, false, true, 1>)
+ALX_INSTANTIATE(gemm<float, 64, 64, false, false, 1>)
+ALX_INSTANTIATE(gemm<float, 16, 256, false, false, 1>)
+ALX_INSTANTIATE(gemm<float, 256, 16, false, false, 1>)
+ALX_INSTANTIATE(gemm<float, 64, 64, true, false, 1>)
+ALX_INSTANTIATE(gemm<float, 16, 256, true, false, 1>)
+ALX_INSTANTIATE(gemm<float, 256, 16, true, false, 1>)
+ALX_INSTANTIATE(gemm<double, 64, 64, false, true, 1>)
+ALX_INSTANTIATE(gemm<double, 16, 256, false, true, 1>)
+ALX_INSTANTIATE(gemm<double, 256, 16, false, true, 1>)
+ALX_INSTANTIATE(gemm<double, 64, 64, false, false, 1>)
+ALX_INSTANTIATE(gemm<double, 16, 256, false, false, 1>)
+ALX_INSTANTIATE(gemm<double, 256, 16, false, false, 1>)
+ALX_INSTANTIATE(gemm<double, 64, 64, true, false, 1>)
+ALX_INSTANTIATE(gemm<double, 16, 256, true, false, 1>)
+ALX_INSTANTIATE(gemm<double, 256, 16, true, false, 1>)
+// version 2: 8 x 8 / 8 x 4 outputs per thread (float)
+ALX_INSTANTIATE(gemm<float, 128, 128, false, true, 2>)
+ALX_INSTANTIATE(gemm<float, 128, 64, false, true, 2>)
+ALX_INSTANTIATE(gemm<float, 64, 128, false, true, 2>)
+ALX_INSTANTIATE(gemm<float, 128, 128, false, false, 2>)
+ALX_INSTANTIATE(gemm<float, 128, 64, false, false, 2>)
+ALX_INSTANTIATE(gemm<float, 64, 128, false, false, 2>)
+ALX_INSTANTIATE(gemm<float, 128, 128, true, false, 2>)
+ALX_INSTANTIATE(gemm<float, 128, 64, true, false, 2>)
+ALX_INSTANTIATE(gemm<float, 64, 128, true, false, 2>)
+// version 3: version 2 double-buffered (the progression's step, at 128 x 128)
+ALX_INSTANTIATE(gemm<float, 128, 128, false, true, 3>)
+ALX_INSTANTIATE(gemm<float, 128, 128, false, false, 3>)
+ALX_INSTANTIATE(gemm<float, 128, 128, true, false, 3>)
+// version 4: version 3 with 16-byte global loads
+ALX_INSTANTIATE(gemm<float, 128, 128, false, true, 4>)
+ALX_INSTANTIATE(gemm<float, 128, 64, false, true, 4>)
+ALX_INSTANTIATE(gemm<float, 64, 128, false, true, 4>)
+ALX_INSTANTIATE(gemm<float, 128, 128, false, false, 4>)
+ALX_INSTANTIATE(gemm<float, 128, 64, false, false, 4>)
+ALX_INSTANTIATE(gemm<float, 64, 128, false, false, 4>)
+ALX_INSTANTIATE(gemm<float, 128, 128, true, false, 4>)
+ALX_INSTANTIATE(gemm<float, 128, 64, true, false, 4>)
+ALX_INSTANTIATE(gemm<float, 64, 128, true, false, 4>)

@@ -11,6 +11,7 @@ import pytest
 from alexnet_raw import gpu_compile, kernel_launches, kernel_report
 from alexnet_raw.ops import conv2d as conv_ops
 from alexnet_raw.ops import gemm_tiles
+from alexnet_raw.ops import linear as linear_ops
 from alexnet_raw.ops import relu as relu_ops
 
 
@@ -173,23 +174,26 @@ def test_flags_name_each_missed_target():
 
 
 # -- roofline ------------------------------------------------------------------------------------
-def test_roofline_traffic_model_for_a_tiled_fc_layer(monkeypatch):
-    monkeypatch.setattr(kernel_report, "gemm_tile", lambda kind: (64, 32) if kind == "fc" else None)
+def test_roofline_traffic_model_for_a_tiled_fc_layer():
     rows = {r["layer"]: r for r in kernel_report.roofline(batch=128, networks=["torchvision"])}
     fc7 = rows["torchvision/fc7"]
-    m, n, k = 4096, 128, 4096
-    traffic = 4 * (m * k * math.ceil(n / 32) + n * k * math.ceil(m / 64) + m * n)
+    m, n, k = 128, 4096, 4096  # y = x W^T: M = batch, N = features out, K = features in
+    tile = linear_ops.model_tile(m, n, k, np.float32)
+    assert fc7["tile"] == list(tile) and fc7["traffic_model"] == f"tile {tile[0]}x{tile[1]} v{tile[2]}"
+    traffic = 4 * (n * k * math.ceil(m / tile[0]) + m * k * math.ceil(n / tile[1]) + m * n)
     assert fc7["dram_bytes"] == traffic and fc7["flops"] == 2 * m * n * k
     assert fc7["intensity"] == pytest.approx(2 * m * n * k / traffic)
     peak, bw = kernel_report.H100_SXM["fp32_flops"], kernel_report.H100_SXM["dram_bytes_per_s"]
     assert fc7["attainable_gflops"] == pytest.approx(min(peak, fc7["intensity"] * bw) / 1e9)
+    assert fc7["model_seconds"] == pytest.approx(gemm_tiles.predicted_seconds(m, n, k, tile, 1,
+                                                                              gemm_tiles.GEMM_ISSUE_PER_FMA))
     pool = rows["torchvision/pool1"]
     assert pool["bound"] == "memory" and pool["dram_bytes"] == 4 * 128 * 64 * (55 * 55 + 27 * 27)
     # a conv layer: the tile conv2d's forward picks by the issue model, and the model's time
     conv2 = rows["torchvision/conv2"]
     m, n, k = 192, 128 * 27 * 27, 64 * 5 * 5
-    tile = gemm_tiles.choose_by_model(m, n, conv_ops.instantiated_tiles(np.float32))
-    assert conv2["tile"] == list(tile) and conv2["traffic_model"] == f"tile {tile[0]}x{tile[1]}"
+    tile = conv_ops.model_tile(m, n, np.float32)
+    assert conv2["tile"] == list(tile) and conv2["traffic_model"] == f"tile {tile[0]}x{tile[1]} v{tile[2]}"
     assert conv2["model_seconds"] == pytest.approx(gemm_tiles.predicted_seconds(m, n, k, tile))
     assert conv2["model_fraction_of_peak"] == pytest.approx(2 * m * n * k / conv2["model_seconds"] / peak)
     assert 0 < conv2["model_fraction_of_peak"] < 1
@@ -201,10 +205,11 @@ def test_the_issue_models_instructions_per_fma_are_what_the_sass_says():
     functions = gpu_compile.disassemble(build.cubin)
     measured = {}
     for name, fn in functions.items():
-        m = re.match(r"conv2d_(forward|backward_input|backward_weight)<float, (\d+), (\d+)>", name)
+        m = re.match(r"conv2d_(forward|backward_input|backward_weight)<float, (\d+), (\d+), (\d)>", name)
         if m:
             mix = gpu_compile.hot_loop(fn, False)
-            measured[(m.group(1), (int(m.group(2)), int(m.group(3))))] = mix.instructions / mix.fma
+            measured[(m.group(1), tuple(int(v) for v in m.group(2, 3, 4)))] = mix.instructions / mix.fma
+    assert set(gemm_tiles.CONV_ISSUE_PER_FMA) == set(conv_ops.instantiated_tiles(np.float32))
     for tile, per_fma in gemm_tiles.CONV_ISSUE_PER_FMA.items():
         assert measured[("forward", tile)] == pytest.approx(per_fma, rel=0.02), (tile, measured)
         for product in ("backward_input", "backward_weight"):
@@ -213,10 +218,12 @@ def test_the_issue_models_instructions_per_fma_are_what_the_sass_says():
     functions = gpu_compile.disassemble(gpu_compile.nvrtc_compile("gemm.cu", "sm_90").cubin)
     measured = {}
     for name, fn in functions.items():
-        m = re.match(r"gemm<float, (\d+), (\d+), (true|false), (true|false)>", name)
+        m = re.match(r"gemm<float, (\d+), (\d+), (true|false), (true|false), (\d)>", name)
         if m:
             mix = gpu_compile.hot_loop(fn, False)
-            measured[((int(m.group(1)), int(m.group(2))), m.group(3), m.group(4))] = mix.instructions / mix.fma
+            measured[((int(m.group(1)), int(m.group(2)), int(m.group(5))), m.group(3), m.group(4))] = \
+                mix.instructions / mix.fma
+    assert set(gemm_tiles.GEMM_ISSUE_PER_FMA) == set(linear_ops.instantiated_tiles(np.float32))
     for tile, per_fma in gemm_tiles.GEMM_ISSUE_PER_FMA.items():
         assert measured[(tile, "false", "true")] == pytest.approx(per_fma, rel=0.02), (tile, measured)
         for ta, tb in (("false", "false"), ("true", "false")):

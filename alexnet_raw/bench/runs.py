@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from .. import backends, kernel_launches
+from ..ops import gemm_tiles
 from .clocks import CpuClock, CudaEventClock, SyncedWallClock
 from .machine import cpu_info, gpu_info
 from .phases import measure_ours
@@ -28,6 +29,7 @@ NEEDS_GPU = [
     "GFLOP/s against a GPU's FP32 peak (e.g. H100 SXM ~67 TFLOP/s)",
     "the two-tower split over two GPUs against one device, with and without overlapped transfers",
 ]
+VERSIONS = (1, 2, 3, 4)  # of kernels/gemm_tile.cuh's progression: a row each for conv and fc layers on a GPU
 STAND_IN_NOTE = ("the CuPy stand-in (the tests' CPU double of CuPy) is not a GPU: the GPU branch ran, every layer was "
                  "validated, and no timing of it is written")
 
@@ -203,6 +205,18 @@ def run_gpu(config: Config, log=print, result=None) -> dict:
                                     .astype(np.float32))
                 for phase, secs in measure_ours(run, ours_clock, grad, config.warmup, config.repeats, flush).items():
                     keep(network, case, batch, phase, impl, secs, flops.get(phase))
+                if case.kind in ("conv", "fc") and backend == gpu_backends[0]:
+                    # each version of kernels/gemm_tile.cuh's progression (the tile the model picks
+                    # among that version's), next to the automatic choice above
+                    for version in VERSIONS:
+                        with gemm_tiles.version_only(version):
+                            run = kernel_launches.make_layer_run(case, batch, xp=cupy)
+                            label = f"ours ({backend}, v{version})"
+                            _validated(result, case, batch, label,
+                                       validate_layer(run, reference, cupy.asarray, cupy.asnumpy))
+                            for phase, secs in measure_ours(run, ours_clock, grad, config.warmup, config.repeats,
+                                                            flush).items():
+                                keep(network, case, batch, phase, label, secs, flops.get(phase))
             for tf32 in (False, True):
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
                 layer = TorchLayer(case, batch, torch_device)

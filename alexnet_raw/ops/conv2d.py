@@ -23,11 +23,11 @@ from .bias_grad import bias_grad_launch
 
 SOURCE = "conv2d.cu"
 INT32_MAX = 2**31 - 1
-TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS)  # version 1's shapes, conv2d.cu instantiates them for both dtypes
-TILE_M, TILE_N = gemm_tiles.GENERAL  # the tile AlexNet's layers get (read by the kernel report's roofline)
+TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS)  # version 1's, conv2d.cu instantiates them for both dtypes
+FLOAT_TILES = gemm_tiles.V2 + gemm_tiles.V3  # float only; version 4 is gemm.cu's (kernels/gemm_tile.cuh says why)
 # Backward to the weights: a product with a long K (batch*OH*OW) and few outputs is split along K
 # so that enough blocks run; each split covers at least MIN_K_PER_SPLIT of K.
-TARGET_BLOCKS = 132 * 2  # two blocks per SM of an H100
+TARGET_BLOCKS = gemm_tiles.MODEL_SMS * 2  # two blocks per SM of an H100 (the 128-register kernels' residency)
 MIN_K_PER_SPLIT = 1024
 MAX_SPLITS = 64
 
@@ -124,12 +124,19 @@ def geometry(input, weight, stride, padding, groups, ceil_mode):
 
 
 def _kernel(name, dtype, tile):
-    return f"{name}<{c_type(dtype)}, {tile[0]}, {tile[1]}>"
+    return f"{name}<{c_type(dtype)}, {tile.rows}, {tile.columns}, {tile.version}>"
 
 
 def instantiated_tiles(dtype):
-    """The tiles conv2d.cu has for `dtype`: version 1's for both, version 2's for float."""
-    return TILES + (gemm_tiles.V2_TILES if np.dtype(dtype) == np.float32 else ())
+    """The tile kernels conv2d.cu has for `dtype` (each product has the same): version 1's for both,
+    versions 2 and 3 for float."""
+    return TILES + (FLOAT_TILES if np.dtype(dtype) == np.float32 else ())
+
+
+def model_tile(m, n, dtype, depth=1):
+    """The tile kernel an M x N conv product (`depth` side by side) gets without forcing."""
+    return gemm_tiles.choose_by_model(m, n, gemm_tiles.newest(instantiated_tiles(dtype)), depth,
+                                      gemm_tiles.CONV_ISSUE_PER_FMA)
 
 
 def _tile(m, n, dtype, product, depth):
@@ -158,7 +165,7 @@ def backward_input_launch(grad_x, grad_y, weight, g: ConvGeometry) -> Launch:
 def weight_splits(g: ConvGeometry, tile):
     """(splits, K per split) of the backward-to-weights product along K = batch*OH*OW."""
     m, n, k = g.filters_per_group, g.channels_per_group * g.taps, g.batch * g.out_height * g.out_width
-    blocks = ceil_div(m, tile[0]) * ceil_div(n, tile[1]) * g.groups
+    blocks = ceil_div(m, tile.rows) * ceil_div(n, tile.columns) * g.groups
     splits = max(1, min(ceil_div(TARGET_BLOCKS, blocks), k // MIN_K_PER_SPLIT, MAX_SPLITS, 65535 // g.groups))
     per_split = ceil_div(ceil_div(k, splits), gemm_tiles.K_SLICE) * gemm_tiles.K_SLICE
     return ceil_div(k, per_split), per_split

@@ -17,13 +17,34 @@ from . import _checks, gemm_tiles
 from .bias_grad import bias_grad_launch
 
 SOURCE = "gemm.cu"
-TILE_M, TILE_N = gemm_tiles.GENERAL  # the tile of fc layers at AlexNet's batch 128 (the kernel report's roofline)
 TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS, gemm_tiles.FEW_COLUMNS)  # version 1's, both dtypes
+FLOAT_TILES = gemm_tiles.V2 + gemm_tiles.V3[:1] + gemm_tiles.V4  # float only: version 3 at 128 x 128 (the step)
 
 
 def instantiated_tiles(dtype):
-    """The tiles gemm.cu has for `dtype`: version 1's for both, version 2's for float."""
-    return TILES + (gemm_tiles.V2_TILES if np.dtype(dtype) == np.float32 else ())
+    """The tile kernels gemm.cu has for `dtype` (each transposition has the same): version 1's for
+    both, versions 2 to 4 for float."""
+    return TILES + (FLOAT_TILES if np.dtype(dtype) == np.float32 else ())
+
+
+def candidate_tiles(dtype, leading_dimensions):
+    """The kernels the automatic choice considers: the newest version of each shape, version 4 only
+    where every leading dimension is a multiple of 4 (else it would run its scalar loop: version
+    3's, which is then taken for its shape where it exists)."""
+    tiles = instantiated_tiles(dtype)
+    if any(ld % 4 for ld in leading_dimensions):
+        tiles = tuple(t for t in tiles if t.version != 4)
+    return gemm_tiles.newest(tiles)
+
+
+def model_tile(m, n, k, dtype, trans_a=False, trans_b=True):
+    """The tile kernel gemm.cu's M x N x K product gets without forcing."""
+    return gemm_tiles.choose_by_model(m, n, candidate_tiles(dtype, _leading_dimensions(m, n, k, trans_a, trans_b)), 1,
+                                      gemm_tiles.GEMM_ISSUE_PER_FMA)
+
+
+def _leading_dimensions(m, n, k, trans_a, trans_b):
+    return (m if trans_a else k, k if trans_b else n)
 
 
 def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
@@ -32,8 +53,10 @@ def gemm_launch(c, a, b, bias, trans_a: bool, trans_b: bool) -> Launch:
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
     tile = gemm_tiles.pick(m, n, instantiated_tiles(c.dtype), gemm_tiles.GEMM_ISSUE_PER_FMA,
-                           f"linear's gemm in {np.dtype(c.dtype)}")
-    name = f"gemm<{c_type(c.dtype)}, {tile[0]}, {tile[1]}, {str(trans_a).lower()}, {str(trans_b).lower()}>"
+                           f"linear's gemm in {np.dtype(c.dtype)}",
+                           candidates=candidate_tiles(c.dtype, _leading_dimensions(m, n, k, trans_a, trans_b)))
+    name = (f"gemm<{c_type(c.dtype)}, {tile.rows}, {tile.columns}, {str(trans_a).lower()}, {str(trans_b).lower()}, "
+            f"{tile.version}>")
     has_bias = bias is not None
     return Launch(SOURCE, name, gemm_tiles.grid(m, n, tile), (gemm_tiles.THREADS, 1, 1),
                   (c, a, b, bias if has_bias else c, np.int32(has_bias), np.int64(m), np.int64(n), np.int64(k)))

@@ -111,17 +111,14 @@ def test_both_tiles_and_the_split_k_path_are_exercised():
         return conv_ops.geometry(x, w, stride, padding, groups, ceil_mode)[1]
 
     tiles, splits = set(), set()
-    float_tiles = conv_ops.instantiated_tiles(np.float32)
     for layer in ALEXNET_CONVS:
         g = geometry(*layer)
-        tiles.add(gemm_tiles.choose_by_model(g.filters_per_group, g.batch * g.out_height * g.out_width, float_tiles,
-                                             g.groups))
-        tile = gemm_tiles.choose_by_model(g.filters_per_group, g.channels_per_group * g.taps, float_tiles, g.groups)
+        tiles.add(conv_ops.model_tile(g.filters_per_group, g.batch * g.out_height * g.out_width, np.float32, g.groups))
+        tile = conv_ops.model_tile(g.filters_per_group, g.channels_per_group * g.taps, np.float32, g.groups)
         splits.add(conv_ops.weight_splits(g, tile)[0] > 1)
     thin = geometry(*FEW_FILTERS_MANY_PIXELS[:6], False)
-    tiles.add(gemm_tiles.choose_by_model(thin.filters_per_group, thin.batch * thin.out_height * thin.out_width,
-                                         float_tiles))
-    assert set(conv_ops.TILES) <= tiles  # every tile by the model's own choice in shapes that run here
+    tiles.add(conv_ops.model_tile(thin.filters_per_group, thin.batch * thin.out_height * thin.out_width, np.float32))
+    assert set(conv_ops.TILES) <= tiles  # every version 1 tile by the model's own choice in shapes that run here
     assert splits == {True, False}
 
 
@@ -139,43 +136,48 @@ def test_few_filters_over_many_pixels_take_the_thin_tile(backend, under_schedule
     b = rng.standard_normal(filters).astype(dtype)
     g = conv_ops.geometry(x, w, stride, padding, groups, False)[1]
     name = "double" if dtype == np.float64 else "float"
-    assert conv_ops.forward_launch(np.empty(1, dtype), x, w, b, g).kernel == f"conv2d_forward<{name}, 16, 256>"
+    assert conv_ops.forward_launch(np.empty(1, dtype), x, w, b, g).kernel == f"conv2d_forward<{name}, 16, 256, 1>"
     assert conv_ops.backward_input_launch(np.empty(1, dtype), np.empty(1, dtype), w, g).kernel == \
-        f"conv2d_backward_input<{name}, 16, 256>"
+        f"conv2d_backward_input<{name}, 16, 256, 1>"
     check_against_torch(under_schedules, x, w, b, stride, padding, groups)
 
 
 def test_the_issue_model_picks_the_largest_tile_only_where_it_fills_the_gpu():
     # a product of many waves takes 128 x 128 (fewest instructions per FFMA); one that fits in a
-    # wave of small blocks keeps them (blocks finish sooner on idle SMs); few rows take 16 x 256
-    float_tiles = conv_ops.instantiated_tiles(np.float32)
+    # wave of small blocks keeps them (blocks finish sooner on idle SMs); few rows take 16 x 256;
+    # each shape in its newest version (3 in float)
     conv2_batch_128 = (128, 128 * 27 * 27)  # #145 conv2: 128 filters per tower
-    assert gemm_tiles.choose_by_model(*conv2_batch_128, float_tiles) == (128, 128)
-    assert gemm_tiles.choose_by_model(128, 2 * 27 * 27, float_tiles) == (64, 64)
-    assert gemm_tiles.choose_by_model(16, 128 * 27 * 27, float_tiles) == (16, 256)
-    assert gemm_tiles.choose_by_model(*conv2_batch_128, conv_ops.instantiated_tiles(np.float64)) == (64, 64)
+    assert conv_ops.model_tile(*conv2_batch_128, np.float32) == (128, 128, 3)
+    assert conv_ops.model_tile(128, 2 * 27 * 27, np.float32) == (64, 64, 1)
+    assert conv_ops.model_tile(16, 128 * 27 * 27, np.float32) == (16, 256, 1)
+    assert conv_ops.model_tile(*conv2_batch_128, np.float64) == (64, 64, 1)
+    candidates = gemm_tiles.newest(conv_ops.instantiated_tiles(np.float32))
+    assert {t.version for t in candidates} == {1, 3}
     for m, n, depth in ((128, 93312, 1), (48, 387200, 1), (130, 400, 2), (7, 9, 3)):
-        best = gemm_tiles.choose_by_model(m, n, float_tiles, depth)
-        times = {t: gemm_tiles.predicted_seconds(m, n, 1200, t, depth) for t in float_tiles}
+        best = conv_ops.model_tile(m, n, np.float32, depth)
+        times = {t: gemm_tiles.predicted_seconds(m, n, 1200, t, depth) for t in candidates}
         assert times[best] == min(times.values()), (m, n, depth, times)
     # the op launches the model's choice, on every path
     x = np.zeros((128, 48, 27, 27), np.float32)
     w = np.zeros((128, 48, 5, 5), np.float32)
     g = conv_ops.geometry(x, w, 1, 2, 1, False)[1]
-    assert conv_ops.forward_launch(np.empty(1, np.float32), x, w, None, g).kernel == "conv2d_forward<float, 128, 128>"
+    assert conv_ops.forward_launch(np.empty(1, np.float32), x, w, None, g).kernel == "conv2d_forward<float, 128, 128, 3>"
 
 
 # (input shape, filters, kernel, stride, padding, groups): a ragged product (fewer rows and columns
-# than one 128 tile), and one of several tiles each way with two groups and a stride (four phases of
-# the backward to the input, the split-K sum of the backward to the weights)
-V2_CASES = [((2, 5, 9, 7), 20, 3, 1, 1, 1), ((3, 12, 23, 21), 260, 3, 2, 1, 2)]
+# than one 128 tile), one of several tiles each way with two groups and a stride (four phases of
+# the backward to the input, the split-K sum of the backward to the weights), and the K lengths
+# that reach every branch of version 3's pipeline: K < 16 (only a ragged slice), K = 16 (one whole
+# slice, no ragged one), K = 360 (two table chunks, the second ending ragged)
+FORCED_CASES = [((2, 5, 9, 7), 20, 3, 1, 1, 1), ((3, 12, 23, 21), 260, 3, 2, 1, 2), ((1, 1, 7, 7), 3, 3, 1, 0, 1),
+                ((2, 16, 6, 6), 130, 1, 1, 0, 1), ((2, 40, 8, 8), 70, 3, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("tile", [t for t in conv_ops.instantiated_tiles(np.float32) if t != gemm_tiles.GENERAL])
-@pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups", V2_CASES)
+@pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups", FORCED_CASES)
 def test_every_tile_forced_matches_torch(backend, under_schedules, tile, shape, filters, kernel, stride, padding,
                                          groups):
-    # version 2's tiles and the thin one in every product, the backward to the weights included
+    # versions 2 and 3 and the thin tile in every product, the backward to the weights included
     # (the model rarely picks them for it); the general tile runs in the tests above
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -185,19 +187,23 @@ def test_every_tile_forced_matches_torch(backend, under_schedules, tile, shape, 
         g = conv_ops.geometry(x, w, stride, padding, groups, False)[1]
         assert tile in conv_ops.instantiated_tiles(np.float32)
         assert conv_ops.forward_launch(np.empty(1, np.float32), x, w, b, g).kernel == \
-            f"conv2d_forward<float, {tile[0]}, {tile[1]}>"
+            f"conv2d_forward<float, {tile[0]}, {tile[1]}, {tile[2]}>"
         check_against_torch(under_schedules, x, w, b, stride, padding, groups)
 
 
 def test_a_forced_tile_must_be_instantiated():
     x = np.zeros((1, 2, 5, 5), np.float64)
     w = np.zeros((3, 2, 3, 3), np.float64)
-    with gemm_tiles.forced((128, 128)), pytest.raises(ValueError, match=r"conv2d's forward in float64 has no "
-                                                                          r"128 x 128 tile; its tiles: 64 x 64, 16 x 256"):
+    with gemm_tiles.forced((128, 128, 3)), pytest.raises(
+            ValueError, match=r"conv2d's forward in float64 has no 128 x 128 v3 tile kernel; it has: 64 x 64 v1, "
+                              r"16 x 256 v1$"):
         F.conv2d(x, w)
-    with pytest.raises(TypeError, match="tile must be a"):
-        with gemm_tiles.forced("128x128"):
-            pass
+    with gemm_tiles.forced((128, 128, 4)), pytest.raises(ValueError, match=r"float32 has no 128 x 128 v4 tile kernel"):
+        F.conv2d(x.astype(np.float32), w.astype(np.float32))  # version 4 is gemm.cu's only
+    for bad in ("128x128", (128, 128), (128, 128, 3.0), (128, 128, True)):
+        with pytest.raises(TypeError, match="kernel must be a"):
+            with gemm_tiles.forced(bad):
+                pass
 
 
 @st.composite

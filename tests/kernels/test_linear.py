@@ -3,6 +3,8 @@ torch.nn.functional.linear and its autograd gradients: AlexNet's fc layers, ever
 transposition of the GEMM, random shapes, non-finite values, a float64 central-difference check and
 bad input."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from central_differences import numeric_gradient
 
+from alexnet_raw import backends
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
 from alexnet_raw.ops import gemm_tiles
@@ -67,25 +70,69 @@ def test_alexnet_fcs_match_torch(backend_dtype, under_schedules, batch, in_featu
 
 # (batch, in, out) reaching each tile for each of the three products (forward, backward to the input,
 # backward to the weights, whose transpositions differ)
-TILE_CASES = [(3, 3, 3), (3, 3, 100), (3, 100, 3), (100, 3, 3), (70, 33, 130), (129, 65, 66)]
+# (batch, in, out): ragged everything; K = 16 (one whole slice, no ragged one: version 3's pipeline
+# without its tail); every leading dimension a multiple of 4 with ragged edges (version 4's 16-byte
+# loop in the whole tiles, its scalar loop in the edge blocks, in one product)
+TILE_CASES = [(3, 3, 3), (3, 3, 100), (3, 100, 3), (100, 3, 3), (70, 33, 130), (129, 65, 66), (16, 16, 16),
+              (132, 136, 260)]
 
 
 def test_the_issue_model_picks_each_products_tile():
     # small products take 64 x 64 (one wave: the smallest blocks finish first); AlexNet's fc6 at batch
     # 128: the forward and backward-data products have few blocks and keep it, the backward-to-weights
-    # product (4096 x 9216) has thousands and takes 128 x 128; a thin product over many waves takes
-    # a thin tile; float64 has version 1's tiles only
-    def tile(m, n, dtype=np.float32):
-        return gemm_tiles.choose_by_model(m, n, linear_ops.instantiated_tiles(dtype), 1, gemm_tiles.GEMM_ISSUE_PER_FMA)
+    # product (4096 x 9216) has thousands and takes 128 x 128 in its newest version (4: 16-byte
+    # loads); a thin product over many waves takes a thin tile; float64 has version 1's tiles only
+    def tile(m, n, k=9216, dtype=np.float32, trans_a=False, trans_b=True):
+        return linear_ops.model_tile(m, n, k, dtype, trans_a, trans_b)
 
-    assert tile(3, 100) == tile(100, 3) == (64, 64)
-    assert tile(128, 4096) == (64, 64) and tile(128, 9216) == (64, 64)
-    assert tile(4096, 9216) == (128, 128) and tile(4096, 9216, np.float64) == (64, 64)
-    assert tile(8, 200000) == (16, 256) and tile(200000, 8) == (256, 16)
+    assert tile(3, 100) == tile(100, 3) == (64, 64, 1)
+    assert tile(128, 4096) == (64, 64, 1) and tile(128, 9216) == (64, 64, 1)
+    assert tile(4096, 9216, 128, trans_a=True, trans_b=False) == (128, 128, 4)
+    assert tile(4096, 9216, dtype=np.float64) == (64, 64, 1)
+    assert tile(8, 200000) == (16, 256, 1) and tile(200000, 8) == (256, 16, 1)
+    # a leading dimension that is not a multiple of 4 (here K of the forward): version 4 would run
+    # its scalar loop, so the model takes version 3 at 128 x 128, and version 2 where 3 is absent
+    assert tile(4096, 9216, 9215) == (128, 128, 3)
+    assert linear_ops.candidate_tiles(np.float32, (9215, 4096)) == linear_ops.TILES + (
+        (128, 128, 3), (128, 64, 2), (64, 128, 2))
     w = np.zeros((4096, 9216), np.float32)
     launch = linear_ops.gemm_launch(w, np.zeros((128, 4096), np.float32), np.zeros((128, 9216), np.float32), None,
                                     True, False)
-    assert launch.kernel == "gemm<float, 128, 128, true, false>"  # the op launches the model's choice
+    assert launch.kernel == "gemm<float, 128, 128, true, false, 4>"  # the op launches the model's choice
+
+
+def _misaligned(a):
+    """A C-contiguous copy of `a` whose data starts 4 bytes past a 16-byte boundary."""
+    buf = np.empty(a.size + 4, a.dtype)
+    start = next(i for i in range(4) if buf[i:].ctypes.data % 16 == 4)
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and out.ctypes.data % 16 == 4
+    return out
+
+
+@pytest.mark.parametrize("cpu_backend", [b for b in backends.CPU_BACKENDS
+                                         if b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", b)])
+@pytest.mark.parametrize("kernel", [(128, 128, 4), (128, 64, 4), (64, 128, 4)])
+def test_version_4_takes_its_scalar_loop_for_a_misaligned_operand(under_schedules, cpu_backend, kernel):
+    # leading dimensions that allow 16-byte loads, but operands 4 bytes off a 16-byte boundary: every
+    # block takes the scalar loop, with the same results (the CPU backends, which launch on the
+    # caller's arrays where they are; the GPU paths copy arguments to fresh, aligned device memory)
+    old = backends.current_backends()[0]
+    backends.set_backend(cpu_backend)
+    try:
+        _check_misaligned(under_schedules, kernel)
+    finally:
+        backends.set_backend(old)
+
+
+def _check_misaligned(under_schedules, kernel):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((132, 136)).astype(np.float32)
+    w = rng.standard_normal((260, 136)).astype(np.float32)
+    b = rng.standard_normal(260).astype(np.float32)
+    with gemm_tiles.forced(kernel):
+        check_against_torch(under_schedules, _misaligned(x), _misaligned(w), b)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
