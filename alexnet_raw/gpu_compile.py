@@ -479,7 +479,8 @@ def hot_loop(fn: SassFunction, is_double: bool):
     chosen = max(loops, key=lambda kv: kv[0])
     best_key = chosen[0]
     alternatives = tuple((len(b), sum(1 for i in b if i.base in ("LDL", "STL")))
-                         for loop in loops if loop is not chosen and loop[0][0] == best_key[0] for b in (loop[1][2],))
+                         for loop in loops if loop is not chosen and loop[0][0] == best_key[0] > 0
+                         for b in (loop[1][2],))
     start, end, body = chosen[1]
     counts = {}
     for i in body:

@@ -20,7 +20,7 @@
 //                    K = Fg*taps_y*taps_x; A = w gathered, B = gy gathered; grid z = groups * sh * sw
 //   backward weight  M = Fg,  N = Cg*KH*KW,  K = batch*OH*OW, split into `splits` ranges of whole slices
 //                    (grid z = groups * splits) written to a workspace and summed in split order by
-//                    conv2d_sum_splits, so the result does not depend on how blocks are scheduled;
+//                    kernels/split_sum.cu, so the result does not depend on how blocks are scheduled;
 //                    A = gy (k = (img, oy, ox) offsets from the table), B = x gathered.
 // Gathered operands: K is walked in chunks of 256 k; before each chunk the block writes a table in
 // shared memory (ConvTap, one k per thread, the only integer divisions of the K loop): the k's
@@ -423,16 +423,6 @@ conv2d_backward_weight(T* __restrict__ out, const T* __restrict__ gy, const T* _
   }
 }
 
-// gw[i] = sum over s of partial[s, i], in split order.
-template <typename T>
-__global__ void conv2d_sum_splits(T* __restrict__ gw, const T* __restrict__ partial, alx_index n, int splits) {
-  ALX_GRID_STRIDE_LOOP(i, n) {
-    T acc = partial[i];
-    for (int s = 1; s < splits; ++s) acc += partial[(alx_index)s * n + i];
-    gw[i] = acc;
-  }
-}
-
 ALX_INSTANTIATE(conv2d_forward<float, 64, 64, 1>)
 ALX_INSTANTIATE(conv2d_forward<float, 16, 256, 1>)
 ALX_INSTANTIATE(conv2d_forward<double, 64, 64, 1>)
@@ -465,5 +455,10 @@ ALX_INSTANTIATE(conv2d_backward_input<float, 64, 128, 3>)
 ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 128, 3>)
 ALX_INSTANTIATE(conv2d_backward_weight<float, 128, 64, 3>)
 ALX_INSTANTIATE(conv2d_backward_weight<float, 64, 128, 3>)
-ALX_INSTANTIATE(conv2d_sum_splits<float>)
-ALX_INSTANTIATE(conv2d_sum_splits<double>)
+// versions 2 and 3 in double, one shape each (kernels/gemm_tile.cuh: the tests' float64 checks)
+ALX_INSTANTIATE(conv2d_forward<double, 128, 128, 2>)
+ALX_INSTANTIATE(conv2d_backward_input<double, 128, 128, 2>)
+ALX_INSTANTIATE(conv2d_backward_weight<double, 128, 128, 2>)
+ALX_INSTANTIATE(conv2d_forward<double, 64, 64, 3>)
+ALX_INSTANTIATE(conv2d_backward_input<double, 64, 64, 3>)
+ALX_INSTANTIATE(conv2d_backward_weight<double, 64, 64, 3>)

@@ -40,20 +40,23 @@
 //       buffer, two barriers per slice; 4 blocks per SM (<= 64 registers) in float.
 //   v2  128 x 128 (8 x 8 outputs per thread), 128 x 64 and 64 x 128 (8 x 4, 4 x 8): each staged
 //       element and each 16-byte shared load feeds twice the FFMAs of v1; 2 blocks per SM (<= 128
-//       registers). Float only (the double kernels serve gradient checks).
+//       registers). Float; in double at 128 x 128 only (1 block per SM), for the tests' float64
+//       checks of the version's code (the automatic choice gives double products version 1).
 //   v3  v2's tiles, double-buffered (gemm_tile_accumulate_pipelined): two shared buffers; while
 //       slice s is multiplied from one, slice s + 1's global loads are in flight into registers
 //       (the stager's fetch), stored into the other buffer after the multiply (put): one barrier
 //       per slice, and no thread waits at a barrier for its own global loads.
 //   v4  v3 plus 16-byte global loads for the plain-matrix operands (StageRowsAlongK: 4 consecutive
-//       k of a row; StageRowsAcrossK: 4 consecutive rows at one k, stored by one 16-byte shared
-//       store) in a block whose operands are 16-byte aligned (base addresses and leading
+//       k of a row, 2 in double; StageRowsAcrossK: 4 (2) consecutive rows at one k, stored by one
+//       16-byte shared store) in a block whose operands are 16-byte aligned (base addresses and leading
 //       dimensions) and whose across-K tile rows are all inside the matrix (decided per block,
 //       uniform over it), else v3's scalar loop in the same kernel (the ragged edge blocks, odd
 //       leading dimensions). gemm.cu only: a convolution's gathered operands stay scalar
 //       (consecutive k or columns are not consecutive in memory) and its one plain operand, the
 //       forward's weights, saves 6 of ~1220 hot-loop instructions per slice by 16-byte loads and
 //       needs the registers that 2 blocks per SM leave (measured: 88 bytes of spills at 128 x 128).
+//       Versions 3 and 4 in double: at 64 x 64 (two 128 x 128 double buffers exceed 48 KB of static
+//       shared memory), for the tests' float64 checks.
 // Not used: cp.async (sm_80+): the CPU runtime does not model its asynchronous copy (data landing
 // at cp.async.wait_group), and a kernel is only written here if the CPU runtime runs it as the GPU
 // does.
@@ -91,17 +94,49 @@ __device__ __forceinline__ int tile_thread_col() {
   return (threadIdx.x % Tile::COLS) * Tile::TN;
 }
 
+// 16-byte global (and shared) accesses of version 4: 4 floats or 2 doubles, from or into a
+// thread's registers v[0 .. LANES). The address must be 16-byte aligned.
+template <typename T>
+struct Vec16;
+template <>
+struct Vec16<float> {
+  static constexpr int LANES = 4;
+  __device__ static __forceinline__ void load(const float* p, float* v) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    v[0] = q.x;
+    v[1] = q.y;
+    v[2] = q.z;
+    v[3] = q.w;
+  }
+  __device__ static __forceinline__ void store(float* p, const float* v) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+};
+template <>
+struct Vec16<double> {
+  static constexpr int LANES = 2;
+  __device__ static __forceinline__ void load(const double* p, double* v) {
+    const double2 q = *reinterpret_cast<const double2*>(p);
+    v[0] = q.x;
+    v[1] = q.y;
+  }
+  __device__ static __forceinline__ void store(double* p, const double* v) {
+    *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+  }
+};
+
 // Operand of R tile rows stored with K contiguous: element (r, k) = p[r * ld + k], rows r < rows.
 // Thread t stages row t % R (clamped to the last row) at KPT consecutive k from (t / R) * KPT: one
 // pointer, the loads at constant offsets from it (consecutive threads on consecutive rows; the
-// rows' slices are read over KPT loads, from L1 after the first). VEC (v4): KPT / 4 loads of 16
-// bytes (needs the row starts, k_begin and ld 16-byte aligned: `aligned`), except in a ragged slice.
+// rows' slices are read over KPT loads, from L1 after the first). VEC (v4): KPT / LANES loads of
+// 16 bytes (needs the row starts, k_begin and ld 16-byte aligned: `aligned`), except in a ragged
+// slice.
 template <class Tile, int R, typename T, bool VEC = false>
 struct StageRowsAlongK {
   static constexpr bool BOUNDED = false;  // needs stage<true> for a ragged slice
   static constexpr int KPT = R * Tile::BK / Tile::THREADS;  // k per thread and slice
   static_assert(KPT >= 1 && R * Tile::BK % Tile::THREADS == 0, "every thread stages whole k of one row");
-  static_assert(!VEC || (sizeof(T) == 4 && KPT % 4 == 0), "16-byte loads: float, 4 k per load");
+  static_assert(!VEC || KPT % (16 / sizeof(T)) == 0, "16-byte loads: whole loads of k per thread");
   const T* p;  // this thread's first element of the current slice
   T v[KPT];    // the fetched slice
   __device__ void init(const T* first_row, alx_index ld, alx_index rows, alx_index k_begin) {
@@ -110,19 +145,14 @@ struct StageRowsAlongK {
   }
   // whether the VEC loads are aligned for this operand (every thread of the block agrees)
   __device__ static bool aligned(const T* first_row, alx_index ld, alx_index k_begin) {
-    return ((unsigned long long)(first_row + k_begin) % 16 == 0) && ld % 4 == 0;
+    return ((unsigned long long)(first_row + k_begin) % 16 == 0) && ld % (16 / sizeof(T)) == 0;
   }
   template <bool TAIL>
   __device__ __forceinline__ void fetch(int k_count) {
     if constexpr (VEC && !TAIL) {
+      constexpr int LANES = Vec16<T>::LANES;
 #pragma unroll
-      for (int i = 0; i < KPT / 4; ++i) {
-        const float4 q = *reinterpret_cast<const float4*>(p + 4 * i);
-        v[4 * i] = q.x;
-        v[4 * i + 1] = q.y;
-        v[4 * i + 2] = q.z;
-        v[4 * i + 3] = q.w;
-      }
+      for (int i = 0; i < KPT / LANES; ++i) Vec16<T>::load(p + LANES * i, v + LANES * i);
     } else {
 #pragma unroll
       for (int i = 0; i < KPT; ++i) v[i] = element<TAIL>(i, k_count);
@@ -152,19 +182,20 @@ struct StageRowsAlongK {
 
 // Operand of R tile rows contiguous in memory, K across: element (r, k) = p[k * ld + r], r < rows.
 // Thread t always stages row t % R (clamped to the last row), at k = t / R + j * (256 / R).
-// VEC (v4): thread t stages rows 4 * (t % (R / 4)) .. + 3 at k = t / (R / 4) + j * (1024 / R), one
-// 16-byte load and one 16-byte shared store per k; only for a tile whose R rows are all inside the
+// VEC (v4): thread t stages LANES (16 bytes) consecutive rows from LANES * (t % (R / LANES)) at
+// k = t / (R / LANES) + j * (256 * LANES / R), one 16-byte load and one 16-byte shared store per
+// k; only for a tile whose R rows are all inside the
 // matrix, with the matrix and ld 16-byte aligned (`aligned`; the kernel takes the scalar path
 // otherwise).
 template <class Tile, int R, typename T, bool VEC = false>
 struct StageRowsAcrossK {
   static constexpr bool BOUNDED = false;
-  static constexpr int LANES = VEC ? 4 : 1;  // rows per thread and k
+  static constexpr int LANES = VEC ? 16 / (int)sizeof(T) : 1;  // rows per thread and k
   static constexpr int GROUPS = R / LANES;   // threads across the tile's rows
   static constexpr int K_STEP = Tile::THREADS / GROUPS, PASSES = Tile::BK / K_STEP;
   static_assert(Tile::THREADS % GROUPS == 0 && Tile::BK % K_STEP == 0 && PASSES >= 1,
                 "the block's threads cover the slice's rows and k exactly");
-  static_assert(!VEC || (sizeof(T) == 4 && R % 4 == 0), "16-byte loads: float, rows in fours");
+  static_assert(!VEC || R % LANES == 0, "16-byte loads: the tile's rows in whole loads");
   const T* p;      // this thread's (first) element of the current slice, at its first k
   typename GemmCount<VEC>::type step;  // ld * K_STEP elements (VEC: an int, `aligned` checks it fits)
   T v[PASSES][LANES];  // the fetched slice
@@ -174,7 +205,8 @@ struct StageRowsAcrossK {
     step = (typename GemmCount<VEC>::type)(ld * K_STEP);
   }
   __device__ static bool aligned(const T* first_row, alx_index ld, alx_index k_begin) {
-    return ((unsigned long long)(first_row + k_begin * ld) % 16 == 0) && ld % 4 == 0 && ld * K_STEP <= 0x7fffffff;
+    return ((unsigned long long)(first_row + k_begin * ld) % 16 == 0) && ld % (16 / sizeof(T)) == 0 &&
+           ld * K_STEP <= 0x7fffffff;
   }
   template <bool TAIL>
   __device__ __forceinline__ void fetch(int k_count) {
@@ -183,12 +215,12 @@ struct StageRowsAcrossK {
     for (int j = 0; j < PASSES; ++j) {
       const bool real = !TAIL || k + j * K_STEP < k_count;
       if constexpr (VEC) {
-        float4 q = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (real) q = *reinterpret_cast<const float4*>(p);
-        v[j][0] = q.x;
-        v[j][1] = q.y;
-        v[j][2] = q.z;
-        v[j][3] = q.w;
+        if (real) {
+          Vec16<T>::load(p, v[j]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < LANES; ++i) v[j][i] = T(0);
+        }
       } else {
         v[j][0] = real ? p[0] : T(0);
       }
@@ -200,7 +232,7 @@ struct StageRowsAcrossK {
 #pragma unroll
     for (int j = 0; j < PASSES; ++j) {
       if constexpr (VEC) {
-        *reinterpret_cast<float4*>(&S[j * K_STEP + k][r]) = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
+        Vec16<T>::store(&S[j * K_STEP + k][r], v[j]);
       } else {
         S[j * K_STEP + k][r] = v[j][0];
       }

@@ -80,14 +80,17 @@ def summarize_ncu(rows):
 
 
 def model_next_to_measured(rows):
-    """Each measured forward of one of our conv layers next to what the issue model of
-    alexnet_raw/ops/gemm_tiles.py predicts for it (the kernel report's roofline rows at that batch),
-    so that the model can be judged: [{layer, batch, impl, measured_ms, model_ms, tile}]."""
+    """Each measured forward of one of our conv and fc layers (the automatic choice of kernel, not
+    the bench's per-version rows) next to what the issue model of alexnet_raw/ops/gemm_tiles.py
+    predicts for it (the kernel report's roofline rows at that batch), so that the model can be
+    judged: [{layer, batch, impl, measured_ms, model_ms, tile}]."""
     from alexnet_raw import kernel_report
 
     models, out = {}, []
     for r in rows:
-        if r.get("kind") != "conv" or r.get("phase") != "forward" or not str(r.get("impl", "")).startswith("ours"):
+        impl = str(r.get("impl", ""))
+        if r.get("kind") not in ("conv", "fc") or r.get("phase") != "forward" or not impl.startswith("ours") \
+                or ", v" in impl:
             continue
         batch = r["batch"]
         if batch not in models:
@@ -169,11 +172,12 @@ def format_markdown(report) -> str:
             lines.append(f"  - training step {r['network']} batch {r['batch']}, {r['impl']}: "
                          f"{r['median_ms']:.3g} ms ±{r['spread_pct']:.0f}%")
         if bench.get("model"):
-            lines += ["", "## Conv forward: measured next to the issue model (alexnet_raw/ops/gemm_tiles.py, a model "
+            lines += ["", "## Conv and fc forward: measured next to the issue model (alexnet_raw/ops/gemm_tiles.py, a model "
                       "of an H100 SXM)", "", "| layer | batch | ours | tile | measured ms | model ms | measured / model |",
                       "|---|---|---|---|---|---|---|"]
             for m in bench["model"]:
-                lines.append(f"| {m['layer']} | {m['batch']} | {m['impl']} | {m['tile'][0]} x {m['tile'][1]} | "
+                lines.append(f"| {m['layer']} | {m['batch']} | {m['impl']} | {m['tile'][0]} x {m['tile'][1]} "
+                             f"v{m['tile'][2]} | "
                              f"{m['measured_ms']:.3g} | {m['model_ms']:.3g} | {m['measured_ms'] / m['model_ms']:.2f} |")
     if report["ncu"]:
         labels = list(NCU_METRICS.values())

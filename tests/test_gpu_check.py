@@ -75,7 +75,11 @@ def test_the_report_reads_every_step(tmp_path):
         "rows": [{"network": "torchvision", "batch": 2, "impl": "ours (cuda)", "phase": "train_step",
                   "median_ms": 12.5, "spread_pct": 3.0},
                  {"network": "torchvision", "layer": "conv2", "kind": "conv", "batch": 2, "impl": "ours (cuda)",
-                  "phase": "forward", "median_ms": 0.5, "spread_pct": 1.0}]}))
+                  "phase": "forward", "median_ms": 0.5, "spread_pct": 1.0},
+                 {"network": "torchvision", "layer": "conv2", "kind": "conv", "batch": 2, "impl": "ours (cupy, v2)",
+                  "phase": "forward", "median_ms": 0.7, "spread_pct": 1.0},
+                 {"network": "torchvision", "layer": "fc6", "kind": "fc", "batch": 2, "impl": "ours (cupy)",
+                  "phase": "forward", "median_ms": 0.25, "spread_pct": 1.0}]}))
     assert report.main([str(tmp_path), "NVIDIA H200, 580.1, 143771 MiB", "300"]) == 1  # two steps failed
     md = (tmp_path / "gpu_check.md").read_text()
     data = json.loads((tmp_path / "gpu_check.json").read_text())

@@ -185,8 +185,11 @@ def test_roofline_traffic_model_for_a_tiled_fc_layer():
     assert fc7["intensity"] == pytest.approx(2 * m * n * k / traffic)
     peak, bw = kernel_report.H100_SXM["fp32_flops"], kernel_report.H100_SXM["dram_bytes_per_s"]
     assert fc7["attainable_gflops"] == pytest.approx(min(peak, fc7["intensity"] * bw) / 1e9)
-    assert fc7["model_seconds"] == pytest.approx(gemm_tiles.predicted_seconds(m, n, k, tile, 1,
-                                                                              gemm_tiles.GEMM_ISSUE_PER_FMA))
+    table = gemm_tiles.GEMM_ISSUE_PER_FMA  # the model's time with K split as the op splits it
+    _, ranges, _ = linear_ops.model_plan(m, n, k, np.float32)
+    assert fc7["model_seconds"] == pytest.approx(gemm_tiles.planned_seconds(m, n, k, tile, 1, table, ranges))
+    assert fc7["model_waves"] == -(-(-(-m // tile[0])) * (-(-n // tile[1])) * ranges // gemm_tiles.MODEL_SMS)
+    assert set(fc7["model_by_version"]) == {1, 2, 3, 4}
     pool = rows["torchvision/pool1"]
     assert pool["bound"] == "memory" and pool["dram_bytes"] == 4 * 128 * 64 * (55 * 55 + 27 * 27)
     # a conv layer: the tile conv2d's forward picks by the issue model, and the model's time
@@ -210,12 +213,25 @@ def test_the_issue_models_instructions_per_fma_are_what_the_sass_says():
             mix = gpu_compile.hot_loop(fn, False)
             measured[(m.group(1), tuple(int(v) for v in m.group(2, 3, 4)))] = mix.instructions / mix.fma
     assert set(gemm_tiles.CONV_ISSUE_PER_FMA) == set(conv_ops.instantiated_tiles(np.float32))
+    # the kernels the automatic choice leaves out for spilling are exactly the float ones whose hot
+    # loop touches local memory
+    def spilling_in_hot_loop(functions):
+        return {n for n, fn in functions.items() if "<float" in n and "sum" not in n
+                and any("local-memory" in u for u in gpu_compile.hot_loop(fn, False).unexpected)}
+
+    spilling = spilling_in_hot_loop(functions)
+    assert spilling == {f"conv2d_{product}<float, {t.rows}, {t.columns}, {t.version}>"
+                        for product, tiles in conv_ops.SPILLING.items() for t in tiles}
     for tile, per_fma in gemm_tiles.CONV_ISSUE_PER_FMA.items():
         assert measured[("forward", tile)] == pytest.approx(per_fma, rel=0.02), (tile, measured)
         for product in ("backward_input", "backward_weight"):
             assert measured[(product, tile)] == pytest.approx(per_fma, rel=0.06), (tile, product, measured)
     # and gemm.cu's table, from its forward product <.., false, true>; the other transpositions near it
-    functions = gpu_compile.disassemble(gpu_compile.nvrtc_compile("gemm.cu", "sm_90").cubin)
+    build = gpu_compile.nvrtc_compile("gemm.cu", "sm_90")
+    functions = gpu_compile.disassemble(build.cubin)
+    spilling = spilling_in_hot_loop(functions)
+    assert spilling == {f"gemm<float, {t.rows}, {t.columns}, {str(ta).lower()}, {str(tb).lower()}, {t.version}>"
+                        for (ta, tb), tiles in linear_ops.SPILLING.items() for t in tiles}
     measured = {}
     for name, fn in functions.items():
         m = re.match(r"gemm<float, (\d+), (\d+), (true|false), (true|false), (\d)>", name)

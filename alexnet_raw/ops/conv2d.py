@@ -17,19 +17,20 @@ import dataclasses
 
 import numpy as np
 
-from ..launch import Launch, c_type, ceil_div, elementwise
+from ..launch import Launch, c_type, ceil_div
 from . import _checks, gemm_tiles
 from .bias_grad import bias_grad_launch
+from .split_sum import split_sum_launch
 
 SOURCE = "conv2d.cu"
 INT32_MAX = 2**31 - 1
 TILES = (gemm_tiles.GENERAL, gemm_tiles.FEW_ROWS)  # version 1's, conv2d.cu instantiates them for both dtypes
-FLOAT_TILES = gemm_tiles.V2 + gemm_tiles.V3  # float only; version 4 is gemm.cu's (kernels/gemm_tile.cuh says why)
-# Backward to the weights: a product with a long K (batch*OH*OW) and few outputs is split along K
-# so that enough blocks run; each split covers at least MIN_K_PER_SPLIT of K.
-TARGET_BLOCKS = gemm_tiles.MODEL_SMS * 2  # two blocks per SM of an H100 (the 128-register kernels' residency)
-MIN_K_PER_SPLIT = 1024
-MAX_SPLITS = 64
+FLOAT_TILES = gemm_tiles.V2 + gemm_tiles.V3  # version 4 is gemm.cu's (kernels/gemm_tile.cuh says why)
+DOUBLE_TILES = (gemm_tiles.DOUBLE_V2, gemm_tiles.DOUBLE_V3)  # for the float64 checks; never chosen automatically
+# Kernels the automatic choice leaves out because their hot loop touches local memory (spills) on
+# sm_90 (`alexnet-raw kernels`; the kernel report's test holds this list to what ptxas says): that
+# shape takes its previous version.
+SPILLING = {"backward_weight": (gemm_tiles.V3[0],)}
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
@@ -129,19 +130,27 @@ def _kernel(name, dtype, tile):
 
 def instantiated_tiles(dtype):
     """The tile kernels conv2d.cu has for `dtype` (each product has the same): version 1's for both,
-    versions 2 and 3 for float."""
-    return TILES + (FLOAT_TILES if np.dtype(dtype) == np.float32 else ())
+    versions 2 and 3 at every shape for float, at one shape each for double."""
+    return TILES + (FLOAT_TILES if np.dtype(dtype) == np.float32 else DOUBLE_TILES)
+
+
+def candidate_tiles(dtype, product="forward"):
+    """The kernels the automatic choice considers for `product` (forward, backward_input,
+    backward_weight): the newest version of each shape in float that does not spill (SPILLING),
+    version 1's in double (its later versions are there for the float64 checks)."""
+    if np.dtype(dtype) != np.float32:
+        return TILES
+    return gemm_tiles.newest(t for t in instantiated_tiles(dtype) if t not in SPILLING.get(product, ()))
 
 
 def model_tile(m, n, dtype, depth=1):
     """The tile kernel an M x N conv product (`depth` side by side) gets without forcing."""
-    return gemm_tiles.choose_by_model(m, n, gemm_tiles.newest(instantiated_tiles(dtype)), depth,
-                                      gemm_tiles.CONV_ISSUE_PER_FMA)
+    return gemm_tiles.choose_by_model(m, n, candidate_tiles(dtype), depth, gemm_tiles.CONV_ISSUE_PER_FMA)
 
 
 def _tile(m, n, dtype, product, depth):
     return gemm_tiles.pick(m, n, instantiated_tiles(dtype), gemm_tiles.CONV_ISSUE_PER_FMA,
-                           f"conv2d's {product} in {np.dtype(dtype)}", depth)
+                           f"conv2d's {product} in {np.dtype(dtype)}", depth, candidates=candidate_tiles(dtype))
 
 
 def forward_launch(y, x, weight, bias, g: ConvGeometry) -> Launch:
@@ -162,28 +171,27 @@ def backward_input_launch(grad_x, grad_y, weight, g: ConvGeometry) -> Launch:
                   (gemm_tiles.THREADS, 1, 1), (grad_x, grad_y, weight) + g.ints())
 
 
-def weight_splits(g: ConvGeometry, tile):
-    """(splits, K per split) of the backward-to-weights product along K = batch*OH*OW."""
+def weight_plan(g: ConvGeometry, dtype):
+    """(tile kernel, ranges, K per range) of the backward-to-weights product: M = filters per
+    group, N = channels per group x taps, K = batch*OH*OW, split along K where the model predicts
+    it faster (alexnet_raw/ops/gemm_tiles.py)."""
     m, n, k = g.filters_per_group, g.channels_per_group * g.taps, g.batch * g.out_height * g.out_width
-    blocks = ceil_div(m, tile.rows) * ceil_div(n, tile.columns) * g.groups
-    splits = max(1, min(ceil_div(TARGET_BLOCKS, blocks), k // MIN_K_PER_SPLIT, MAX_SPLITS, 65535 // g.groups))
-    per_split = ceil_div(ceil_div(k, splits), gemm_tiles.K_SLICE) * gemm_tiles.K_SLICE
-    return ceil_div(k, per_split), per_split
+    return gemm_tiles.pick(m, n, instantiated_tiles(dtype), gemm_tiles.CONV_ISSUE_PER_FMA,
+                           f"conv2d's backward to the weights in {np.dtype(dtype)}", g.groups,
+                           candidates=candidate_tiles(dtype, "backward_weight"), k=k,
+                           itemsize=np.dtype(dtype).itemsize)
 
 
 def backward_weight_launches(grad_w, grad_y, x, g: ConvGeometry, workspace_of):
     """The launches computing grad_w; `workspace_of(shape)` allocates the split partial sums."""
     m, n = g.filters_per_group, g.channels_per_group * g.taps
-    tile = _tile(m, n, x.dtype, "backward to the weights", g.groups)
-    splits, per_split = weight_splits(g, tile)
+    tile, splits, per_split = weight_plan(g, x.dtype)
     out = grad_w if splits == 1 else workspace_of((splits,) + tuple(grad_w.shape))
     launches = [Launch(SOURCE, _kernel("conv2d_backward_weight", x.dtype, tile),
                        gemm_tiles.grid(m, n, tile, g.groups * splits), (gemm_tiles.THREADS, 1, 1),
                        (out, grad_y, x) + g.ints() + (np.int32(splits), np.int64(per_split)))]
     if splits > 1:
-        grid, block = elementwise(grad_w.size)
-        launches.append(Launch(SOURCE, f"conv2d_sum_splits<{c_type(x.dtype)}>", grid, block,
-                               (grad_w, out, np.int64(grad_w.size), np.int32(splits))))
+        launches.append(split_sum_launch(grad_w, out, splits, 1, grad_w.size))
     return launches
 
 

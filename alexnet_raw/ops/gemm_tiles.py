@@ -41,6 +41,9 @@ V2_SHAPES = ((128, 128), (128, 64), (64, 128))  # float only
 V2 = tuple(TileKernel(m, n, 2) for m, n in V2_SHAPES)
 V3 = tuple(TileKernel(m, n, 3) for m, n in V2_SHAPES)
 V4 = tuple(TileKernel(m, n, 4) for m, n in V2_SHAPES)
+# in double, one shape per later version (kernels/gemm_tile.cuh): for the tests' float64 checks of
+# each version's code; the automatic choice gives double products version 1's tiles
+DOUBLE_V2, DOUBLE_V3, DOUBLE_V4 = TileKernel(128, 128, 2), TileKernel(64, 64, 3), TileKernel(64, 64, 4)
 THREADS = 256
 K_SLICE = 16  # BK of gemm_tile.cuh: K ranges of split products are multiples of it
 
@@ -81,29 +84,36 @@ def version_only(version: int):
 def newest(kernels):
     """Of `kernels`, the newest version of each tile shape, in the order the shapes first appear."""
     best = {}
-    for k in kernels:
+    for k in tuple(kernels):
         if (k.rows, k.columns) not in best or k.version > best[(k.rows, k.columns)].version:
             best[(k.rows, k.columns)] = k
     return tuple(best.values())
 
 
-def pick(m: int, n: int, instantiated, issue_per_fma, what: str, depth: int = 1, candidates=None) -> TileKernel:
+def pick(m: int, n: int, instantiated, issue_per_fma, what: str, depth: int = 1, candidates=None, k=None,
+         itemsize: int = 4):
     """The tile kernel of an M x N product (`depth` of them side by side): the forced one (which must
     be in `instantiated`, the kernels the kernel file has for this product and dtype), else among
     `candidates` (default: the newest version of each shape instantiated) the one the issue model
-    below predicts fastest with the kernel file's `issue_per_fma` table."""
+    below predicts fastest with the kernel file's `issue_per_fma` table. With `k`, the product may be
+    split along K: returns (tile, ranges, K per range) from `plan` (the forced tile's best split)."""
     kernel = getattr(_forced, "kernel", None)
-    if kernel is None:
-        candidates = newest(instantiated) if candidates is None else candidates
-        version = getattr(_forced, "version", None)
-        if version is not None:
-            below = [k.version for k in instantiated if k.version <= version]
-            if below:
-                candidates = tuple(k for k in instantiated if k.version == max(below))
+    if kernel is not None:
+        if kernel not in instantiated:
+            raise ValueError(f"{what} has no {kernel} tile kernel; it has: " + ", ".join(map(str, instantiated)))
+        if k is None:
+            return kernel
+        table = issue_per_fma if kernel in issue_per_fma else {kernel: 1.0}  # a double kernel: no table entry
+        return plan(m, n, k, (kernel,), depth, table, itemsize)
+    candidates = newest(instantiated) if candidates is None else candidates
+    version = getattr(_forced, "version", None)
+    if version is not None:  # among the modelled kernels of the newest version <= `version`
+        below = [c.version for c in instantiated if c.version <= version and c in issue_per_fma]
+        if below:
+            candidates = tuple(c for c in instantiated if c.version == max(below) and c in issue_per_fma)
+    if k is None:
         return choose_by_model(m, n, candidates, depth, issue_per_fma)
-    if kernel not in instantiated:
-        raise ValueError(f"{what} has no {kernel} tile kernel; it has: " + ", ".join(map(str, instantiated)))
-    return kernel
+    return plan(m, n, k, candidates, depth, issue_per_fma, itemsize)
 
 
 def grid(m: int, n: int, tile, depth: int = 1):
@@ -126,6 +136,13 @@ def grid(m: int, n: int, tile, depth: int = 1):
 MODEL_SMS = 132
 MODEL_WARP_ISSUE_PER_CYCLE = 4
 MODEL_CLOCK_HZ = 1.98e9
+MODEL_DRAM_BYTES_PER_S = 3.35e12  # HBM3 (NVIDIA's H100 SXM datasheet): the split-K sum's time
+# Split K: a product with few output blocks and a long K may be cut into ranges of whole slices
+# (grid z), each written to a workspace and summed in order (kernels/split_sum.cu); each range at
+# least MIN_K_PER_SPLIT long, at most MAX_SPLITS of them. The model chooses the tile and the
+# number of ranges together (`plan`), counting the sum's DRAM traffic.
+MIN_K_PER_SPLIT = 1024
+MAX_SPLITS = 64
 
 # Hot-loop instructions per FFMA of each float tile kernel of conv2d.cu: sm_90 SASS of NVRTC 13.0,
 # the forward kernel's (the backwards are within 6%); `alexnet-raw kernels` measures them, and
@@ -153,7 +170,37 @@ def predicted_seconds(m: int, n: int, k: int, tile, depth: int = 1, issue_per_fm
     return ceil_div(blocks, MODEL_SMS) * warp_instructions / MODEL_WARP_ISSUE_PER_CYCLE / MODEL_CLOCK_HZ
 
 
+def split_ranges(k: int, splits: int):
+    """(ranges, K per range) for cutting K into `splits` ranges of whole slices (the last may be
+    shorter; fewer ranges than asked when whole slices leave one empty)."""
+    if k <= 0:
+        return 1, K_SLICE  # an empty K: one range, nothing summed
+    per = ceil_div(ceil_div(k, splits), K_SLICE) * K_SLICE
+    return ceil_div(k, per), per
+
+
+def planned_seconds(m: int, n: int, k: int, tile, depth: int, issue_per_fma, splits: int = 1,
+                    itemsize: int = 4) -> float:
+    """The model's time of an M x N x K product (`depth` side by side) with `tile`, K cut into
+    `splits` ranges: the product's blocks, plus the split sum reading every partial sum once and
+    writing the result (DRAM time) when there are several."""
+    ranges, per = split_ranges(k, splits)
+    seconds = predicted_seconds(m, n, per, tile, depth * ranges, issue_per_fma)
+    if ranges > 1:
+        seconds += (ranges + 1) * m * n * depth * itemsize / MODEL_DRAM_BYTES_PER_S
+    return seconds
+
+
+def plan(m: int, n: int, k: int, tiles, depth: int = 1, issue_per_fma=CONV_ISSUE_PER_FMA, itemsize: int = 4):
+    """(tile, ranges, K per range): the tile kernel of `tiles` and the split of K the model predicts
+    fastest for an M x N x K product (ties: fewer ranges, then the earlier tile)."""
+    most = max(1, min(MAX_SPLITS, k // MIN_K_PER_SPLIT, 65535 // max(1, depth)))
+    best = min(((planned_seconds(m, n, k, t, depth, issue_per_fma, s, itemsize), split_ranges(k, s)[0], tiles.index(t), t)
+                for t in tiles for s in range(1, most + 1)), key=lambda c: c[:3])
+    return (best[3],) + split_ranges(k, best[1])
+
+
 def choose_by_model(m: int, n: int, tiles, depth: int = 1, issue_per_fma=CONV_ISSUE_PER_FMA):
-    """The tile kernel of `tiles` the model predicts fastest for an M x N product (ties: the earlier
-    one; K scales every tile alike and is left out)."""
+    """The tile kernel of `tiles` the model predicts fastest for an M x N product that is not split
+    (ties: the earlier one; K scales every tile alike and is left out)."""
     return min(tiles, key=lambda t: (predicted_seconds(m, n, K_SLICE, t, depth, issue_per_fma), tiles.index(t)))

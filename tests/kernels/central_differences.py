@@ -13,3 +13,10 @@ def numeric_gradient(f, x, g=None, eps=1e-5):
         diff = np.asarray(f(plus), np.float64) - np.asarray(f(minus), np.float64)
         numeric[idx] = (float(diff) if g is None else np.sum(diff * g)) / (2 * eps)
     return numeric
+
+
+def directional_derivative(f, x, d, g=None, eps=1e-5):
+    """The derivative of sum(f(x) * g) along the direction d, by one central difference: compared
+    with sum(gradient * d), it checks a large gradient with two evaluations of f."""
+    diff = np.asarray(f(x + eps * d), np.float64) - np.asarray(f(x - eps * d), np.float64)
+    return (float(diff) if g is None else float(np.sum(diff * g))) / (2 * eps)

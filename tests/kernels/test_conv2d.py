@@ -3,6 +3,7 @@ torch.nn.functional.conv2d and its autograd gradients: AlexNet's conv layers, ra
 1, odd and non-square sizes, strides, padding, groups, both output-size rules), every tile and the
 split-K path, non-finite values, a float64 central-difference check and bad input."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -114,8 +115,7 @@ def test_both_tiles_and_the_split_k_path_are_exercised():
     for layer in ALEXNET_CONVS:
         g = geometry(*layer)
         tiles.add(conv_ops.model_tile(g.filters_per_group, g.batch * g.out_height * g.out_width, np.float32, g.groups))
-        tile = conv_ops.model_tile(g.filters_per_group, g.channels_per_group * g.taps, np.float32, g.groups)
-        splits.add(conv_ops.weight_splits(g, tile)[0] > 1)
+        splits.add(conv_ops.weight_plan(g, np.float32)[1] > 1)
     thin = geometry(*FEW_FILTERS_MANY_PIXELS[:6], False)
     tiles.add(conv_ops.model_tile(thin.filters_per_group, thin.batch * thin.out_height * thin.out_width, np.float32))
     assert set(conv_ops.TILES) <= tiles  # every version 1 tile by the model's own choice in shapes that run here
@@ -173,21 +173,24 @@ FORCED_CASES = [((2, 5, 9, 7), 20, 3, 1, 1, 1), ((3, 12, 23, 21), 260, 3, 2, 1, 
                 ((2, 16, 6, 6), 130, 1, 1, 0, 1), ((2, 40, 8, 8), 70, 3, 1, 1, 1)]
 
 
-@pytest.mark.parametrize("tile", [t for t in conv_ops.instantiated_tiles(np.float32) if t != gemm_tiles.GENERAL])
+FORCED_TILES = [(dtype, t) for dtype in (np.float32, np.float64) for t in conv_ops.instantiated_tiles(dtype)
+                if t != gemm_tiles.GENERAL]
+
+
+@pytest.mark.parametrize("dtype,tile", FORCED_TILES, ids=[f"{np.dtype(d).name}-{t}" for d, t in FORCED_TILES])
 @pytest.mark.parametrize("shape,filters,kernel,stride,padding,groups", FORCED_CASES)
-def test_every_tile_forced_matches_torch(backend, under_schedules, tile, shape, filters, kernel, stride, padding,
-                                         groups):
-    # versions 2 and 3 and the thin tile in every product, the backward to the weights included
-    # (the model rarely picks them for it); the general tile runs in the tests above
+def test_every_tile_forced_matches_torch(backend, under_schedules, dtype, tile, shape, filters, kernel, stride,
+                                         padding, groups):
+    # every version and the thin tile in every product and both dtypes, the backward to the weights
+    # included (the model rarely picks them for it); the general tile runs in the tests above
     rng = np.random.default_rng(3)
-    x = rng.standard_normal(shape).astype(np.float32)
-    w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(np.float32)
-    b = rng.standard_normal(filters).astype(np.float32)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = (rng.standard_normal((filters, shape[1] // groups, kernel, kernel)) * 0.1).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
     with gemm_tiles.forced(tile):
         g = conv_ops.geometry(x, w, stride, padding, groups, False)[1]
-        assert tile in conv_ops.instantiated_tiles(np.float32)
-        assert conv_ops.forward_launch(np.empty(1, np.float32), x, w, b, g).kernel == \
-            f"conv2d_forward<float, {tile[0]}, {tile[1]}, {tile[2]}>"
+        assert conv_ops.forward_launch(np.empty(1, dtype), x, w, b, g).kernel == \
+            f"conv2d_forward<{'float' if dtype == np.float32 else 'double'}, {tile[0]}, {tile[1]}, {tile[2]}>"
         check_against_torch(under_schedules, x, w, b, stride, padding, groups)
 
 
@@ -196,7 +199,7 @@ def test_a_forced_tile_must_be_instantiated():
     w = np.zeros((3, 2, 3, 3), np.float64)
     with gemm_tiles.forced((128, 128, 3)), pytest.raises(
             ValueError, match=r"conv2d's forward in float64 has no 128 x 128 v3 tile kernel; it has: 64 x 64 v1, "
-                              r"16 x 256 v1$"):
+                              r"16 x 256 v1, 128 x 128 v2, 64 x 64 v3$"):
         F.conv2d(x, w)
     with gemm_tiles.forced((128, 128, 4)), pytest.raises(ValueError, match=r"float32 has no 128 x 128 v4 tile kernel"):
         F.conv2d(x.astype(np.float32), w.astype(np.float32))  # version 4 is gemm.cu's only
@@ -249,17 +252,21 @@ def test_nan_and_infinities_as_torch(backend, dtype):
     assert_close(y, ref_y, "output")
 
 
-def test_gradient_check_float64(backend):
+@pytest.mark.parametrize("tile", [None] + [t for t in conv_ops.instantiated_tiles(np.float64) if t.version > 1],
+                         ids=lambda t: "automatic" if t is None else str(t))
+def test_gradient_check_float64(backend, tile):
+    # the automatic choice (version 1 in double) and every later version's double kernel, forced
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 4, 7, 6))
     w = rng.standard_normal((6, 2, 3, 2))
     b = rng.standard_normal(6)
     args = ((2, 1), (1, 0), 2, True)
-    g = rng.standard_normal(F.conv2d(x, w, b, *args).shape)
-    grad_x, grad_w, grad_b = F.conv2d_backward(g, x, w, *args)
-    np.testing.assert_allclose(grad_x, numeric_gradient(lambda v: F.conv2d(v, w, b, *args), x, g), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(grad_w, numeric_gradient(lambda v: F.conv2d(x, v, b, *args), w, g), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(grad_b, numeric_gradient(lambda v: F.conv2d(x, w, v, *args), b, g), rtol=1e-7, atol=1e-8)
+    with contextlib.nullcontext() if tile is None else gemm_tiles.forced(tile):
+        g = rng.standard_normal(F.conv2d(x, w, b, *args).shape)
+        grad_x, grad_w, grad_b = F.conv2d_backward(g, x, w, *args)
+        for ours, fn, at in ((grad_x, lambda v: F.conv2d(v, w, b, *args), x),
+                             (grad_w, lambda v: F.conv2d(x, v, b, *args), w), (grad_b, lambda v: F.conv2d(x, w, v, *args), b)):
+            np.testing.assert_allclose(ours, numeric_gradient(fn, at, g), rtol=1e-7, atol=1e-8)
 
 
 def test_optional_gradients(backend):

@@ -3,6 +3,7 @@ torch.nn.functional.linear and its autograd gradients: AlexNet's fc layers, ever
 transposition of the GEMM, random shapes, non-finite values, a float64 central-difference check and
 bad input."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from central_differences import numeric_gradient
+from central_differences import directional_derivative, numeric_gradient
 
 from alexnet_raw import backends
 from alexnet_raw import functional as F
@@ -74,19 +75,31 @@ def test_alexnet_fcs_match_torch(backend_dtype, under_schedules, batch, in_featu
 # without its tail); every leading dimension a multiple of 4 with ragged edges (version 4's 16-byte
 # loop in the whole tiles, its scalar loop in the edge blocks, in one product)
 TILE_CASES = [(3, 3, 3), (3, 3, 100), (3, 100, 3), (100, 3, 3), (70, 33, 130), (129, 65, 66), (16, 16, 16),
-              (132, 136, 260)]
+              (132, 136, 260)] + [
+    # K of 2100 in one product each (forward, backward to the input, backward to the weights): split
+    # along K into two ranges and summed by kernels/split_sum.cu
+    (5, 2100, 70), (5, 70, 2100), (2100, 5, 7)]
 
 
 def test_the_issue_model_picks_each_products_tile():
     # small products take 64 x 64 (one wave: the smallest blocks finish first); AlexNet's fc6 at batch
-    # 128: the forward and backward-data products have few blocks and keep it, the backward-to-weights
-    # product (4096 x 9216) has thousands and takes 128 x 128 in its newest version (4: 16-byte
-    # loads); a thin product over many waves takes a thin tile; float64 has version 1's tiles only
+    # 128: the forward product (M = 128) takes 128 x 128 in its newest version (4: 16-byte loads)
+    # with K split into ranges that fill the SMs, the backward-to-weights product
+    # (4096 x 9216, K = 128) has thousands of blocks unsplit; a thin product over many waves takes a
+    # thin tile; float64 gets version 1's tiles
     def tile(m, n, k=9216, dtype=np.float32, trans_a=False, trans_b=True):
         return linear_ops.model_tile(m, n, k, dtype, trans_a, trans_b)
 
     assert tile(3, 100) == tile(100, 3) == (64, 64, 1)
-    assert tile(128, 4096) == (64, 64, 1) and tile(128, 9216) == (64, 64, 1)
+    assert tile(128, 4096) == (128, 128, 4)
+    # the backward to fc6's input (M = 128, N = 9216, K = 4096): whatever the plan takes is the
+    # fastest of every candidate and split count
+    m, n, k = 128, 9216, 4096
+    chosen, ranges, _ = linear_ops.model_plan(m, n, k, np.float32, False, False)
+    table = gemm_tiles.GEMM_ISSUE_PER_FMA
+    best = gemm_tiles.planned_seconds(m, n, k, chosen, 1, table, ranges)
+    assert all(best <= gemm_tiles.planned_seconds(m, n, k, t, 1, table, s)
+               for t in linear_ops.candidate_tiles(np.float32, (k, n), (False, False)) for s in range(1, 5))
     assert tile(4096, 9216, 128, trans_a=True, trans_b=False) == (128, 128, 4)
     assert tile(4096, 9216, dtype=np.float64) == (64, 64, 1)
     assert tile(8, 200000) == (16, 256, 1) and tile(200000, 8) == (256, 16, 1)
@@ -96,9 +109,30 @@ def test_the_issue_model_picks_each_products_tile():
     assert linear_ops.candidate_tiles(np.float32, (9215, 4096)) == linear_ops.TILES + (
         (128, 128, 3), (128, 64, 2), (64, 128, 2))
     w = np.zeros((4096, 9216), np.float32)
-    launch = linear_ops.gemm_launch(w, np.zeros((128, 4096), np.float32), np.zeros((128, 9216), np.float32), None,
-                                    True, False)
+    (launch,) = linear_ops.gemm_launches(w, np.zeros((128, 4096), np.float32), np.zeros((128, 9216), np.float32),
+                                         None, True, False, lambda shape: np.empty(shape, np.float32))
     assert launch.kernel == "gemm<float, 128, 128, true, false, 4>"  # the op launches the model's choice
+
+
+def test_a_long_k_with_few_blocks_is_split_and_summed_in_order():
+    # fc6's forward at batch 128: 32 blocks of 128 x 128 over K = 9216 are cut into ranges (the
+    # model's plan, counting the sum's DRAM traffic), whose partial sums kernels/split_sum.cu adds
+    tile, ranges, per = linear_ops.model_plan(128, 4096, 9216, np.float32)
+    assert tile == (128, 128, 4) and ranges > 1 and per % gemm_tiles.K_SLICE == 0 and (ranges - 1) * per < 9216
+    assert gemm_tiles.planned_seconds(128, 4096, 9216, tile, 1, gemm_tiles.GEMM_ISSUE_PER_FMA, ranges) < \
+        gemm_tiles.planned_seconds(128, 4096, 9216, tile, 1, gemm_tiles.GEMM_ISSUE_PER_FMA, 1)
+    for batch, features_in, features_out in TILE_CASES[-3:]:  # each product of a case splits once
+        x = np.zeros((batch, features_in), np.float32)
+        w = np.zeros((features_out, features_in), np.float32)
+        kinds = []
+        for c, a, b, ta, tb in ((np.zeros((batch, features_out), np.float32), x, w, False, True),
+                                (np.zeros((batch, features_in), np.float32), np.zeros((batch, features_out), np.float32),
+                                 w, False, False),
+                                (np.zeros((features_out, features_in), np.float32),
+                                 np.zeros((batch, features_out), np.float32), x, True, False)):
+            launches = linear_ops.gemm_launches(c, a, b, None, ta, tb, lambda shape: np.empty(shape, np.float32))
+            kinds.append([launch.kernel.split("<")[0] for launch in launches])
+        assert sorted(kinds).count(["gemm", "split_sum"]) == 1, kinds
 
 
 def _misaligned(a):
@@ -176,14 +210,27 @@ def test_nan_and_infinities_as_torch(backend, dtype):
     assert_close(F.linear_backward(g, x, w)[1], ref_grads[1], "grad_weight")
 
 
-def test_gradient_check_float64(backend):
+@pytest.mark.parametrize("tile", [None] + [t for t in linear_ops.instantiated_tiles(np.float64) if t.version > 1],
+                         ids=lambda t: "automatic" if t is None else str(t))
+def test_gradient_check_float64(backend, tile):
+    # the automatic choice (version 1 in double) and every later version's double kernel, forced:
+    # every entry of a small layer's gradients, and along random directions those of a layer whose
+    # even sizes of at least 64 run version 4's 16-byte loads of doubles in every product
     rng = np.random.default_rng(4)
     x, w, b = rng.standard_normal((3, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)
     g = rng.standard_normal((3, 5))
-    grad_x, grad_w, grad_b = F.linear_backward(g, x, w)
-    np.testing.assert_allclose(grad_x, numeric_gradient(lambda v: F.linear(v, w, b), x, g), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(grad_w, numeric_gradient(lambda v: F.linear(x, v, b), w, g), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(grad_b, numeric_gradient(lambda v: F.linear(x, w, v), b, g), rtol=1e-7, atol=1e-8)
+    with contextlib.nullcontext() if tile is None else gemm_tiles.forced(tile):
+        grad_x, grad_w, grad_b = F.linear_backward(g, x, w)
+        for ours, fn, at in ((grad_x, lambda v: F.linear(v, w, b), x), (grad_w, lambda v: F.linear(x, v, b), w),
+                             (grad_b, lambda v: F.linear(x, w, v), b)):
+            np.testing.assert_allclose(ours, numeric_gradient(fn, at, g), rtol=1e-7, atol=1e-8)
+        x, w, b = rng.standard_normal((66, 70)), rng.standard_normal((68, 70)), rng.standard_normal(68)
+        g = rng.standard_normal((66, 68))
+        grad_x, grad_w, grad_b = F.linear_backward(g, x, w)
+        for ours, fn, at in ((grad_x, lambda v: F.linear(v, w, b), x), (grad_w, lambda v: F.linear(x, v, b), w),
+                             (grad_b, lambda v: F.linear(x, w, v), b)):
+            d = rng.standard_normal(at.shape)
+            assert directional_derivative(fn, at, d, g) == pytest.approx(float(np.sum(ours * d)), rel=1e-8)
 
 
 def test_empty_batch(backend):
