@@ -280,6 +280,33 @@ def cuda_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
+def _release(text: str) -> str:
+    """'13.0.88' from a CUDA tool's --version text ("... release 13.0, V13.0.88"), else its last line."""
+    m = re.search(r"V(\d+\.\d+\.\d+)", text)
+    return m.group(1) if m else (text.strip().splitlines() or ["unknown"])[-1]
+
+
+def tool_versions(compiler: str = "nvrtc") -> dict:
+    """The versions of the tools a kernel report is made with: the compiler (NVRTC's
+    (major, minor), or nvcc's release) and nvdisasm's release; "missing" where a tool is absent."""
+    out = {}
+    if compiler == "nvrtc":
+        try:
+            major_minor = _nvrtc_version()
+            out["nvrtc"] = ".".join(re.findall(r"\d+", major_minor)[-2:]) if major_minor else "unknown"
+        except Exception as e:  # noqa: BLE001 - a report still names what it could not read
+            out["nvrtc"] = f"missing ({type(e).__name__})"
+    else:
+        nvcc = nvcc_path()
+        out["nvcc"] = _release(_nvcc_version(nvcc)) if nvcc else "missing"
+    tool = cuda_tool("nvdisasm")
+    if tool is None:
+        out["nvdisasm"] = "missing"
+    else:
+        out["nvdisasm"] = _release(subprocess.run([tool, "--version"], capture_output=True, text=True).stdout)
+    return out
+
+
 _FATBIN_ARCH = re.compile(r"^arch = (sm_\d+a?)", re.M)
 _RES_FUNCTION = re.compile(r"^\s*Function ([^:\s]+):")
 _RES_USAGE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")

@@ -13,9 +13,13 @@ import dataclasses
 import numpy as np
 
 THREADS_PER_BLOCK = 256
-# Grid-stride kernels need no more blocks than fill a large GPU several times over (H100: 132 SMs,
-# 8 blocks of 256 threads each at full occupancy); more only costs block start-up.
-MAX_GRID_STRIDE_BLOCKS = 132 * 8 * 4
+# The SMs of the GPU launch geometry is planned for (an H100 SXM), fixed rather than read from the
+# device: the tile and split-K choice (alexnet_raw/ops/gemm_tiles.py) follows from it, and with it
+# the order of a split product's sum, so results are the same on every GPU and the CPU runtime.
+PLANNED_SMS = 132
+# Grid-stride kernels need no more blocks than fill a large GPU several times over (8 blocks of 256
+# threads per SM at full occupancy, 4 times over); more only costs block start-up.
+MAX_GRID_STRIDE_BLOCKS = PLANNED_SMS * 8 * 4
 MAX_GRID_Y_Z = 65535
 DEFAULT_SHARED_LIMIT = 48 * 1024  # per block, without opting in, on every GPU since Volta
 

@@ -48,6 +48,13 @@ def test_kernel_report_lists_every_kernel_for_both_architectures(tmp_path):
         assert (r["hot_loop"] is None) == (r["ffma_share"] is None)
     assert any(r["hot_loop"] for r in rows)
     assert "theoretical occupancy on sm_90" in out.stdout and "Roofline, forward, H100 SXM" in out.stdout
+    # the versions of the tools the report was made with, on stdout and in every row
+    from alexnet_raw import gpu_compile
+
+    tools = gpu_compile.tool_versions("nvrtc")
+    assert set(tools) == {"nvrtc", "nvdisasm"} and "missing" not in str(tools)
+    assert f"tools: nvrtc {tools['nvrtc']}, nvdisasm {tools['nvdisasm']}" in out.stdout
+    assert all(r["tools"] == tools for r in rows)
     # the targets section: every kernel AlexNet's layers get, every miss with its reason
     assert "Targets of the float conv/GEMM kernels AlexNet's layers get at batch 128" in out.stdout
     assert "NOT EXPLAINED" not in out.stdout

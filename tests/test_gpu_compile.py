@@ -25,14 +25,22 @@ def build_of(compiler, source, arch):
     return (gpu_compile.nvrtc_compile if compiler == "nvrtc" else gpu_compile.nvcc_compile)(source, arch)
 
 
+def assert_spills_are_explained(build, source, arch):
+    """No kernel spills unless the kernel report explains it (alexnet_raw/kernel_report.py's
+    MISS_REASONS: where, how much, and why the automatic choice may still take it or leaves it out)."""
+    from alexnet_raw import kernel_report
+
+    unexplained = [k for k, r in build.kernels.items() if r.spills and not kernel_report.miss_reason(k, "SPILLS")]
+    assert not unexplained, f"{source} spills on {arch}, unexplained: {unexplained}"
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", FILES)
 def test_nvrtc_compiles_every_instantiation_without_spills(source, arch):
     build = build_of("nvrtc", source, arch)
     assert set(build.kernels) == set(kernel_sources.instantiations(source))
     assert build.cubin[:4] == b"\x7fELF"
-    spilling = [k for k, r in build.kernels.items() if r.spills]
-    assert not spilling, f"{source} spills on {arch}: {spilling}"
+    assert_spills_are_explained(build, source, arch)
 
 
 @pytest.mark.skipif(gpu_compile.nvcc_path() is None, reason="nvcc is not installed on this machine")
@@ -41,7 +49,7 @@ def test_nvrtc_compiles_every_instantiation_without_spills(source, arch):
 def test_nvcc_compiles_every_instantiation_without_spills(source, arch):
     build = build_of("nvcc", source, arch)
     assert set(build.kernels) == set(kernel_sources.instantiations(source))
-    assert not [k for k, r in build.kernels.items() if r.spills]
+    assert_spills_are_explained(build, source, arch)
 
 
 # floating-point instructions, with their modifiers (.FTZ, rounding); HFMA2.MMA is ptxas's way of
