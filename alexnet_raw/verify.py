@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from . import backends, cli_types, tolerances
+from .checks import torch_reference
 from . import functional as F
 
 CHECKS = []  # (name, tolerance key, function(rng, dtype, torch) -> (ours, reference))
@@ -41,13 +42,13 @@ def _with_specials(x):
 @check("relu forward", "relu")
 def _relu_forward(rng, dtype, torch, F):
     x = _with_specials(rng.standard_normal((2, 3, 17, 19)).astype(dtype))
-    return F.relu(x), torch.relu(torch.from_numpy(x)).numpy()
+    return F.relu(x), torch_reference.relu(torch.from_numpy(x)).numpy()
 
 
 @check("relu backward", "relu")
 def _relu_backward(rng, dtype, torch, F):
     x = torch.from_numpy(rng.standard_normal((2, 3, 17, 19)).astype(dtype)).requires_grad_()
-    y = torch.relu(x)
+    y = torch_reference.relu(x)
     g = torch.from_numpy(rng.standard_normal(y.shape).astype(dtype))
     y.backward(g)
     ours = F.relu_backward(g.numpy(), y.detach().numpy())
@@ -57,21 +58,6 @@ def _relu_backward(rng, dtype, torch, F):
 # cuda-convnet's neurons as a layer file gives them (linear's a and b not powers of two, so that
 # torch's two roundings and our fma's one can differ)
 NEURONS = ("logistic", "tanh[1.7159,0.6666]", "brelu[6]", "abs", "square", "sqrt", "linear[0.7,-1.3]", "softrelu")
-
-
-def _torch_neuron(torch, x, name, a, b):
-    expressions = {
-        "logistic": lambda: torch.sigmoid(x),
-        "tanh": lambda: a * torch.tanh(b * x),
-        "brelu": lambda: torch.clamp(x, 0, a),
-        "abs": lambda: torch.abs(x),
-        "square": lambda: x * x,
-        "sqrt": lambda: torch.sqrt(x),
-        "linear": lambda: a * x + b,
-        # torch returns x past `threshold`; in float64 log1p(exp(-x)) matters up to x ~ 37
-        "softrelu": lambda: torch.nn.functional.softplus(x, threshold=20 if x.dtype == torch.float32 else 37),
-    }
-    return expressions[name]()
 
 
 def _neuron_input(rng, dtype, name):
@@ -86,7 +72,7 @@ def _neurons_forward(rng, dtype, torch, F):
         name, a, b = F.parse_neuron(text)
         x = _with_specials(_neuron_input(rng, dtype, name))
         ours.append(F.neuron(x, name, a, b).ravel())
-        reference.append(_torch_neuron(torch, torch.from_numpy(x), name, a, b).numpy().ravel())
+        reference.append(torch_reference.neuron(torch.from_numpy(x), name, a, b).numpy().ravel())
     return np.concatenate(ours), np.concatenate(reference)
 
 
@@ -96,7 +82,7 @@ def _neurons_backward(rng, dtype, torch, F):
     for text in NEURONS:  # inputs away from brelu's ends 0 and a, where cuda-convnet's gradient is 0
         name, a, b = F.parse_neuron(text)
         x = torch.from_numpy(_neuron_input(rng, dtype, name)).requires_grad_()
-        y = _torch_neuron(torch, x, name, a, b)
+        y = torch_reference.neuron(x, name, a, b)
         g = torch.from_numpy(rng.standard_normal(y.shape).astype(dtype))
         y.backward(g)
         ours.append(F.neuron_backward(g.numpy(), x.detach().numpy(), y.detach().numpy(), name, a, b).ravel())
@@ -123,7 +109,7 @@ def _dropout_backward(rng, dtype, torch, F):
 def _cross_entropy(rng, dtype, torch, F):
     x = (4 * rng.standard_normal((2, 1000))).astype(dtype)
     t = rng.integers(0, 1000, 2)
-    ref = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t))
+    ref = torch_reference.cross_entropy(torch.from_numpy(x), torch.from_numpy(t))
     return F.cross_entropy(x, t), ref.numpy()
 
 
@@ -131,7 +117,7 @@ def _cross_entropy(rng, dtype, torch, F):
 def _cross_entropy_backward(rng, dtype, torch, F):
     x = torch.from_numpy((4 * rng.standard_normal((2, 1000))).astype(dtype)).requires_grad_()
     t = torch.from_numpy(rng.integers(0, 1000, 2))
-    torch.nn.functional.cross_entropy(x, t).backward()
+    torch_reference.cross_entropy(x, t).backward()
     return F.cross_entropy_backward(x.detach().numpy(), t.numpy()), x.grad.numpy()
 
 
@@ -162,7 +148,7 @@ def _sgd(rng, dtype, torch, F):
 @check("LRN forward (#145 LRN1)", "local_response_norm")
 def _lrn_forward(rng, dtype, torch, F):
     x = (30 * rng.standard_normal((2, 48, 55, 55))).astype(dtype)
-    ref = torch.nn.functional.local_response_norm(torch.from_numpy(x), 5, 1e-4, 0.75, 2.0)
+    ref = torch_reference.local_response_norm(torch.from_numpy(x), 5, 1e-4, 0.75, 2.0)
     return F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), ref.numpy()
 
 
@@ -171,14 +157,14 @@ def _lrn_backward(rng, dtype, torch, F):
     x = (30 * rng.standard_normal((2, 128, 27, 27))).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
-    torch.nn.functional.local_response_norm(xt, 5, 1e-4, 0.75, 2.0).backward(torch.from_numpy(g))
+    torch_reference.local_response_norm(xt, 5, 1e-4, 0.75, 2.0).backward(torch.from_numpy(g))
     return F.local_response_norm_backward(g, x, 5, 1e-4, 0.75, 2.0), xt.grad.numpy()
 
 
 @check("max_pool2d forward (#145 pool1)", "max_pool2d")
 def _max_pool2d_forward(rng, dtype, torch, F):
     x = _with_specials(rng.standard_normal((2, 48, 55, 55)).astype(dtype))
-    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True)
+    ref = torch_reference.max_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True)
     return F.max_pool2d(x, 3, 2, ceil_mode=True), ref.numpy()
 
 
@@ -186,7 +172,7 @@ def _max_pool2d_forward(rng, dtype, torch, F):
 def _max_pool2d_backward(rng, dtype, torch, F):
     x = rng.integers(0, 8, (2, 64, 55, 55)).astype(dtype)  # many ties: the first maximum takes the gradient
     xt = torch.from_numpy(x).requires_grad_()
-    y = torch.nn.functional.max_pool2d(xt, 3, 2)
+    y = torch_reference.max_pool2d(xt, 3, 2)
     g = rng.standard_normal(tuple(y.shape)).astype(dtype)
     y.backward(torch.from_numpy(g))
     return F.max_pool2d_backward(g, x, 3, 2), xt.grad.numpy()
@@ -196,7 +182,7 @@ def _max_pool2d_backward(rng, dtype, torch, F):
 def _avg_pool2d_forward(rng, dtype, torch, F):
     # cuda-convnet's pool=avg: in-image pixels only, its ceil rule (32 -> 16, the last window cut)
     x = _with_specials(rng.standard_normal((2, 32, 32, 32)).astype(dtype))
-    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True, count_include_pad=False)
+    ref = torch_reference.avg_pool2d(torch.from_numpy(x), 3, 2, ceil_mode=True, count_include_pad=False)
     return F.avg_pool2d(x, 3, 2, ceil_mode=True, count_include_pad=False), ref.numpy()
 
 
@@ -204,24 +190,16 @@ def _avg_pool2d_forward(rng, dtype, torch, F):
 def _avg_pool2d_backward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 48, 55, 55)).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
-    y = torch.nn.functional.avg_pool2d(xt, 3, 2, 1, ceil_mode=True, count_include_pad=True)
+    y = torch_reference.avg_pool2d(xt, 3, 2, 1, ceil_mode=True, count_include_pad=True)
     g = rng.standard_normal(tuple(y.shape)).astype(dtype)
     y.backward(torch.from_numpy(g))
     return F.avg_pool2d_backward(g, x, 3, 2, 1, ceil_mode=True, count_include_pad=True), xt.grad.numpy()
 
 
-def _torch_same_map_norm(torch, x, size, alpha, beta, k):
-    """rnorm in PyTorch: avg_pool2d (divisor size^2) of the squares, zero-padded size//2 before and
-    (size-1)//2 after."""
-    lo, hi = size // 2, (size - 1) // 2
-    mean = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x * x, (lo, hi, lo, hi)), size, stride=1)
-    return x / (mean * alpha + k).pow(beta)
-
-
 @check("rnorm forward (#145 cnorm2)", "same_map_norm")
 def _same_map_norm_forward(rng, dtype, torch, F):
     x = torch.from_numpy((20 * rng.standard_normal((2, 128, 27, 27))).astype(dtype))
-    return F.same_map_norm(x.numpy(), 5, 1e-3, 0.75, 1.0), _torch_same_map_norm(torch, x, 5, 1e-3, 0.75, 1.0).numpy()
+    return F.same_map_norm(x.numpy(), 5, 1e-3, 0.75, 1.0), torch_reference.same_map_norm(x, 5, 1e-3, 0.75, 1.0).numpy()
 
 
 @check("rnorm backward (#145 cnorm2)", "same_map_norm")
@@ -229,19 +207,19 @@ def _same_map_norm_backward(rng, dtype, torch, F):
     x = (20 * rng.standard_normal((2, 128, 27, 27))).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     xt = torch.from_numpy(x).requires_grad_()
-    _torch_same_map_norm(torch, xt, 5, 1e-3, 0.75, 1.0).backward(torch.from_numpy(g))
+    torch_reference.same_map_norm(xt, 5, 1e-3, 0.75, 1.0).backward(torch.from_numpy(g))
     return F.same_map_norm_backward(g, x, 5, 1e-3, 0.75, 1.0), xt.grad.numpy()
 
 
 def _conv1_145(rng, dtype, torch):
-    """#145's conv1 on one tower at batch 2 (the ceil rule: torch's input padded by 3 on the right
-    and bottom gives the same 55 x 55), with an upstream gradient."""
+    """#145's conv1 on one tower at batch 2 (224 x 224 to 55 x 55 by cuda-convnet's ceil rule), with
+    an upstream gradient."""
     x = rng.standard_normal((2, 3, 224, 224)).astype(dtype)
     w = (0.1 * rng.standard_normal((48, 3, 11, 11))).astype(dtype)
     b = rng.standard_normal(48).astype(dtype)
     g = rng.standard_normal((2, 48, 55, 55)).astype(dtype)
     tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w, b)]
-    y = torch.nn.functional.conv2d(torch.nn.functional.pad(tensors[0], (0, 3, 0, 3)), tensors[1], tensors[2], 4)
+    y = torch_reference.conv2d(*tensors, stride=4, ceil_mode=True)
     y.backward(torch.from_numpy(g))
     return (x, w, b, g), y.detach().numpy(), [t.grad.numpy() for t in tensors]
 
@@ -270,7 +248,7 @@ def _conv2d_backward_torchvision(rng, dtype, torch, F):
     w = (0.1 * rng.standard_normal((192, 64, 5, 5))).astype(dtype)
     g = rng.standard_normal((2, 192, 27, 27)).astype(dtype)
     xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    torch.nn.functional.conv2d(xt, wt, None, 1, 2).backward(torch.from_numpy(g))
+    torch_reference.conv2d(xt, wt, None, 1, 2).backward(torch.from_numpy(g))
     return F.conv2d_backward(g, x, w, 1, 2, bias=False)[0], xt.grad.numpy()
 
 
@@ -279,7 +257,7 @@ def _linear_forward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 4608)).astype(dtype)
     w = (0.01 * rng.standard_normal((2048, 4608))).astype(dtype)
     b = rng.standard_normal(2048).astype(dtype)
-    return F.linear(x, w, b), torch.nn.functional.linear(*(torch.from_numpy(a) for a in (x, w, b))).numpy()
+    return F.linear(x, w, b), torch_reference.linear(*(torch.from_numpy(a) for a in (x, w, b))).numpy()
 
 
 @check("linear backward (torchvision fc8)", "linear")
@@ -288,7 +266,7 @@ def _linear_backward(rng, dtype, torch, F):
     w = (0.01 * rng.standard_normal((1000, 4096))).astype(dtype)
     g = rng.standard_normal((2, 1000)).astype(dtype)
     xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    torch.nn.functional.linear(xt, wt).backward(torch.from_numpy(g))
+    torch_reference.linear(xt, wt).backward(torch.from_numpy(g))
     grad_x, grad_w, _ = F.linear_backward(g, x, w, bias=False)
     return np.concatenate([grad_x.ravel(), grad_w.ravel()]), np.concatenate([xt.grad.numpy().ravel(),
                                                                             wt.grad.numpy().ravel()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..checks import torch_reference
 
 
 class TorchLayer:
@@ -26,9 +27,8 @@ class TorchLayer:
             # cuda-convnet's ceil rule: the missing right/bottom pixels read as zeros (padded once, untimed)
             self.conv = []
             for i, x in enumerate(self.xs):
-                f, st, p = s.filter_size[i], s.stride[i], s.padding[i]
-                extra = [max(0, (o - 1) * st + f - (n + 2 * p)) for o, n in zip(case.output_shape[1:], x.shape[2:])]
-                xp = torch.nn.functional.pad(x, (0, extra[1], 0, extra[0])) if any(extra) else x
+                st, p = s.stride[i], s.padding[i]
+                xp = torch_reference.ceil_rule_pad(x, s.filter_size[i], st, p) if s.size_rule == "ceil" else x
                 self.conv.append((xp, dict(stride=st, padding=p, groups=s.groups[i])))
         elif case.kind in ("pool", "lrn", "rnorm"):
             self.x_leaf = self.xs[0].clone().requires_grad_()
@@ -50,14 +50,12 @@ class TorchLayer:
         return twin
 
     def _pointwise(self, x):
-        F, s = self.torch.nn.functional, self.case.spec
+        s = self.case.spec
         if self.case.kind == "pool":
-            return F.max_pool2d(x, s.size, s.stride, 0, ceil_mode=s.size_rule == "ceil")
+            return torch_reference.max_pool2d(x, s.size, s.stride, 0, ceil_mode=s.size_rule == "ceil")
         if self.case.kind == "lrn":
-            return F.local_response_norm(x, s.size, s.scale, s.pow, s.min_div)
-        lo, hi = s.size // 2, s.size - 1 - s.size // 2  # same-map window, zero outside
-        mean = F.avg_pool2d(F.pad(x * x, (lo, hi, lo, hi)), s.size, stride=1)
-        return x / (s.min_div + s.scale * mean) ** s.pow
+            return torch_reference.local_response_norm(x, s.size, s.scale, s.pow, s.min_div)
+        return torch_reference.same_map_norm(x, s.size, s.scale, s.pow, s.min_div)
 
     def forward(self):
         F = self.torch.nn.functional

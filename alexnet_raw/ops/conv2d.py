@@ -1,6 +1,7 @@
 """2-D convolution, forward and both backwards: kernels/conv2d.cu (implicit GEMM on the tile of
-kernels/gemm_tile.cuh) and kernels/bias_grad.cu. Reference: torch.nn.functional.conv2d and its
-autograd gradients; tests: tests/kernels/test_conv2d.py.
+kernels/gemm_tile.cuh) and kernels/bias_grad.cu. Reference: torch.nn.functional.conv2d with the ceil
+rule's padding (alexnet_raw/checks/torch_reference.py `conv2d`) and its autograd gradients; tests:
+tests/kernels/test_conv2d.py.
 
 Output size per dimension, with span = in + 2*padding - kernel (must be >= 0):
     PyTorch (ceil_mode=False):       out = span // stride + 1

@@ -1,6 +1,7 @@
 """cuda-convnet's neurons (a layer's `neuron=...`): kernels/neuron.cu. Reference: the torch
-expressions of tests/kernels/test_neuron.py (torch.sigmoid, a * torch.tanh(b * x), torch.clamp,
-torch.abs, x * x, torch.sqrt, a * x + b, torch.nn.functional.softplus) and their autograd backward.
+expressions of alexnet_raw/checks/torch_reference.py `neuron` (torch.sigmoid, a * torch.tanh(b * x),
+torch.clamp, torch.abs, x * x, torch.sqrt, a * x + b, torch.nn.functional.softplus with a threshold
+exact in each dtype) and their autograd backward; tests: tests/kernels/test_neuron.py.
 
     logistic 1/(1+exp(-x))   tanh[a,b] a*tanh(b*x)   brelu[a] min(max(x,0),a)   abs |x|
     square x*x   sqrt sqrt(x)   linear[a,b] a*x+b   softrelu log(1+exp(x))

@@ -1,6 +1,6 @@
-"""Same-map response normalisation (cuda-convnet's `rnorm`): kernels/same_map_norm.cu. Reference: a
-PyTorch expression (avg_pool2d of the zero-padded squares) and its autograd backward; tests:
-tests/kernels/test_same_map_norm.py.
+"""Same-map response normalisation (cuda-convnet's `rnorm`): kernels/same_map_norm.cu. Reference:
+alexnet_raw/checks/torch_reference.py `same_map_norm` (avg_pool2d of the zero-padded squares) and its
+autograd backward; tests: tests/kernels/test_same_map_norm.py.
 
     b = a / (k + alpha/size^2 * sum over the size x size window of a^2) ^ beta
 

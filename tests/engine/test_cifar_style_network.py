@@ -4,7 +4,7 @@ read, trained one step and compared with PyTorch, so layer files other than Alex
 
 import numpy as np
 import pytest
-import torch_reference
+import reference_model
 
 from alexnet_raw import Model
 from alexnet_raw.engine.graph import ShapeError
@@ -159,7 +159,7 @@ def test_train_step_matches_torch(write_cfg, dtype):
     x = rng.standard_normal((3, 3, 32, 32)).astype(dtype)
     labels = rng.integers(0, 10, 3)
     state, momentum = model.state_dict(), model.momentum_state_dict()
-    ref_loss, ref_logits, ref_grads, ref_params, _ = torch_reference.train_step(model, state, momentum, x, labels)
+    ref_loss, ref_logits, ref_grads, ref_params, _ = reference_model.train_step(model, state, momentum, x, labels)
     tol = dict(rtol=1e-9, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-6)
     np.testing.assert_allclose(model.forward(x, train=True), ref_logits, **tol)
     assert model.backward(labels) == pytest.approx(ref_loss, rel=tol["rtol"])
@@ -209,7 +209,7 @@ def test_every_neuron_trains_as_torch(write_cfg):
     rng = np.random.default_rng(6)
     x, labels = rng.standard_normal((2, 3, 32, 32)), rng.integers(0, 10, 2)
     state, momentum = model.state_dict(), model.momentum_state_dict()
-    ref_loss, ref_logits, ref_grads, _, _ = torch_reference.train_step(model, state, momentum, x, labels)
+    ref_loss, ref_logits, ref_grads, _, _ = reference_model.train_step(model, state, momentum, x, labels)
     np.testing.assert_allclose(model.forward(x, train=True), ref_logits, rtol=1e-9, atol=1e-12)
     assert model.backward(labels) == pytest.approx(ref_loss, rel=1e-9)
     grads = model.gradient_dict()
@@ -231,7 +231,7 @@ def test_neuron_layers_train_as_torch(write_cfg):
     rng = np.random.default_rng(8)
     x, labels = rng.standard_normal((2, 3, 32, 32)), rng.integers(0, 10, 2)
     state, momentum = model.state_dict(), model.momentum_state_dict()
-    ref_loss, ref_logits, ref_grads, _, _ = torch_reference.train_step(model, state, momentum, x, labels)
+    ref_loss, ref_logits, ref_grads, _, _ = reference_model.train_step(model, state, momentum, x, labels)
     np.testing.assert_allclose(model.forward(x, train=True), ref_logits, rtol=1e-9, atol=1e-12)
     assert model.backward(labels) == pytest.approx(ref_loss, rel=1e-9)
     for key, ref in ref_grads.items():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-import torch_reference
+import reference_model
 
 from alexnet_raw import Model
 
@@ -28,7 +28,7 @@ def test_krizhevsky2012_float32_logits_match_torch():
     model = Model.named("krizhevsky2012", seed=12)
     x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
     params = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
-    ref = torch_reference.forward(model, params, torch.from_numpy(x), train=False).numpy()
+    ref = reference_model.forward(model, params, torch.from_numpy(x), train=False).numpy()
     close(model.forward(x), ref, "float32 logits", np.float32)
 
 
@@ -41,7 +41,7 @@ def test_krizhevsky2012_training_steps_match_torch():
     for step in range(2):
         x = rng.standard_normal((2, 3, 224, 224))
         labels = rng.integers(0, 1000, 2)
-        ref_loss, ref_logits, ref_grads, ref_params, ref_momentum = torch_reference.train_step(
+        ref_loss, ref_logits, ref_grads, ref_params, ref_momentum = reference_model.train_step(
             model, state, momentum, x, labels)
         logits = model.forward(x, train=True)
         close(logits, ref_logits, f"logits, step {step}")

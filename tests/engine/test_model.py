@@ -4,7 +4,7 @@ whole networks, placement-independent results, counted traffic, state dicts and 
 import numpy as np
 import pytest
 import torch
-import torch_reference
+import reference_model
 
 from alexnet_raw import Model
 
@@ -34,7 +34,7 @@ def test_mini_train_step_matches_torch(dtype):
     rng = np.random.default_rng(1)
     momentum = {k: (1e-3 * rng.standard_normal(v.shape)).astype(dtype) for k, v in momentum.items()}
     model.load_momentum_state_dict(momentum)
-    ref_loss, ref_logits, ref_grads, ref_params, ref_momentum = torch_reference.train_step(
+    ref_loss, ref_logits, ref_grads, ref_params, ref_momentum = reference_model.train_step(
         model, state, momentum, x, labels)
     logits = model.forward(x, train=True)
     np.testing.assert_allclose(logits, ref_logits, **TOL[dtype])
@@ -51,7 +51,7 @@ def test_eval_mode_is_the_cfg_test_behaviour():
     model = Model.named("mini", seed=4, dtype=np.float64)
     x, _ = batch(model, 3)
     params = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
-    ref = torch_reference.forward(model, params, torch.from_numpy(x), train=False).numpy()
+    ref = reference_model.forward(model, params, torch.from_numpy(x), train=False).numpy()
     np.testing.assert_allclose(model.forward(x), ref, **TOL[np.float64])
     probs = model.predict_proba(x)
     np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(ref), 1).numpy(), rtol=1e-9)

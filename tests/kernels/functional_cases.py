@@ -26,13 +26,14 @@ from test_dropout import _torch_dropout_with_mask, expected_mask
 from test_linear import torch_linear
 from test_local_response_norm import torch_lrn
 from test_neuron import torch_forward_backward
-from test_same_map_norm import torch_reference as torch_same_map_norm
+from test_same_map_norm import torch_forward_backward as torch_same_map_norm
 from test_sgd import cuda_convnet_reference
 
 import test_avg_pool2d
 import test_max_pool2d
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
+from alexnet_raw.checks import torch_reference
 
 
 @dataclasses.dataclass
@@ -202,7 +203,7 @@ def _reference(op, kw):
             y, gx = torch_forward_backward(kw["input"], g, name, a, b)
         return [gx] if op.endswith("backward") else [y]
     if op == "relu":
-        return [torch.relu(torch.from_numpy(kw["input"])).numpy()]
+        return [torch_reference.relu(torch.from_numpy(kw["input"])).numpy()]
     if op == "relu_backward":
         return [np.where(kw["output"] > 0, kw["grad_output"], kw["output"].dtype.type(0))]  # torch's threshold_backward
     if op == "sgd_update":

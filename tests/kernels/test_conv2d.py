@@ -17,32 +17,16 @@ from central_differences import numeric_gradient
 from alexnet_raw import backends, functional
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
+from alexnet_raw.checks import torch_reference
 from alexnet_raw.ops import conv2d as conv_ops
 from alexnet_raw.ops import gemm_tiles
 
 
-def pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
 def torch_conv(x, w, b, g, stride, padding, groups, ceil_mode):
-    """torch's output and, for upstream gradient g, its (input, weight, bias) gradients; the ceil rule's
-    extra right/bottom outputs as zero padding past the input (cuda-convnet's)."""
-    (sh, sw), (ph, pw) = pair(stride), pair(padding)
-    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    bt = None if b is None else torch.from_numpy(b).requires_grad_()
-    padded = xt
-    if ceil_mode:
-        oh = conv_ops.output_size(x.shape[2], w.shape[2], sh, ph, True)
-        ow = conv_ops.output_size(x.shape[3], w.shape[3], sw, pw, True)
-        extra_h = (oh - 1) * sh + w.shape[2] - (x.shape[2] + 2 * ph)
-        extra_w = (ow - 1) * sw + w.shape[3] - (x.shape[3] + 2 * pw)
-        padded = torch.nn.functional.pad(xt, (0, extra_w, 0, extra_h))
-    y = torch.nn.functional.conv2d(padded, wt, bt, (sh, sw), (ph, pw), groups=groups)
-    if g is None:
-        return y.detach().numpy(), None
-    y.backward(torch.from_numpy(g))
-    return y.detach().numpy(), (xt.grad.numpy(), wt.grad.numpy(), None if b is None else bt.grad.numpy())
+    """torch's output and, for upstream gradient g, its (input, weight, bias) gradients (the one
+    reference, with cuda-convnet's ceil rule: alexnet_raw/checks/torch_reference.py)."""
+    return torch_reference.forward_backward(
+        lambda xt, wt, bt: torch_reference.conv2d(xt, wt, bt, stride, padding, groups, ceil_mode), (x, w, b), g)
 
 
 def assert_close(ours, ref, what):

@@ -11,6 +11,7 @@ import torch
 
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
+from alexnet_raw.checks import torch_reference
 
 SHAPES = [(0,), (1,), (7,), (2, 3, 17, 19), (3, 1, 5, 1), (100003,)]
 # name -> (a, b) as a layer file might give them (None: the neuron has no such parameter)
@@ -28,28 +29,6 @@ NAMES = list(PARAMETERS)
 SPECIALS = [np.nan, -0.0, 0.0, np.inf, -np.inf, -1.0]
 
 
-def torch_neuron(x, name, a, b):
-    """The neuron as a torch expression of the tensor x."""
-    if name == "logistic":
-        return torch.sigmoid(x)
-    if name == "tanh":
-        return a * torch.tanh(b * x)
-    if name == "brelu":
-        return torch.clamp(x, 0, a)
-    if name == "abs":
-        return torch.abs(x)
-    if name == "square":
-        return x * x
-    if name == "sqrt":
-        return torch.sqrt(x)
-    if name == "linear":
-        return a * x + b
-    assert name == "softrelu"
-    # torch returns x itself past `threshold` (20 by default), where log1p(exp(-x)) ~ 2e-9 is below
-    # float32's ulp of x but not float64's: float64 compares beyond 37, where it is below half an ulp
-    return torch.nn.functional.softplus(x, threshold=20 if x.dtype == torch.float32 else 37)
-
-
 def draw(name, shape, dtype, seed):
     """Inputs of order 1-10 (sqrt: non-negative), the special values first."""
     x = 3 * np.random.default_rng(seed).standard_normal(shape)
@@ -63,7 +42,7 @@ def draw(name, shape, dtype, seed):
 
 def torch_forward_backward(x, g, name, a, b):
     xt = torch.from_numpy(x).requires_grad_()
-    y = torch_neuron(xt, name, a, b)
+    y = torch_reference.neuron(xt, name, a, b)
     y.backward(torch.from_numpy(g))
     return y.detach().numpy(), xt.grad.numpy()
 
@@ -86,7 +65,7 @@ def test_neuron_forward_matches_torch(backend, under_schedules, name, dtype, sha
     a, b = PARAMETERS[name]
     x = draw(name, shape, dtype, seed=1)
     y = under_schedules(lambda: F.neuron(x, name, a, b))
-    assert_close(y, torch_neuron(torch.from_numpy(x), name, a, b).numpy(), dtype, name)
+    assert_close(y, torch_reference.neuron(torch.from_numpy(x), name, a, b).numpy(), dtype, name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -285,3 +264,21 @@ def test_neuron_rejects_bad_input(backend):
         F.neuron_backward(x, x, np.ones(16, np.float32), "logistic")
     with pytest.raises(TypeError, match="sqrt takes no parameters"):
         F.neuron_backward(x, x, x, "sqrt", 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softrelu_reference_threshold_is_exact_in_each_dtype(dtype):
+    """The reference's softplus threshold: past it torch returns x, which must be log(1 + exp(x))
+    rounded to the dtype. float32 keeps PyTorch's own default (20); float64 needs more (the
+    default would drop log1p(exp(-x)) ~ 2e-9, far above float64's rounding)."""
+    t = torch_reference.softplus_threshold(dtype)
+    assert t >= torch_reference.TORCH_SOFTPLUS_THRESHOLD
+    x = np.linspace(t, 3 * t, 2001).astype(dtype)
+    exact = (x.astype(np.longdouble) + np.log1p(np.exp(-x.astype(np.longdouble)))).astype(dtype)
+    assert np.array_equal(x, exact)  # past the threshold, x is the rounded log(1 + exp(x))
+    below = np.linspace(1, t, 200).astype(dtype)
+    torch_below = torch.nn.functional.softplus(torch.from_numpy(below), threshold=1e9).numpy()
+    assert np.array_equal(torch_reference.neuron(torch.from_numpy(below), "softrelu").numpy(), torch_below)
+    default = torch.nn.functional.softplus(torch.from_numpy(np.array([25.0], dtype))).numpy()
+    exact_25 = (np.longdouble(25) + np.log1p(np.exp(-np.longdouble(25)))).astype(dtype)
+    assert (default[0] == exact_25) == (dtype == np.float32)  # torch's default is exact in float32 only

@@ -13,20 +13,12 @@ from central_differences import numeric_gradient
 
 from alexnet_raw import functional as F
 from alexnet_raw import tolerances
+from alexnet_raw.checks import torch_reference
 
 
-def torch_same_map_norm(x, size, alpha, beta, k):
-    """b = x / (k + alpha * S / size^2)^beta, S the sum of x^2 over rows [y - size//2, y - size//2 + size)
-    and the same columns, zero outside: avg_pool2d (divisor size^2) of the explicitly zero-padded squares."""
-    lo, hi = size // 2, (size - 1) // 2
-    squares = torch.nn.functional.pad(x * x, (lo, hi, lo, hi))
-    mean = torch.nn.functional.avg_pool2d(squares, size, stride=1)
-    return x / (mean * alpha + k).pow(beta)
-
-
-def torch_reference(x, g, size, alpha, beta, k):
+def torch_forward_backward(x, g, size, alpha, beta, k):
     xt = torch.from_numpy(x).requires_grad_()
-    y = torch_same_map_norm(xt, size, alpha, beta, k)
+    y = torch_reference.same_map_norm(xt, size, alpha, beta, k)
     y.backward(torch.from_numpy(g))
     return y.detach().numpy(), xt.grad.numpy()
 
@@ -40,7 +32,7 @@ def check_against_torch(under_schedules, x, size, alpha, beta=0.75, k=1.0, seed=
     g = np.random.default_rng(seed).standard_normal(x.shape).astype(x.dtype)
     y, gx = under_schedules(lambda: (F.same_map_norm(x, size, alpha, beta, k),
                                      F.same_map_norm_backward(g, x, size, alpha, beta, k)))
-    ref_y, ref_g = torch_reference(x, g, size, alpha, beta, k)
+    ref_y, ref_g = torch_forward_backward(x, g, size, alpha, beta, k)
     assert_close(y, ref_y, x.dtype, "output")
     assert_close(gx, ref_g, x.dtype, "gradient")
 
@@ -85,7 +77,7 @@ def test_specials_as_torch(backend, under_schedules, dtype):
     x[0, 1, 3, 3] = np.nan  # NaN spreads over the windows holding it, as in torch
     x[1, 0, 0, 5] = np.inf  # inf / inf = NaN at itself, neighbours divided by inf give 0
     y = under_schedules(lambda: F.same_map_norm(x, 3, 1e-3, 0.75, 1.0))
-    ref = torch_same_map_norm(torch.from_numpy(x), 3, 1e-3, 0.75, 1.0).numpy()
+    ref = torch_reference.same_map_norm(torch.from_numpy(x), 3, 1e-3, 0.75, 1.0).numpy()
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
     assert_close(y, ref, dtype, "output with specials")
 

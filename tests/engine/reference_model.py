@@ -4,38 +4,10 @@ its own in tests/kernels/test_dropout.py), taken from the same (seed, offset) th
 
 import numpy as np
 import torch
-import torch.nn.functional as TF
 
 from alexnet_raw import functional as F
+from alexnet_raw.checks import torch_reference as reference
 from alexnet_raw.engine import cfg
-
-
-def _ceil_pad(x, spec, i, out_hw):
-    """Zero padding on the right and bottom that cuda-convnet's ceil rule reads implicitly."""
-    f, s, p = spec.filter_size[i], spec.stride[i], spec.padding[i]
-    extra = [max(0, (o - 1) * s + f - (size + 2 * p)) for o, size in zip(out_hw, x.shape[2:])]
-    return TF.pad(x, (0, extra[1], 0, extra[0])) if any(extra) else x
-
-
-# cuda-convnet's neurons as torch expressions: (name) -> f(x, a, b)
-NEURONS = {
-    "relu": lambda x, a, b: torch.relu(x),
-    "logistic": lambda x, a, b: torch.sigmoid(x),
-    "tanh": lambda x, a, b: a * torch.tanh(b * x),
-    "brelu": lambda x, a, b: torch.clamp(x, 0.0, a),
-    "abs": lambda x, a, b: torch.abs(x),
-    "square": lambda x, a, b: x * x,
-    "sqrt": lambda x, a, b: torch.sqrt(x),
-    "linear": lambda x, a, b: a * x + b,
-    "softrelu": lambda x, a, b: TF.softplus(x),
-}
-
-
-def same_map_norm(x, size, alpha, beta, k):
-    before = size // 2
-    squares = TF.pad(x * x, (before, size - 1 - before, before, size - 1 - before))
-    sums = TF.avg_pool2d(squares, size, stride=1, divisor_override=1)
-    return x / (k + alpha / (size * size) * sums) ** beta
 
 
 def forward(model, params, x, train, step=None):
@@ -50,24 +22,23 @@ def forward(model, params, x, train, step=None):
             continue
         xs = [out[i] for i in spec.inputs]
         if isinstance(spec, cfg.ConvSpec):
-            shape = model.shapes[name]
-            y = sum(TF.conv2d(_ceil_pad(xi, spec, i, shape[1:]) if spec.size_rule == "ceil" else xi,
-                              params[f"{name}.weights.{i}"], None, spec.stride[i], spec.padding[i], 1, spec.groups[i])
+            y = sum(reference.conv2d(xi, params[f"{name}.weights.{i}"], None, spec.stride[i], spec.padding[i],
+                                     spec.groups[i], ceil_mode=spec.size_rule == "ceil")
                     for i, xi in enumerate(xs))
             y = y + params[f"{name}.biases"][None, :, None, None]
         elif isinstance(spec, cfg.FcSpec):
-            y = sum(xi.flatten(1) @ params[f"{name}.weights.{i}"].T for i, xi in enumerate(xs))
+            y = sum(reference.linear(xi.flatten(1), params[f"{name}.weights.{i}"]) for i, xi in enumerate(xs))
             y = y + params[f"{name}.biases"]
         elif isinstance(spec, cfg.PoolSpec):
             ceil_mode = spec.size_rule == "ceil"
             if spec.pool == "max":
-                y = TF.max_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=ceil_mode)
+                y = reference.max_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=ceil_mode)
             else:
-                y = TF.avg_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=ceil_mode, count_include_pad=False)
+                y = reference.avg_pool2d(xs[0], spec.size, spec.stride, 0, ceil_mode=ceil_mode, count_include_pad=False)
         elif spec.type == "cmrnorm":
-            y = TF.local_response_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
+            y = reference.local_response_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
         elif spec.type == "rnorm":
-            y = same_map_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
+            y = reference.same_map_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
         elif isinstance(spec, cfg.NeuronSpec):
             y = xs[0]
         elif isinstance(spec, cfg.HsSpec):
@@ -83,7 +54,7 @@ def forward(model, params, x, train, step=None):
         else:
             raise AssertionError(spec)
         if spec.neuron is not None:
-            y = NEURONS[spec.neuron[0]](y, *spec.neuron[1:])
+            y = reference.neuron(y, *spec.neuron)
         out[name] = y
     return out[g.logits]
 
@@ -92,7 +63,7 @@ def train_step(model, state, momentum, x, labels, epoch_scale=1.0):
     """Loss, gradients and the parameters and momentum after cuda-convnet's update, all in torch."""
     params = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in state.items()}
     logits = forward(model, params, torch.from_numpy(x), train=True)
-    loss = TF.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)))
+    loss = reference.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)))
     loss.backward()
     new_params, new_momentum = {}, {}
     for key, p in params.items():
@@ -103,12 +74,7 @@ def train_step(model, state, momentum, x, labels, epoch_scale=1.0):
             eps, mom, wc = learn.eps_w[i] * epoch_scale, learn.mom_w[i], learn.wc[i]
         else:
             eps, mom, wc = learn.eps_b * epoch_scale, learn.mom_b, 0.0
-        w = p.detach()
-        if eps == 0:
-            inc = torch.from_numpy(momentum[key])
-        else:
-            inc = mom * torch.from_numpy(momentum[key]) - eps * (p.grad + wc * w)
-        new_momentum[key] = inc.numpy()
-        new_params[key] = (w + inc).numpy() if eps else w.numpy()
+        w, inc = reference.cuda_convnet_update(p.detach(), p.grad, torch.from_numpy(momentum[key]), eps, mom, wc)
+        new_momentum[key], new_params[key] = inc.numpy(), w.numpy()
     grads = {k: p.grad.numpy() for k, p in params.items()}
     return float(loss.detach()), logits.detach().numpy(), grads, new_params, new_momentum

@@ -1,0 +1,156 @@
+"""Each op's PyTorch reference, written once. The kernel tests (tests/kernels/test_<op>.py),
+`alexnet-raw verify`, the bench's PyTorch side (alexnet_raw/bench/torch_side.py) and the engine's
+reference model (tests/engine/torch_reference.py) all compute an op through this module, so they
+cannot drift apart. Functions take and return torch tensors (autograd works through them);
+`forward_backward` runs one on NumPy arrays and returns the output and the input gradients.
+
+PyTorch stays optional for users: torch is imported when a function runs, not when this module is
+imported.
+
+Where cuda-convnet's semantics differ from a plain torch call the difference is written here, once:
+  conv2d        the ceil output-size rule (cuda-convnet's): the extra right/bottom outputs read
+                implicit zeros past the input, i.e. torch's conv of the input zero-padded there
+  same_map_norm cuda-convnet's rnorm (no torch op): x / (k + alpha * mean of the squares over a
+                size x size window, zero outside the image, size // 2 before) ** beta
+  neuron        the eight neurons as torch expressions; softrelu's threshold per dtype (below)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import conv2d as conv_ops
+
+# torch.nn.functional.softplus returns x itself where x > threshold (20 by default)
+TORCH_SOFTPLUS_THRESHOLD = 20.0
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def softplus_threshold(dtype) -> float:
+    """The threshold at which torch's softplus computes log(1 + exp(x)) exactly in `dtype`:
+    PyTorch's own default (20) where that is already past the point at which log1p(exp(-x)) is
+    below half an ulp of x (float32: from x = 15 on, x + log1p(exp(-x)) rounds to x), else that
+    point (float64: 34; the default 20 would drop 2e-9, about 1e-10 of x, far above float64's
+    rounding). Our kernel (kernels/neuron.cu) computes x + log1p(exp(-x)) with no threshold."""
+    dtype = np.dtype(dtype)
+    t = 1
+    while np.exp(-t) >= np.spacing(dtype.type(t)) / 2:  # exp(-x) falls and the ulp grows with x
+        t += 1
+    return float(max(TORCH_SOFTPLUS_THRESHOLD, t))
+
+
+NEURON_NAMES = ("relu", "logistic", "tanh", "brelu", "abs", "square", "sqrt", "linear", "softrelu")
+
+
+def neuron(x, name, a=None, b=None):
+    """cuda-convnet's neuron `name` (parameters a, b as parse_neuron gives them) of tensor x."""
+    torch = _torch()
+    if name == "relu":
+        return torch.relu(x)
+    if name == "logistic":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return a * torch.tanh(b * x)
+    if name == "brelu":
+        return torch.clamp(x, 0, a)
+    if name == "abs":
+        return torch.abs(x)
+    if name == "square":
+        return x * x
+    if name == "sqrt":
+        return torch.sqrt(x)
+    if name == "linear":
+        return a * x + b
+    if name == "softrelu":
+        dtype = {torch.float32: np.float32, torch.float64: np.float64}[x.dtype]
+        return torch.nn.functional.softplus(x, threshold=softplus_threshold(dtype))
+    raise ValueError(f"unknown neuron {name!r}: expected one of {', '.join(NEURON_NAMES)}")
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def ceil_rule_pad(x, kernel_size, stride, padding):
+    """x (N, C, H, W) zero-padded on the right and bottom by what cuda-convnet's ceil rule reads past
+    the input (nothing where the floor and ceil rules agree)."""
+    torch = _torch()
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    extra = []
+    for size, k, s, p in ((x.shape[2], kh, sh, ph), (x.shape[3], kw, sw, pw)):
+        out = conv_ops.output_size(size, k, s, p, True)
+        extra.append(max(0, (out - 1) * s + k - (size + 2 * p)))
+    return torch.nn.functional.pad(x, (0, extra[1], 0, extra[0])) if any(extra) else x
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, groups=1, ceil_mode=False):
+    """torch.nn.functional.conv2d, with cuda-convnet's ceil output-size rule when ceil_mode."""
+    torch = _torch()
+    if ceil_mode:
+        x = ceil_rule_pad(x, w.shape[2:], stride, padding)
+    return torch.nn.functional.conv2d(x, w, b, _pair(stride), _pair(padding), groups=groups)
+
+
+def linear(x, w, b=None):
+    return _torch().nn.functional.linear(x, w, b)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    return _torch().nn.functional.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    return _torch().nn.functional.avg_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode,
+                                             count_include_pad=count_include_pad)
+
+
+def local_response_norm(x, size, alpha, beta=0.75, k=1.0):
+    """cuda-convnet's cmrnorm is torch's local_response_norm (alpha divided by size inside)."""
+    return _torch().nn.functional.local_response_norm(x, size, alpha, beta, k)
+
+
+def same_map_norm(x, size, alpha, beta=0.75, k=1.0):
+    """cuda-convnet's rnorm: x / (k + alpha / size^2 * sum of the squares over the size x size window
+    at the same map, zero outside the image, size // 2 before and (size - 1) // 2 after) ** beta."""
+    torch = _torch()
+    before, after = size // 2, (size - 1) // 2
+    squares = torch.nn.functional.pad(x * x, (before, after, before, after))
+    mean = torch.nn.functional.avg_pool2d(squares, size, stride=1)  # divisor size^2
+    return x / (k + alpha * mean) ** beta
+
+
+def relu(x):
+    return _torch().relu(x)
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of (N, C) logits and int64 labels."""
+    return _torch().nn.functional.cross_entropy(logits, labels)
+
+
+def cuda_convnet_update(w, grad, inc, eps, mom, wc):
+    """cuda-convnet's Weights::update on tensors: inc = mom * inc - eps * (grad + wc * w), w += inc;
+    eps 0 freezes the layer (inc unchanged, w unchanged). Returns (new w, new inc)."""
+    if eps == 0:
+        return w, inc
+    inc = mom * inc - eps * (grad + wc * w)
+    return w + inc, inc
+
+
+def forward_backward(fn, arrays, grad=None):
+    """fn applied to the NumPy `arrays` as torch tensors (None passes through). Returns the output as a
+    NumPy array and, for upstream gradient `grad` (None: none), the gradients of every array (None for
+    a None input)."""
+    torch = _torch()
+    tensors = [None if a is None else torch.from_numpy(np.asarray(a)).requires_grad_(grad is not None)
+               for a in arrays]
+    y = fn(*tensors)
+    if grad is None:
+        return y.detach().numpy(), None
+    y.backward(torch.from_numpy(np.asarray(grad)))
+    return y.detach().numpy(), [None if t is None else t.grad.numpy() for t in tensors]
