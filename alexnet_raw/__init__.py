@@ -7,7 +7,7 @@
     model = alexnet_raw.Model.named("mini")   # a network from cuda-convnet layer files
 """
 
-from .backends import BackendUnavailable, available_backends, current_backends, set_backend
+from .runtime.backends import BackendUnavailable, available_backends, current_backends, set_backend
 
 __version__ = "0.1.0"
 

@@ -22,15 +22,15 @@ import sys
 from . import cli_types
 
 COMMANDS = {
-    "verify": ("alexnet_raw.verify", "run every kernel against PyTorch and print a pass/fail table"),
-    "kernels": ("alexnet_raw.kernel_report", "static report of every kernel for sm_80 and sm_90 (no GPU needed)"),
-    "gradcheck": ("alexnet_raw.gradcheck", "float64 gradient checks of a network's layers against central differences"),
-    "split": ("alexnet_raw.split", "placement of a network's layers on devices and the traffic between them"),
-    "bench": ("alexnet_raw.bench", "time every AlexNet layer and a training step against PyTorch (cuDNN on a GPU)"),
-    "train": ("alexnet_raw.train", "train a network (default: mini on the built-in digits) with checkpoints and resume"),
-    "evaluate": ("alexnet_raw.evaluate", "top-1/top-5 of a checkpoint: centre crop and the original's ten views"),
-    "predict": ("alexnet_raw.predict", "top-5 classes with probabilities for image files, from a checkpoint"),
-    "export": ("alexnet_raw.torchvision_weights", "write a torchvision network's checkpoint as a torchvision .pth"),
+    "verify": ("alexnet_raw.checks.verify", "run every kernel against PyTorch and print a pass/fail table"),
+    "kernels": ("alexnet_raw.perf.kernel_report", "static report of every kernel for sm_80 and sm_90 (no GPU needed)"),
+    "gradcheck": ("alexnet_raw.checks.gradcheck", "float64 gradient checks of a network's layers against central differences"),
+    "split": ("alexnet_raw.engine.split_report", "placement of a network's layers on devices and the traffic between them"),
+    "bench": ("alexnet_raw.perf.bench", "time every AlexNet layer and a training step against PyTorch (cuDNN on a GPU)"),
+    "train": ("alexnet_raw.training.train", "train a network (default: mini on the built-in digits) with checkpoints and resume"),
+    "evaluate": ("alexnet_raw.training.evaluate", "top-1/top-5 of a checkpoint: centre crop and the original's ten views"),
+    "predict": ("alexnet_raw.training.predict", "top-5 classes with probabilities for image files, from a checkpoint"),
+    "export": ("alexnet_raw.training.torchvision_weights", "write a torchvision network's checkpoint as a torchvision .pth"),
 }
 
 
@@ -48,12 +48,12 @@ COMMANDS = {
 # Everything else shows its traceback, a bare ValueError or RuntimeError included: inside the
 # program a ValueError comes from NumPy as often as from an argument, and a KernelError or a
 # GpuCompileError is a fault of our kernels; hiding their tracebacks would hide the bug.
-_USER_ERRORS = (("alexnet_raw.cli_types", "UserError"), ("alexnet_raw.backends", "BackendUnavailable"),
+_USER_ERRORS = (("alexnet_raw.cli_types", "UserError"), ("alexnet_raw.runtime.backends", "BackendUnavailable"),
                 ("alexnet_raw.engine.cfg", "CfgError"), ("alexnet_raw.engine.graph", "ShapeError"),
                 ("alexnet_raw.engine.graph", "MemoryLimitError"),
-                ("alexnet_raw.checkpoint", "CheckpointError"), ("alexnet_raw.data.errors", "DataError"),
-                ("alexnet_raw.train", "TrainError"), ("alexnet_raw.rundir", "RunDirError"))
-_FAILED_ERRORS = (("alexnet_raw.checkpoint", "CheckpointWriteError"),)
+                ("alexnet_raw.training.checkpoint", "CheckpointError"), ("alexnet_raw.data.errors", "DataError"),
+                ("alexnet_raw.training.train", "TrainError"), ("alexnet_raw.training.rundir", "RunDirError"))
+_FAILED_ERRORS = (("alexnet_raw.training.checkpoint", "CheckpointWriteError"),)
 _PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENAMETOOLONG,
                 errno.ELOOP, errno.EROFS}
 EXIT_USER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130

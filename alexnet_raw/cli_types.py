@@ -152,13 +152,13 @@ def _path(text, what):
 
 
 class _Writable:
-    """A path the command will write, checked before any work by alexnet_raw.rundir (the one place
+    """A path the command will write, checked before any work by alexnet_raw.training.rundir (the one place
     that decides what can be written), as an argparse type."""
 
     what = "a path"
 
     def __call__(self, text):
-        from . import rundir
+        from .training import rundir
 
         _path(text, self.what)
         try:
@@ -195,7 +195,7 @@ output_dir = OutputDir()
 
 # -- backends ------------------------------------------------------------------------------------
 class BackendName:
-    """One of `names` that can run here (alexnet_raw.backends decides, and says why not)."""
+    """One of `names` that can run here (alexnet_raw.runtime.backends decides, and says why not)."""
 
     def __init__(self, names):
         self.names = tuple(names)
@@ -203,7 +203,7 @@ class BackendName:
     def __call__(self, text):
         if text not in self.names:
             _refuse(f"one of {', '.join(self.names)}", text)
-        from . import backends
+        from .runtime import backends
 
         try:
             backends.get_backend(text)
@@ -217,7 +217,7 @@ class BackendName:
 
 def backend_option(parser, *flags, names=None, **kwargs):
     """Add a --backend style option: `names` (default all) shown as choices, checked by BackendName."""
-    from .backends import ALL_BACKENDS
+    from .runtime.backends import ALL_BACKENDS
 
     names = tuple(names or ALL_BACKENDS)
     return parser.add_argument(*flags, type=BackendName(names), choices=names, **kwargs)

@@ -2,7 +2,7 @@
 //   alexnet_raw._cuda     nvcc, launches on a GPU;
 //   alexnet_raw._emu_ext  host compiler against the CPU runtime, so that everything in this file
 //                         and in registry.h runs in the CPU tests.
-// Python packs the arguments (alexnet_raw/kernel_args.py: a byte blob and one offset per
+// Python packs the arguments (alexnet_raw/runtime/kernel_args.py: a byte blob and one offset per
 // parameter, exactly as cuLaunchKernel expects them) and computes the launch geometry.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -131,7 +131,7 @@ PYBIND11_MODULE(ALX_MODULE_NAME, m) {
       "Name expression -> parameter type codes of every kernel in the extension.");
   m.def("launch", &alx::launch_packed, py::arg("name"), py::arg("grid"), py::arg("block"), py::arg("shared_bytes"),
         py::arg("stream"), py::arg("blob"), py::arg("offsets"),
-        "Launch a kernel with packed arguments (alexnet_raw/kernel_args.py) and wait for it on the CPU runtime.");
+        "Launch a kernel with packed arguments (alexnet_raw/runtime/kernel_args.py) and wait for it on the CPU runtime.");
 #if defined(ALX_CPU_RUNTIME)
   m.def(
       "configure",

@@ -6,7 +6,7 @@
 // that differs between the two builds of the extension:
 //   * `_cuda`, built by nvcc:                 cudaLaunchKernel on the caller's stream;
 //   * `_emu_ext`, built against the CPU runtime: emu::launch (the same path the `emu` backend takes).
-// Launch geometry is not here: it is computed once, in Python (alexnet_raw/launch.py and
+// Launch geometry is not here: it is computed once, in Python (alexnet_raw/runtime/launch.py and
 // alexnet_raw/ops/), for every backend.
 #pragma once
 

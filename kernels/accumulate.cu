@@ -5,7 +5,7 @@
 //
 // Layout: any contiguous tensor seen as a flat array of n elements (64-bit); out and x have the
 // same shape and do not overlap. Tiling: none, one element per thread in a grid-stride loop.
-// Launch geometry: elementwise() of alexnet_raw/launch.py, in alexnet_raw/ops/accumulate.py.
+// Launch geometry: elementwise() of alexnet_raw/runtime/launch.py, in alexnet_raw/ops/accumulate.py.
 // Reference and tests: tests/kernels/test_accumulate.py (NumPy's out += x, exact).
 #include "common.cuh"
 

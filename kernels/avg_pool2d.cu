@@ -18,8 +18,9 @@
 // without atomics: one thread per input element, summing grad_y[o] / divisor(o) over the windows
 // containing it (at most ceil(kh/sh) * ceil(kw/sw) of them) in increasing (oy, ox) order:
 // deterministic, and the order of PyTorch's CPU scatter. Launch geometry: elementwise() of
-// alexnet_raw/launch.py, in alexnet_raw/ops/avg_pool2d.py.
-// Reference and tests: tests/kernels/test_avg_pool2d.py (torch.nn.functional.avg_pool2d and its
+// alexnet_raw/runtime/launch.py, in alexnet_raw/ops/avg_pool2d.py.
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_avg_pool2d.py (torch.nn.functional.avg_pool2d and its
 // autograd backward, both count_include_pad values, ceil and floor, padding, NaN and inf).
 #include "common.cuh"
 

@@ -7,7 +7,7 @@
 // Tiling: one block per channel (grid-stride over channels); its threads stride over the batch*P
 // values of the channel in a fixed order and are combined by block_allreduce
 // (kernels/block_reduce.cuh): the same tree on every run, so results are bit-identical.
-// Launch geometry: per_row() of alexnet_raw/launch.py, in alexnet_raw/ops/bias_grad.py.
+// Launch geometry: per_row() of alexnet_raw/runtime/launch.py, in alexnet_raw/ops/bias_grad.py.
 // Reference and tests: tests/kernels/test_conv2d.py and tests/kernels/test_linear.py (bias gradients).
 #include "block_reduce.cuh"
 #include "common.cuh"

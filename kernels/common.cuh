@@ -4,7 +4,7 @@
 
 // Each kernel file lists the template instantiations it provides, one per line:
 //     ALX_INSTANTIATE(relu_forward<float>)
-// NVRTC and the CPU runtime read these lines as name expressions (alexnet_raw/kernel_sources.py);
+// NVRTC and the CPU runtime read these lines as name expressions (alexnet_raw/runtime/kernel_sources.py);
 // the pybind11 extension defines the macro to register each instantiation with its launcher
 // (bindings/registry.h). Elsewhere it expands to nothing.
 #ifndef ALX_INSTANTIATE

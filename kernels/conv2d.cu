@@ -29,7 +29,7 @@
 // staging element (k, column) costs one table read, two unsigned bounds checks of (y0 + dy, x0 + dx)
 // and one load; an A element (a fixed row per thread) one table read and one load.
 // Launch geometry (tile shape, splits): alexnet_raw/ops/conv2d.py. Bias gradient: kernels/bias_grad.cu.
-// Reference and tests: tests/kernels/test_conv2d.py.
+// Reference: alexnet_raw/checks/torch_reference.py; tests: tests/kernels/test_conv2d.py.
 #include "common.cuh"
 #include "gemm_tile.cuh"
 

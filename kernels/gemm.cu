@@ -19,7 +19,8 @@
 // the tile's rows allow, else version 3's loop).
 // Kernel (tile and version) chosen in alexnet_raw/ops/gemm_tiles.py (launches built in
 // alexnet_raw/ops/linear.py).
-// Reference and tests: tests/kernels/test_linear.py (torch.nn.functional.linear and autograd).
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_linear.py (torch.nn.functional.linear and autograd).
 #include "common.cuh"
 #include "gemm_tile.cuh"
 

@@ -18,8 +18,8 @@
 // window). Fixed order everywhere: deterministic. The backward takes two kernels: lrn_backward_ratio
 // writes grad_a_j = g_j / d_j^beta and r_j, then lrn_backward_finish subtracts each element's
 // transposed-window sum of r (each thread updates only its own element). Launch geometry: elementwise()
-// of alexnet_raw/launch.py, in alexnet_raw/ops/local_response_norm.py.
-// Reference and tests: tests/kernels/test_local_response_norm.py
+// of alexnet_raw/runtime/launch.py, in alexnet_raw/ops/local_response_norm.py.
+// Reference: alexnet_raw/checks/torch_reference.py; tests: tests/kernels/test_local_response_norm.py
 // (torch.nn.functional.local_response_norm and its autograd backward).
 #include "common.cuh"
 

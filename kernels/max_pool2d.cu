@@ -18,8 +18,9 @@
 // in-plane offset), then max_pool2d_backward runs one thread per input element, summing grad_y over
 // the windows containing it (at most ceil(kh/sh) * ceil(kw/sw) of them) whose argmax it is, in
 // increasing (oy, ox) order: deterministic, and PyTorch's accumulation order. Launch geometry:
-// elementwise() of alexnet_raw/launch.py, in alexnet_raw/ops/max_pool2d.py.
-// Reference and tests: tests/kernels/test_max_pool2d.py (torch.nn.functional.max_pool2d and its
+// elementwise() of alexnet_raw/runtime/launch.py, in alexnet_raw/ops/max_pool2d.py.
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_max_pool2d.py (torch.nn.functional.max_pool2d and its
 // autograd backward, ties and NaN included).
 #include "common.cuh"
 

@@ -21,8 +21,9 @@
 //
 // Layout: any contiguous tensor, seen as a flat array of n elements (n is 64-bit).
 // Tiling: none; one element per thread in a grid-stride loop (launch geometry: elementwise() in
-// alexnet_raw/launch.py, used by alexnet_raw/ops/neuron.py).
-// Reference and tests: tests/kernels/test_neuron.py (torch.sigmoid, a * torch.tanh(b * x),
+// alexnet_raw/runtime/launch.py, used by alexnet_raw/ops/neuron.py).
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_neuron.py (torch.sigmoid, a * torch.tanh(b * x),
 // torch.clamp, torch.abs, x * x, torch.sqrt, a * x + b, torch.nn.functional.softplus and autograd).
 #include "common.cuh"
 

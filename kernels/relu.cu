@@ -2,8 +2,9 @@
 //
 // Layout: any contiguous tensor, seen as a flat array of n elements (n is 64-bit).
 // Tiling: none; one element per thread in a grid-stride loop (launch geometry: elementwise() in
-// alexnet_raw/launch.py, used by alexnet_raw/ops/relu.py).
-// Reference and tests: tests/kernels/test_relu.py (torch.relu and its autograd backward).
+// alexnet_raw/runtime/launch.py, used by alexnet_raw/ops/relu.py).
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_relu.py (torch.relu and its autograd backward).
 #include "common.cuh"
 
 template <typename T>

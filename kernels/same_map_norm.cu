@@ -17,8 +17,9 @@
 // the cache: 25 for run #145's size 5). Fixed order: deterministic. The backward takes two kernels:
 // smn_backward_ratio writes grad_a_p = g_p / d_p^beta and r_p, then smn_backward_finish subtracts each
 // element's transposed-window sum of r (each thread updates only its own element). Launch geometry:
-// elementwise() of alexnet_raw/launch.py, in alexnet_raw/ops/same_map_norm.py.
-// Reference and tests: tests/kernels/test_same_map_norm.py (a PyTorch expression: avg_pool2d of the
+// elementwise() of alexnet_raw/runtime/launch.py, in alexnet_raw/ops/same_map_norm.py.
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_same_map_norm.py (a PyTorch expression: avg_pool2d of the
 // zero-padded squares, and its autograd backward).
 #include "common.cuh"
 

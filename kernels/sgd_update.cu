@@ -7,7 +7,7 @@
 //       param = param + inc
 //     The original writes inc = mom*inc + eps*grad/N - eps*wc*W with grad the gradient of the
 //     log-likelihood, i.e. minus our grad: hence the minus sign on lr here. With lr (epsW) == 0 the
-//     original skips the update altogether; the host does too (alexnet_raw/ops/sgd.py).
+//     original skips the update altogether; the host does too (alexnet_raw/ops/sgd_update.py).
 //   sgd_update_torch (torch.optim.SGD, dampening 0, nesterov off):
 //       d     = grad / N + weight_decay * param
 //       buf   = momentum * buf + d          (a zero buffer gives torch's first step, buf = d)
@@ -15,8 +15,8 @@
 //
 // Layout: param, grad and the buffer are contiguous arrays of the same shape, seen as flat arrays
 // of n elements (64-bit); they must not overlap. Tiling: none, one element per thread in a
-// grid-stride loop (launch geometry: elementwise() of alexnet_raw/launch.py, in
-// alexnet_raw/ops/sgd.py). Reference and tests: tests/kernels/test_sgd.py (torch.optim.SGD and a
+// grid-stride loop (launch geometry: elementwise() of alexnet_raw/runtime/launch.py, in
+// alexnet_raw/ops/sgd_update.py). Reference and tests: tests/kernels/test_sgd_update.py (torch.optim.SGD and a
 // NumPy transcription of the original's formula).
 #include "common.cuh"
 

@@ -19,8 +19,9 @@
 // 32 shared slots (block_allreduce, kernels/block_reduce.cuh): the same tree on every run and schedule, so results are
 // bit-identical, and every thread ends with the same value. Block size: a multiple of 32, at most
 // 1024; the final reductions over N use one block. Launch geometry: per_row() of
-// alexnet_raw/launch.py, in alexnet_raw/ops/cross_entropy.py.
-// Reference and tests: tests/kernels/test_cross_entropy.py (torch.nn.functional.cross_entropy and
+// alexnet_raw/runtime/launch.py, in alexnet_raw/ops/softmax_cross_entropy.py.
+// Reference: alexnet_raw/checks/torch_reference.py.
+// Tests: tests/kernels/test_softmax_cross_entropy.py (torch.nn.functional.cross_entropy and
 // its autograd gradient, torch.topk).
 #include "block_reduce.cuh"
 #include "common.cuh"

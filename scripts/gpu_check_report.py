@@ -84,7 +84,7 @@ def model_next_to_measured(rows):
     the bench's per-version rows) next to what the issue model of alexnet_raw/ops/gemm_tiles.py
     predicts for it (the kernel report's roofline rows at that batch), so that the model can be
     judged: [{layer, batch, impl, measured_ms, model_ms, tile}]."""
-    from alexnet_raw import kernel_report
+    from alexnet_raw.perf import kernel_report
 
     models, out = {}, []
     for r in rows:

@@ -2,7 +2,7 @@
 
     python scripts/gpu_workloads.py every-kernel --backend cuda [--batch 2]
         one launch of every kernel instantiation the ops use, at the geometry the ops choose for
-        AlexNet's layers (kernel_launches.representative_launches) at a small batch, on device
+        AlexNet's layers (layer_cases.representative_launches) at a small batch, on device
         arrays of random values (integers: zero, a valid index everywhere), then a device
         synchronisation: what compute-sanitizer's memcheck, racecheck and synccheck run over
     python scripts/gpu_workloads.py training-step --backend cuda [--network torchvision] [--batch 32] [--warmup 1]
@@ -32,11 +32,12 @@ def every_kernel(backend_name: str, batch: int = 2, seed: int = 0, log=print):
     """Launch every recorded kernel once on `backend_name`; returns the kernel names in order."""
     import cupy
 
-    from alexnet_raw import backends, kernel_launches
-    from alexnet_raw.launch import Launch
+    from alexnet_raw.runtime import backends
+    from alexnet_raw.perf import layer_cases
+    from alexnet_raw.runtime.launch import Launch
 
     backend = backends.get_backend(backend_name)
-    found, notes = kernel_launches.representative_launches(batch=batch)
+    found, notes = layer_cases.representative_launches(batch=batch)
     if notes:
         raise RuntimeError("some launches could not be recorded: " + "; ".join(notes))
     rng = np.random.default_rng(seed)
@@ -53,8 +54,8 @@ def every_kernel(backend_name: str, batch: int = 2, seed: int = 0, log=print):
 
 def training_step(backend_name: str, network: str = "torchvision", batch: int = 32, warmup: int = 1, log=print):
     """`warmup` untimed steps, then one step (forward, backward, SGD) of `network`; returns its seconds."""
-    from alexnet_raw.bench.clocks import SyncedWallClock
-    from alexnet_raw.bench.runs import measure_train_ours
+    from alexnet_raw.perf.bench.clocks import SyncedWallClock
+    from alexnet_raw.perf.bench.runs import measure_train_ours
 
     (seconds,) = measure_train_ours(network, batch, backend_name, SyncedWallClock(), warmup=warmup, repeats=1)
     log(f"one training step of {network} at batch {batch} on {backend_name} after {warmup} warm-up step(s): done")
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.batch < 1:
         ap.error(f"--batch must be positive, got {args.batch}")
-    from alexnet_raw import backends
+    from alexnet_raw.runtime import backends
 
     try:
         backends.set_backend(args.backend)

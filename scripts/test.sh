@@ -12,12 +12,16 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet ".[test]"
-# -P: import the installed package, not the checkout in the current directory
-.venv/bin/python -P -m pytest "$@"
+# -P: import the installed package, not the checkout in the current directory. Two worker processes
+# (pytest-xdist; ALEXNET_RAW_TEST_WORKERS to change): while one compiles a kernel file (the CPU
+# runtime's JIT, NVRTC, nvcc: one compiler process each), the other runs tests; a kernel file is
+# compiled once, the other worker waits for it (a lock per cache entry)
+WORKERS=${ALEXNET_RAW_TEST_WORKERS:-2}
+.venv/bin/python -P -m pytest -n "$WORKERS" "$@"
 # the sanitizer pass looks for overruns: in the kernels and the extension's launch code through the
 # sanitized extension (emu_ext: the same kernel sources as the JIT and the GPU paths), in the CPU
 # runtime through tests/emu; one thread schedule (overruns do not depend on it; the first pass
 # checks the schedules)
 ALEXNET_RAW_TEST_BACKENDS=emu_ext ALEXNET_RAW_TEST_SCHEDULES=1 \
   .venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
-  .venv/bin/python -P -m pytest -q -m "not fullsize" tests/kernels tests/emu
+  .venv/bin/python -P -m pytest -n "$WORKERS" -q -m "not fullsize" tests/kernels tests/emu

@@ -43,10 +43,10 @@ class HeavyWork(BaseException):
 
 
 # Where each command's work starts: none of these may run before its arguments are known good.
-HEAVY = (("alexnet_raw.kernel_report", "collect"), ("alexnet_raw.bench.cli", "run_cpu"),
-         ("alexnet_raw.bench.cli", "run_gpu"), ("alexnet_raw.train", "Run"), ("alexnet_raw.gradcheck", "check_model"),
-         ("alexnet_raw.split", "load_graph"), ("alexnet_raw.verify", "run"),
-         ("alexnet_raw.checkpoint", "load_checkpoint"), ("alexnet_raw.engine.model", "Model.named"),
+HEAVY = (("alexnet_raw.perf.kernel_report", "collect"), ("alexnet_raw.perf.bench.cli", "run_cpu"),
+         ("alexnet_raw.perf.bench.cli", "run_gpu"), ("alexnet_raw.training.train", "Run"), ("alexnet_raw.checks.gradcheck", "check_model"),
+         ("alexnet_raw.engine.split_report", "load_graph"), ("alexnet_raw.checks.verify", "run"),
+         ("alexnet_raw.training.checkpoint", "load_checkpoint"), ("alexnet_raw.engine.model", "Model.named"),
          ("alexnet_raw.engine.model", "Model.from_cfg"))
 
 

@@ -24,7 +24,8 @@ def test_unknown_command_fails_clearly():
 
 
 def test_kernel_report_lists_every_kernel_for_both_architectures(tmp_path):
-    from alexnet_raw import kernel_report, kernel_sources
+    from alexnet_raw.perf import kernel_report
+    from alexnet_raw.runtime import kernel_sources
 
     out = cli("kernels", "--json", str(tmp_path / "k.json"))
     assert out.returncode == 0, out.stderr
@@ -49,7 +50,7 @@ def test_kernel_report_lists_every_kernel_for_both_architectures(tmp_path):
     assert any(r["hot_loop"] for r in rows)
     assert "theoretical occupancy on sm_90" in out.stdout and "Roofline, forward, H100 SXM" in out.stdout
     # the versions of the tools the report was made with, on stdout and in every row
-    from alexnet_raw import gpu_compile
+    from alexnet_raw.runtime import gpu_compile
 
     tools = gpu_compile.tool_versions("nvrtc")
     assert set(tools) == {"nvrtc", "nvdisasm"} and "missing" not in str(tools)
@@ -73,7 +74,7 @@ def test_verify_passes_on_both_cpu_paths():
 
 @pytest.mark.parametrize("backend", ["cupy", "cuda"])
 def test_verify_passes_on_the_gpu_paths_of_the_stand_in(backend, capsys):
-    from alexnet_raw import verify
+    from alexnet_raw.checks import verify
     from gpu_paths import strict_standin
 
     with strict_standin(1):

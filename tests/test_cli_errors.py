@@ -9,7 +9,9 @@ import types
 
 import pytest
 
-from alexnet_raw import backends, checkpoint, cli, cli_types, train
+from alexnet_raw.runtime import backends
+from alexnet_raw.training import checkpoint, train
+from alexnet_raw import cli, cli_types
 from alexnet_raw.data.errors import DataError
 from alexnet_raw.engine.cfg import CfgError
 from alexnet_raw.engine import graph
@@ -105,7 +107,7 @@ def test_a_backend_that_cannot_run_here_is_refused_with_its_reason(command, opti
 
 def test_bench_times_exactly_the_repeats_and_warmup_asked_for(tmp_path, monkeypatch, capsys):
     """--repeats 0 used to run 3 and --repeats -1 run 1; values in range now reach the run as given."""
-    from alexnet_raw.bench import cli as bench_cli
+    from alexnet_raw.perf.bench import cli as bench_cli
 
     configs = []
     monkeypatch.setattr(bench_cli, "gpu_available", lambda: False)
@@ -185,7 +187,7 @@ def test_a_bug_keeps_its_traceback(error, fake_command):
 
 
 def test_a_runtime_failure_of_a_real_command_is_exit_1(tmp_path, monkeypatch, capsys):
-    from alexnet_raw import split
+    from alexnet_raw.engine import split_report as split
 
     def full_disk(g, report, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import kernel_args
+from ..runtime import kernel_args
 from ._jit import CompileError, LaunchOptions, build, cache_dir, flushes_denormals
 from ._translate import TranslationError
 

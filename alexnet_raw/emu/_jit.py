@@ -8,6 +8,7 @@ everything that affects it: source, options, compiler identity, runtime headers,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -371,20 +372,48 @@ def build(source_text: str, name: str, options=(), name_expressions=(), path: st
     with _compile_lock:
         if not target.exists():
             directory.mkdir(parents=True, exist_ok=True)
-            src = directory / f"{key}.cpp"
-            src.write_text(unit, encoding="utf-8")
-            fd, tmp = tempfile.mkstemp(prefix=f"{key}.", suffix=".so.tmp", dir=directory)
-            os.close(fd)
-            inc = [f"-I{INCLUDE_DIR}"] + [f"-I{d}" for d in include_dirs]
-            cmd = [cxx, *flags, *host_flags, *inc, str(src), "-o", tmp]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                os.unlink(tmp)
-                raise CompileError(
-                    f"compiling '{name}' for the CPU runtime failed:\n{proc.stderr.strip()}\n"
-                    f"command: {shlex.join(cmd)}"
-                )
-            os.replace(tmp, target)
+            with cache_entry_lock(directory / f"{key}.lock"):
+                if not target.exists():  # another process may have built it while we waited
+                    _compile_unit(unit, name, cxx, flags, host_flags, include_dirs, directory, key, target)
     module = CompiledModule(target)
     module.param_names = dict(translation.param_names)
     return module
+
+
+@contextlib.contextmanager
+def cache_entry_lock(path):
+    """An exclusive lock on one cache entry across processes (pytest-xdist workers, two trainings
+    starting together), so that a module is compiled once and the others wait for it."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: at worst two processes compile the same module
+        yield
+        return
+    try:
+        f = open(path, "a")
+    except OSError:  # an unwritable cache directory: build without the lock
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _compile_unit(unit, name, cxx, flags, host_flags, include_dirs, directory, key, target):
+    src = directory / f"{key}.cpp"
+    src.write_text(unit, encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f"{key}.", suffix=".so.tmp", dir=directory)
+    os.close(fd)
+    inc = [f"-I{INCLUDE_DIR}"] + [f"-I{d}" for d in include_dirs]
+    cmd = [cxx, *flags, *host_flags, *inc, str(src), "-o", tmp]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        os.unlink(tmp)
+        raise CompileError(
+            f"compiling '{name}' for the CPU runtime failed:\n{proc.stderr.strip()}\n"
+            f"command: {shlex.join(cmd)}"
+        )
+    os.replace(tmp, target)

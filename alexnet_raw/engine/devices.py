@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .. import backends
+from ..runtime import backends
 from .streams import Transfers
 
 

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .. import backends
+from ..runtime import backends
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT32_MAX = 2**31 - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type, elementwise
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 
 SOURCE = "accumulate.cu"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type, elementwise
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 from .pool_geometry import INT32_MAX, geometry, int_args
 

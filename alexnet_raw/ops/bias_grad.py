@@ -1,11 +1,12 @@
 """Bias gradients of convolution and fully connected layers: kernels/bias_grad.cu (used by
-alexnet_raw/ops/conv2d.py and alexnet_raw/ops/linear.py; tested with them)."""
+alexnet_raw/ops/conv2d.py and alexnet_raw/ops/linear.py; tested with them: tests/kernels/test_conv2d.py,
+tests/kernels/test_linear.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type, per_row
+from ..runtime.launch import Launch, c_type, per_row
 
 SOURCE = "bias_grad.cu"
 

@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from ..launch import Launch, c_type, ceil_div
+from ..runtime.launch import Launch, c_type, ceil_div
 from . import _checks, gemm_tiles
 from .bias_grad import bias_grad_launch
 from .split_sum import split_sum_launch

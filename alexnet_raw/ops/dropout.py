@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from .. import backends
-from ..launch import Launch, c_type, elementwise
+from ..runtime import backends
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 
 SOURCE = "dropout.cu"

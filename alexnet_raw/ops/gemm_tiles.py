@@ -20,7 +20,7 @@ import contextlib
 import threading
 from typing import NamedTuple
 
-from ..launch import PLANNED_SMS, ceil_div
+from ..runtime.launch import PLANNED_SMS, ceil_div
 
 
 class TileKernel(NamedTuple):
@@ -133,7 +133,7 @@ def grid(m: int, n: int, tile, depth: int = 1):
 # newest version of each shape is taken, the model chooses the shape. The DRAM bound is the kernel
 # report's roofline, not part of this choice. The choice depends only on the product's shape, so
 # every backend (the CPU runtime too) runs the same kernel.
-MODEL_SMS = PLANNED_SMS  # fixed, not the running device's (alexnet_raw/launch.py says why)
+MODEL_SMS = PLANNED_SMS  # fixed, not the running device's (alexnet_raw/runtime/launch.py says why)
 MODEL_WARP_ISSUE_PER_CYCLE = 4
 MODEL_CLOCK_HZ = 1.98e9
 MODEL_DRAM_BYTES_PER_S = 3.35e12  # HBM3 (NVIDIA's H100 SXM datasheet): the split-K sum's time

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type
+from ..runtime.launch import Launch, c_type
 from . import _checks, gemm_tiles
 from .bias_grad import bias_grad_launch
 from .split_sum import split_sum_launch

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type, elementwise
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 from .pool_geometry import geometry as _geometry
 from .pool_geometry import int_args as _ints

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from ..launch import Launch, c_type, elementwise
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 from .relu import relu, relu_backward
 

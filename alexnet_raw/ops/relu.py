@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type, elementwise
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 
 SOURCE = "relu.cu"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import Launch, c_type, elementwise
+from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
 
 SOURCE = "same_map_norm.cu"

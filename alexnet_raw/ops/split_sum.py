@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..launch import MAX_GRID_STRIDE_BLOCKS, MAX_GRID_Y_Z, THREADS_PER_BLOCK, Launch, c_type, ceil_div
+from ..runtime.launch import MAX_GRID_STRIDE_BLOCKS, MAX_GRID_Y_Z, THREADS_PER_BLOCK, Launch, c_type, ceil_div
 
 SOURCE = "split_sum.cu"
 

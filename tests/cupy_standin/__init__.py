@@ -69,7 +69,7 @@ def installed(devices=1, memory_bytes=80 * 2**30, peer_access=True, seed=0):
     """Within the block, `import cupy` is this stand-in with `devices` simulated GPUs of
     `memory_bytes` each, and alexnet_raw's `cuda` backend is the extension stand-in; alexnet_raw's
     backends are re-created on entry and on exit. Yields this module."""
-    from alexnet_raw import backends
+    from alexnet_raw.runtime import backends
 
     from .cuda_extension import CudaExtensionStandIn
 

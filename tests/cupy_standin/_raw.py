@@ -17,7 +17,8 @@ import warnings
 
 import numpy as np
 
-from alexnet_raw import emu, kernel_args
+from alexnet_raw import emu
+from alexnet_raw.runtime import kernel_args
 
 from . import _runtime, _streams
 from ._array import PerformanceWarning, ndarray

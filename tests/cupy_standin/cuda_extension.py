@@ -11,7 +11,8 @@ the real extension, which is built with kernels/gpu_options.txt (-ftz=true), doe
 
 from __future__ import annotations
 
-from alexnet_raw import backends, emu, kernel_sources
+from alexnet_raw.runtime import backends, kernel_sources
+from alexnet_raw import emu
 
 from . import _memory, _runtime, _streams
 

@@ -70,7 +70,7 @@ def test_numpy_1_spellings_are_read_as_numpy_2_ones():
 
 def test_a_crafted_pth_runs_nothing_and_is_refused(tmp_path):
     torch = pytest.importorskip("torch")
-    from alexnet_raw import torchvision_weights
+    from alexnet_raw.training import torchvision_weights
 
     marker = tmp_path / "payload-ran"
     path = tmp_path / "alexnet.pth"

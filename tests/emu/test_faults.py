@@ -252,7 +252,8 @@ def test_ctrl_c_interrupts_a_kernel_of_the_extension():
     child = run_child("""
 import time
 import numpy as np
-from alexnet_raw import backends, functional as F
+from alexnet_raw import functional as F
+from alexnet_raw.runtime import backends
 backends.set_backend("emu_ext")
 x = np.ones((8, 64), np.float32); w = np.ones((64, 64), np.float32)
 F.linear(x, w)

@@ -171,7 +171,7 @@ def test_num_classes_override():
 
 
 def test_gradient_check_of_the_whole_mini_network_float64():
-    from alexnet_raw import gradcheck
+    from alexnet_raw.checks import gradcheck
 
     model = Model.named("mini", seed=8, dtype=np.float64)
     x, labels = batch(model, 2)

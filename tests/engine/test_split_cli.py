@@ -4,7 +4,7 @@ import json
 
 from reference_runs import reference_files
 
-from alexnet_raw import split
+from alexnet_raw.engine import split_report as split
 
 
 def test_split_of_145_prints_traffic_and_draws(tmp_path, capsys):

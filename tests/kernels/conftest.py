@@ -6,7 +6,7 @@ extension built against it, `emu_ext`, whose launch code is the GPU extension's)
 the same kernels on the CPU runtime with CuPy's and the extension's behaviour: device arrays,
 queued streams, -ftz=true), and under two thread schedules, requiring bit-identical results: a race
 that one schedule hides, the other shows. The tests call `F.<op>` with NumPy arrays; on a GPU path
-the module's `F` is alexnet_raw.on_device.OnDevice, which moves arguments to the device and
+the module's `F` is alexnet_raw.runtime.on_device.OnDevice, which moves arguments to the device and
 results back.
 
 ALEXNET_RAW_TEST_BACKENDS (comma-separated) chooses the paths; scripts/test.sh's sanitizer pass runs
@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import cupy_standin
-from alexnet_raw import backends, emu
+from alexnet_raw.runtime import backends
+from alexnet_raw import emu
 from alexnet_raw import functional as functional_ops
-from alexnet_raw.on_device import OnDevice
+from alexnet_raw.runtime.on_device import OnDevice
 from gpu_paths import GPU_KIND, strict_standin
 
 SCHEDULES = (("forward", 0), ("random", 20261125))

@@ -21,18 +21,18 @@ import dataclasses
 import numpy as np
 import torch
 from test_conv2d import torch_conv
-from test_cross_entropy import torch_loss_and_grad, torch_topk_correct
+from test_softmax_cross_entropy import torch_loss_and_grad, torch_topk_correct
 from test_dropout import _torch_dropout_with_mask, expected_mask
 from test_linear import torch_linear
 from test_local_response_norm import torch_lrn
 from test_neuron import torch_forward_backward
 from test_same_map_norm import torch_forward_backward as torch_same_map_norm
-from test_sgd import cuda_convnet_reference
+from test_sgd_update import cuda_convnet_reference
 
 import test_avg_pool2d
 import test_max_pool2d
 from alexnet_raw import functional as F
-from alexnet_raw import tolerances
+from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 
 
@@ -236,7 +236,7 @@ def reference(case, kwargs):
 
 
 def assert_matches(case, ours, expected, dtype, what, reference_nan_is_undefined=False, loose=1.0):
-    """ours equals expected within the op's tolerance (alexnet_raw/tolerances.py), NaN where it has
+    """ours equals expected within the op's tolerance (alexnet_raw/checks/tolerances.py), NaN where it has
     NaN. reference_nan_is_undefined: entries where the reference alone is NaN are not compared (for
     hyperparameters far out of range, where torch's autograd overflows to 0 * inf and the kernels'
     analytic formula gives the limit, e.g. local_response_norm_backward with beta = 2**31). loose:

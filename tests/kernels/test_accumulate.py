@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alexnet_raw import backends
+from alexnet_raw.runtime import backends
 from alexnet_raw import functional as F
 
 

@@ -13,7 +13,7 @@ from central_differences import numeric_gradient
 from pool_cases import pool_cases
 
 from alexnet_raw import functional as F
-from alexnet_raw import tolerances
+from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 
 

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from central_differences import numeric_gradient
 
-from alexnet_raw import backends, functional
+from alexnet_raw.runtime import backends
+from alexnet_raw import functional
 from alexnet_raw import functional as F
-from alexnet_raw import tolerances
+from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 from alexnet_raw.ops import conv2d as conv_ops
 from alexnet_raw.ops import gemm_tiles

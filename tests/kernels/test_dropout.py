@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alexnet_raw import functional as F
-from alexnet_raw import tolerances
+from alexnet_raw.checks import tolerances
 from alexnet_raw.ops.dropout import philox_words
 
 MASK32 = 0xFFFFFFFF

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import functional_cases
-from alexnet_raw import Model, evaluate
+from alexnet_raw import Model
+from alexnet_raw.training import evaluate
 from alexnet_raw import functional as F
-from alexnet_raw import train
+from alexnet_raw.training import train
 
 CASES = functional_cases.by_name()
 OPS = sorted(CASES)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import functional_cases
-from alexnet_raw import backends
+from alexnet_raw.runtime import backends
 
 CASES = {np.dtype(d): functional_cases.by_name(d) for d in (np.float32, np.float64)}
 OPS = sorted(CASES[np.dtype(np.float32)])

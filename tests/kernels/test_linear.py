@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from central_differences import directional_derivative, numeric_gradient
 
-from alexnet_raw import backends
+from alexnet_raw.runtime import backends
 from alexnet_raw import functional as F
-from alexnet_raw import tolerances
+from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 from alexnet_raw.ops import gemm_tiles
 from alexnet_raw.ops import linear as linear_ops

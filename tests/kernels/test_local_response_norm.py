@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from central_differences import numeric_gradient
 
 from alexnet_raw import functional as F
-from alexnet_raw import tolerances
+from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 
 

@@ -2,7 +2,7 @@
 // for the pybind11 extension (built by nvcc or against the CPU runtime).
 //
 //   param_codes(&kernel)  "p:f32,pc:f32,i64": one type code per parameter, so that Python can check
-//                         every argument strictly (alexnet_raw/kernel_args.py);
+//                         every argument strictly (alexnet_raw/runtime/kernel_args.py);
 //   thunk<&kernel>        calls the kernel with a cuLaunchKernel-style argument array (void**).
 #pragma once
 
@@ -15,7 +15,7 @@ namespace emu {
 
 using Thunk = void (*)(void** args);
 
-// Parameter type codes: the Python side checks every argument against them (alexnet_raw/kernel_args.py).
+// Parameter type codes: the Python side checks every argument against them (alexnet_raw/runtime/kernel_args.py).
 template <class T, class = void>
 struct TypeCode {
   static std::string get() { return "?" + std::to_string(sizeof(T)); }
