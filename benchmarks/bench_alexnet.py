@@ -3,7 +3,7 @@
     python benchmarks/bench_alexnet.py [--out DIR] [--quick | --full] [--batch 1,2,4] ...
 
 The same as `alexnet-raw bench` (alexnet_raw/perf/bench/, where the timing, statistics and output
-code lives, tested by tests/test_bench.py); see `--help` for the options.
+code lives, tested by tests/perf/test_bench.py); see `--help` for the options.
 """
 
 import sys

@@ -129,7 +129,7 @@ done
 PARALLEL=()
 if "$PYTHON" -c "import xdist" >/dev/null 2>&1; then PARALLEL=(-n 4); fi
 step tests 180 env ALEXNET_RAW_TEST_BACKENDS=cupy,cuda "$PYTHON" -P -m pytest -q -p no:cacheprovider \
-  "${PARALLEL[@]}" tests/kernels tests/test_gpu_backends.py tests/engine/test_gpu_paths.py tests/test_gpu_compile.py
+  "${PARALLEL[@]}" tests/kernels tests/runtime/test_gpu_backends.py tests/engine/test_gpu_paths.py tests/runtime/test_gpu_compile.py
 
 # -- 4. the benchmark ----------------------------------------------------------------------------
 step bench 150 "$PYTHON" -P -m alexnet_raw.cli bench --quick --out "$OUT/bench"

@@ -1,6 +1,6 @@
 """Each op's PyTorch reference, written once. The kernel tests (tests/kernels/test_<op>.py),
 `alexnet-raw verify`, the bench's PyTorch side (alexnet_raw/perf/bench/torch_side.py) and the engine's
-reference model (tests/engine/torch_reference.py) all compute an op through this module, so they
+reference model (tests/engine/reference_model.py) all compute an op through this module, so they
 cannot drift apart. Functions take and return torch tensors (autograd works through them);
 `forward_backward` runs one on NumPy arrays and returns the output and the input gradients.
 

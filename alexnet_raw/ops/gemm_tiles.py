@@ -146,7 +146,7 @@ MAX_SPLITS = 64
 
 # Hot-loop instructions per FFMA of each float tile kernel of conv2d.cu: sm_90 SASS of NVRTC 13.0,
 # the forward kernel's (the backwards are within 6%); `alexnet-raw kernels` measures them, and
-# tests/test_kernel_report.py checks this table against what it measures.
+# tests/perf/test_kernel_report.py checks this table against what it measures.
 CONV_ISSUE_PER_FMA = {GENERAL: 1.383, FEW_ROWS: 1.832, V2[0]: 1.188, V2[1]: 1.254, V2[2]: 1.312,
                       V3[0]: 1.191, V3[1]: 1.250, V3[2]: 1.309}
 # The same for gemm.cu (the fully connected layers), its forward product <.., false, true>; the two

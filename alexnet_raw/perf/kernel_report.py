@@ -35,7 +35,7 @@ ALEXNET_FMA_SHARE_TARGET = 0.88  # in the float conv and GEMM kernels AlexNet's 
 _MATMUL_SOURCE = re.compile(r"conv|gemm|linear")
 
 # Why a kernel AlexNet's layers get misses a target of ALEXNET_TARGETS: (kernel name pattern, the
-# targets it misses, the reason). tests/test_kernel_report.py checks that every miss has one.
+# targets it misses, the reason). tests/perf/test_kernel_report.py checks that every miss has one.
 _GATHERED = ("a convolution's gathered operand: each staged element costs a table read, two adds and two "
              "unsigned compares for the image bounds, a 64-bit address add and a predicated load (~8 "
              "instructions for each of a thread's 8 elements per slice)")

@@ -29,7 +29,7 @@ from gpu_paths import GPU_KIND, strict_standin
 SCHEDULES = (("forward", 0), ("random", 20261125))
 # On the stand-in the general kernel tests take the cupy path; the cuda path (the extension's GPU
 # launch code) gets the full-size layers (backend_dtype) and is held bit-identical to cupy on every
-# op by tests/test_gpu_backends.py. On a real GPU both paths take every test.
+# op by tests/runtime/test_gpu_backends.py. On a real GPU both paths take every test.
 DEFAULT_GPU_PATHS = backends.GPU_BACKENDS if GPU_KIND == "gpu" else ("cupy",)
 _wanted = [b.strip() for b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").split(",") if b.strip()]
 BACKEND_PARAMS = [b for b in backends.CPU_BACKENDS if not _wanted or b in _wanted] + [
