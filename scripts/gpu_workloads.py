@@ -37,9 +37,7 @@ def every_kernel(backend_name: str, batch: int = 2, seed: int = 0, log=print):
     from alexnet_raw.runtime.launch import Launch
 
     backend = backends.get_backend(backend_name)
-    found, notes = layer_cases.representative_launches(batch=batch)
-    if notes:
-        raise RuntimeError("some launches could not be recorded: " + "; ".join(notes))
+    found = layer_cases.representative_launches(batch=batch)
     rng = np.random.default_rng(seed)
     done = []
     for name in sorted(found):

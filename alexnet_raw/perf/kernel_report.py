@@ -171,7 +171,7 @@ def block_sizes(launches=None):
     from ..runtime import launch as launch_mod
 
     if launches is None:
-        launches, _ = layer_cases.representative_launches()
+        launches = layer_cases.representative_launches()
     out = {}
     for source in kernel_sources.kernel_files():
         bounds = launch_bounds(source)
@@ -198,7 +198,7 @@ def collect(compiler: str = "nvrtc", archs=gpu_compile.ARCHITECTURES, sass: bool
     if launches is None:
         from . import layer_cases
 
-        launches, _ = layer_cases.representative_launches()
+        launches = layer_cases.representative_launches()
     launches_used = set(launches)
     blocks = block_sizes(launches)
     rows = []
@@ -594,7 +594,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from . import layer_cases
 
-    launches, notes = layer_cases.representative_launches()
+    launches = layer_cases.representative_launches()
     try:
         rows = collect(args.compiler, sass=not args.no_sass, launches=launches)
     except gpu_compile.GpuCompileError as e:
@@ -606,8 +606,6 @@ def main(argv=None) -> int:
     for r in rows:
         r["tools"] = tools
     print(format_table(rows))
-    for note in notes:
-        print(f"note: {note}")
     if not args.no_sass:
         print()
         print(format_targets(rows))

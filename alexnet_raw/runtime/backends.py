@@ -13,6 +13,7 @@ environment variable ALEXNET_RAW_BACKEND (a comma-separated list, e.g. ``emu_ext
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -304,6 +305,20 @@ def available_backends():
     return names
 
 
+class RecordingBackend(Backend):
+    """Records each Launch instead of running it; the outputs the ops allocate stay uninitialised.
+    The kernel report and the GPU check learn from it which kernel, grid and block each op gives
+    AlexNet's layers, from the ops' own code (alexnet_raw/perf/layer_cases.py). Use recording()."""
+
+    name = "record"
+
+    def __init__(self):
+        self.launches = []
+
+    def prepare(self, launch: Launch):
+        return lambda: self.launches.append(launch)
+
+
 class _Choice(threading.local):
     """This thread's backends. ALEXNET_RAW_BACKEND is read at the first use, not at import: a bad
     value is then an error where a backend is asked for (BackendUnavailable, which the CLI says on
@@ -311,6 +326,8 @@ class _Choice(threading.local):
 
     def __init__(self):
         self._cpu, self._gpu, self._read = "emu", None, False
+        self.recorder = None  # a RecordingBackend inside recording()
+        self.wrap = None  # inside wrapped(wrap): backend_for returns wrap(backend)
 
     def _read_environment(self):
         if self._read:
@@ -365,8 +382,38 @@ def current_backends():
     return _choice.cpu, _choice.gpu
 
 
+@contextlib.contextmanager
+def recording():
+    """Within this block (on this thread), ops called on NumPy arrays record their Launch objects in
+    the yielded list instead of running them; their outputs are uninitialised. Whatever an op
+    raises (bad input, a shape it refuses) is raised as it would be outside the block."""
+    previous, _choice.recorder = _choice.recorder, RecordingBackend()
+    try:
+        yield _choice.recorder.launches
+    finally:
+        _choice.recorder = previous
+
+
+@contextlib.contextmanager
+def wrapped(wrap):
+    """Within this block (on this thread), backend_for(array) returns wrap(backend) instead of the
+    backend itself: the bench times each launch this way (alexnet_raw/perf/bench/phases.py)."""
+    previous, _choice.wrap = _choice.wrap, wrap
+    try:
+        yield
+    finally:
+        _choice.wrap = previous
+
+
 def backend_for(array) -> Backend:
     """The backend that runs kernels on `array`'s kind of memory (for a CuPy array: on its GPU)."""
+    if isinstance(array, np.ndarray) and _choice.recorder is not None:
+        return _choice.recorder
+    backend = _backend_for(array)
+    return backend if _choice.wrap is None else _choice.wrap(backend)
+
+
+def _backend_for(array) -> Backend:
     if isinstance(array, np.ndarray):
         return get_backend(_choice.cpu)
     cupy = sys.modules.get("cupy")

@@ -156,6 +156,21 @@ def test_recording_captures_the_ops_own_launches_without_running_them():
     assert (launches[0].kernel, launches[0].grid, launches[0].block) == (expected.kernel, expected.grid, expected.block)
 
 
+def test_recording_raises_what_an_op_raises_and_ends_with_its_block():
+    from alexnet_raw import functional as F
+    from alexnet_raw.runtime import backends
+
+    with pytest.raises((TypeError, ValueError), match="int32"):
+        with layer_cases.recording():
+            F.relu(np.empty((2, 3), np.int32))  # refused as outside the block, not swallowed
+    assert backends.backend_for(np.empty(1)).name != "record"
+
+
+def test_every_layer_of_the_shipped_networks_records():
+    found = layer_cases.representative_launches(batch=2)  # raises if any op fails on a layer
+    assert any(k.startswith("conv2d_forward") for k in found) and any(k.startswith("gemm") for k in found)
+
+
 def test_block_sizes_cover_every_kernel_and_say_where_they_come_from():
     from alexnet_raw.runtime import kernel_sources
 

@@ -31,7 +31,6 @@ def timed_launches(clock):
     """Run the ops as usual, timing each kernel launch; yields the list of (Launch, token). The
     clock brackets only the queueing of the kernel: the kernel is looked up and its arguments
     checked and packed (Backend.prepare) before the clock starts."""
-    original = backends.backend_for
     records = []
 
     class Timed:
@@ -47,11 +46,8 @@ def timed_launches(clock):
         def __getattr__(self, name):
             return getattr(self._real, name)
 
-    backends.backend_for = lambda array: Timed(original(array))
-    try:
+    with backends.wrapped(Timed):
         yield records
-    finally:
-        backends.backend_for = original
 
 
 def assign_phases(launches, data_grads, weight_grads, inputs):
