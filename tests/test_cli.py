@@ -65,6 +65,32 @@ def test_kernel_report_lists_every_kernel_for_both_architectures(tmp_path):
                 assert kernel_report.miss_reason(r["kernel"], flag), (r["kernel"], r["arch"], flag)
 
 
+def test_kernel_report_of_the_nvcc_build_matches_the_installed_extension(tmp_path):
+    """--compiler nvcc compiles a file as CMakeLists.txt does for the _cuda extension: the registers
+    and shared memory ptxas reports are those of the installed binary's kernels (cuobjdump)."""
+    import importlib
+
+    from alexnet_raw.runtime import gpu_compile, kernel_sources
+
+    if gpu_compile.nvcc_path() is None:
+        pytest.skip("no nvcc on this machine")
+    out = cli("kernels", "--compiler", "nvcc", "--source", "relu.cu", "--source", "dropout.cu", "--no-roofline",
+              "--json", str(tmp_path / "k.json"))
+    assert out.returncode == 0, out.stderr
+    assert "tools: nvcc " in out.stdout and "Targets of" not in out.stdout  # no conv2d.cu/gemm.cu: no targets
+    rows = json.loads((tmp_path / "k.json").read_text())
+    expected = {n for f in ("relu.cu", "dropout.cu") for n in kernel_sources.instantiations(f)}
+    shipped = gpu_compile.binary_kernels(importlib.import_module("alexnet_raw._cuda").__file__)
+    for arch in gpu_compile.ARCHITECTURES:
+        mine = {r["kernel"]: r for r in rows if r["arch"] == arch}
+        assert set(mine) == expected
+        for name, r in mine.items():
+            registers, _, shared, _ = shipped[arch][name]
+            assert (r["registers"], r["shared_bytes"]) == (registers, shared), (arch, name)
+    bad = cli("kernels", "--source", "nonexistent.cu")
+    assert bad.returncode == 2 and "nonexistent.cu" in bad.stderr and "relu.cu" in bad.stderr
+
+
 def test_verify_passes_on_both_cpu_paths():
     for backend in ("emu", "emu_ext"):
         out = cli("verify", "--backend", backend)

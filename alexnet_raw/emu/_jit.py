@@ -130,10 +130,13 @@ def debug_enabled() -> bool:
 
 def compile_flags() -> list:
     # -ffp-contract=fast: fuse a*b+c into FMA as nvcc does by default (--fmad=true)
-    flags = ["-std=c++17", "-fPIC", "-shared", "-fvisibility=hidden", "-g", "-pthread", "-Wno-attributes",
+    # -g1: line tables only, which is what a fault report's addr2line and the sanitizers' stack traces
+    # read; full debug information (-g, for a debugger) doubles the compile time of conv2d.cu and
+    # gemm.cu and is what ALEXNET_RAW_EMU_DEBUG=1 adds
+    flags = ["-std=c++17", "-fPIC", "-shared", "-fvisibility=hidden", "-pthread", "-Wno-attributes",
              "-ffp-contract=fast"]
     if debug_enabled():
-        flags += ["-O0"]
+        flags += ["-g", "-O0"]
     elif sanitize_enabled():
         flags += ["-O1", "-fno-omit-frame-pointer"]
     else:
@@ -141,6 +144,8 @@ def compile_flags() -> list:
         # over scalar multiplies and stack traffic; -O2 with the unroll hints keeps them in vector
         # registers (about 2x on the tiled GEMM of benchmarks/emu_gemm.py).
         flags += ["-O2"]
+    if not debug_enabled():
+        flags += ["-g1"]
     if not os.environ.get("ALEXNET_RAW_EMU_PORTABLE"):
         if platform.machine() in ("x86_64", "AMD64"):
             # 256-bit vectors even where the tuning prefers 128 (Zen 1): an 8x8 float tile then

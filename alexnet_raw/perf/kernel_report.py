@@ -192,8 +192,9 @@ def is_matmul_kernel(source: str, kernel: str) -> bool:
     return bool(_MATMUL_SOURCE.search(source)) and "bias" not in kernel and "sum_splits" not in kernel
 
 
-def collect(compiler: str = "nvrtc", archs=gpu_compile.ARCHITECTURES, sass: bool = True, launches=None):
-    """One row per kernel instantiation and architecture."""
+def collect(compiler: str = "nvrtc", archs=gpu_compile.ARCHITECTURES, sass: bool = True, launches=None,
+            sources=None):
+    """One row per kernel instantiation and architecture, of every kernel file or of `sources`."""
     compile_fn = {"nvrtc": gpu_compile.nvrtc_compile, "nvcc": gpu_compile.nvcc_compile}[compiler]
     if launches is None:
         from . import layer_cases
@@ -202,7 +203,7 @@ def collect(compiler: str = "nvrtc", archs=gpu_compile.ARCHITECTURES, sass: bool
     launches_used = set(launches)
     blocks = block_sizes(launches)
     rows = []
-    for source in kernel_sources.kernel_files():
+    for source in sources or kernel_sources.kernel_files():
         for arch in archs:
             build = compile_fn(source, arch)
             functions = gpu_compile.disassemble(build.cubin) if sass else {}
@@ -585,6 +586,9 @@ def build_parser():
                     help="also write the README's Markdown tables: one row per kernel, the progression, the roofline")
     ap.add_argument("--no-sass", action="store_true", help="skip the disassembly (no hot-loop mix)")
     ap.add_argument("--no-roofline", action="store_true", help="skip the per-layer H100 roofline")
+    ap.add_argument("--source", metavar="FILE", action="append", choices=kernel_sources.kernel_files(),
+                    help="report only this kernel file (repeatable; default: every file). The targets and the "
+                         "progression need conv2d.cu and gemm.cu, and are left out without them")
     ap.add_argument("--batch", type=cli_types.positive_int, default=128,
                     help="batch size of the roofline (default 128)")
     return ap
@@ -596,7 +600,7 @@ def main(argv=None) -> int:
 
     launches = layer_cases.representative_launches()
     try:
-        rows = collect(args.compiler, sass=not args.no_sass, launches=launches)
+        rows = collect(args.compiler, sass=not args.no_sass, launches=launches, sources=args.source)
     except gpu_compile.GpuCompileError as e:
         return cli_types.fail(PROG, e)
     tools = gpu_compile.tool_versions(args.compiler)
@@ -606,7 +610,8 @@ def main(argv=None) -> int:
     for r in rows:
         r["tools"] = tools
     print(format_table(rows))
-    if not args.no_sass:
+    targets = not args.no_sass and (not args.source or {"conv2d.cu", "gemm.cu"} <= set(args.source))
+    if targets:
         print()
         print(format_targets(rows))
         print()
@@ -624,7 +629,7 @@ def main(argv=None) -> int:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(f"Made by `alexnet-raw kernels --compiler {args.compiler}` with {versions}.\n\n")
             f.write(format_markdown(rows) + "\n")
-            if not args.no_sass:
+            if targets:
                 f.write("\n" + format_progression(progression(rows)) + "\n")
             if not args.no_roofline:
                 f.write("\n" + format_roofline_markdown(roofline(args.batch)) + "\n")

@@ -362,6 +362,24 @@ def binary_kernels(path) -> dict:
     return result
 
 
+def binary_cubin(path, source: str, arch: str) -> bytes:
+    """The cubin nvcc made of one kernel file for one architecture inside a binary (the _cuda
+    extension: CMake compiles kernels/<stem>.cu into the ELF cuobjdump lists as <stem>.<arch>.cubin)."""
+    tool = cuda_tool("cuobjdump")
+    if tool is None:
+        raise GpuCompileError("cuobjdump is not installed (pip install 'nvidia-cuda-cuobjdump>=13.2,<14')")
+    member = f"{Path(source).stem}.{arch}.cubin"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([tool, "-xelf", member, str(Path(path).resolve())], capture_output=True, text=True,
+                              cwd=tmp)
+        extracted = Path(tmp) / member
+        if proc.returncode != 0 or not extracted.is_file():
+            listing = subprocess.run([tool, "-lelf", str(path)], capture_output=True, text=True).stdout
+            raise GpuCompileError(f"{path} holds no {member} (cuobjdump: {proc.stderr.strip() or 'not listed'}); "
+                                  f"it holds:\n{listing.strip()}")
+        return extracted.read_bytes()
+
+
 # --------------------------------------------------------------------------------------------
 # SASS: the instructions of each kernel (nvdisasm), its loops and the mix of its hot loop
 _SASS_SECTION = re.compile(r"^\.text\.(\S+):\s*$")
