@@ -54,85 +54,76 @@ __device__ __forceinline__ alx_index conv_tap_offset(const ConvTap& t) {
   return (alx_index)(((unsigned long long)(unsigned)t.y << 32) | (unsigned)t.x);
 }
 
-// B operand, one fixed column per thread (consecutive threads on consecutive columns), k at
-// threadIdx.x / R + j * (256 / R). A column past N stages the last column again (it only reaches
-// outputs that are not written).
-template <class Tile, int R, typename T>
-struct StageTapsAcrossK {
+// The slice logic both gathered stagers share: thread t stages a fixed row or column t % R of the
+// tile at k = t / R + j * K_PER_PASS, j < PASSES, through Stager::element<TAIL>(j, k_count) (the
+// element at that k, 0 past k_count in a ragged slice); kk is the slice's first table entry.
+template <class Stager, class Tile, int R, typename T>
+struct StageTapsSlice {
+  static constexpr bool BOUNDED = false;  // needs stage<true> for a ragged slice
   static constexpr int K_PER_PASS = Tile::THREADS / R, PASSES = Tile::BK / K_PER_PASS;
   static_assert(Tile::THREADS % R == 0 && Tile::BK % K_PER_PASS == 0 && PASSES >= 1,
-                "the block's threads cover the slice's columns and k exactly");
-  const char* col;      // the column's base element (col + off is the tap's element when inside)
-  int y0, x0;           // the column's base pixel
-  unsigned h, w;        // the gathered image's size
-  ConvTap* taps;        // the chunk's table
-  int kk;               // the current slice's first entry
-  T v[PASSES];          // the fetched slice
-  // the element of this thread's column at the slice's k = threadIdx.x / R + j * K_PER_PASS
+                "the block's threads cover the slice's rows (or columns) and k exactly");
+  int kk;       // the current slice's first entry
+  T v[PASSES];  // the fetched slice
+  __device__ __forceinline__ int k_of(int j) const { return threadIdx.x / R + j * K_PER_PASS; }
   template <bool TAIL>
-  __device__ __forceinline__ T element(int j, int k_count) const {
-    const int k = threadIdx.x / R + j * K_PER_PASS;
-    const ConvTap t = taps[kk + k];
-    // & rather than &&: both compares and one predicated load, no branch
-    const bool inside = ((unsigned)(y0 + t.z) < h) & ((unsigned)(x0 + t.w) < w) & (!TAIL || k < k_count);
-    return inside ? *(const T*)(col + conv_tap_offset(t)) : T(0);
+  __device__ __forceinline__ T at(int j, int k_count) const {
+    return static_cast<const Stager*>(this)->template element<TAIL>(j, k_count);
   }
   template <bool TAIL>
   __device__ __forceinline__ void fetch(int k_count) {
 #pragma unroll
-    for (int j = 0; j < PASSES; ++j) v[j] = element<TAIL>(j, k_count);
+    for (int j = 0; j < PASSES; ++j) v[j] = at<TAIL>(j, k_count);
     kk += Tile::BK;
   }
   template <bool TAIL>
   __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
 #pragma unroll
-    for (int j = 0; j < PASSES; ++j) S[threadIdx.x / R + j * K_PER_PASS][threadIdx.x % R] = element<TAIL>(j, k_count);
+    for (int j = 0; j < PASSES; ++j) S[k_of(j)][threadIdx.x % R] = at<TAIL>(j, k_count);
     kk += Tile::BK;
   }
   __device__ __forceinline__ void put(T (&S)[Tile::BK][R + Tile::PAD]) const {
-    const int r = threadIdx.x % R, k0 = threadIdx.x / R;
 #pragma unroll
-    for (int j = 0; j < PASSES; ++j) S[k0 + j * K_PER_PASS][r] = v[j];
+    for (int j = 0; j < PASSES; ++j) S[k_of(j)][threadIdx.x % R] = v[j];
+  }
+};
+
+// B operand, one fixed column per thread (consecutive threads on consecutive columns). A column
+// past N stages the last column again (it only reaches outputs that are not written).
+template <class Tile, int R, typename T>
+struct StageTapsAcrossK : StageTapsSlice<StageTapsAcrossK<Tile, R, T>, Tile, R, T> {
+  typedef StageTapsSlice<StageTapsAcrossK<Tile, R, T>, Tile, R, T> Slice;
+  const char* col;      // the column's base element (col + off is the tap's element when inside)
+  int y0, x0;           // the column's base pixel
+  unsigned h, w;        // the gathered image's size
+  ConvTap* taps;        // the chunk's table
+  // the element of this thread's column at the slice's k = k_of(j)
+  template <bool TAIL>
+  __device__ __forceinline__ T element(int j, int k_count) const {
+    const int k = Slice::k_of(j);
+    const ConvTap t = taps[Slice::kk + k];
+    // & rather than &&: both compares and one predicated load, no branch
+    const bool inside = ((unsigned)(y0 + t.z) < h) & ((unsigned)(x0 + t.w) < w) & (!TAIL || k < k_count);
+    return inside ? *(const T*)(col + conv_tap_offset(t)) : T(0);
   }
 };
 
 // A operand of R tile rows, row r at a[r * ld] + a_off(k) bytes, r < rows; thread t always stages
 // row t % R (clamped to the last row: rows past the matrix only reach outputs that are not
-// written), at k = t / R + j * (256 / R).
+// written).
 template <class Tile, int R, typename T>
-struct StageTapsRows {
-  static constexpr int K_PER_PASS = Tile::THREADS / R, PASSES = Tile::BK / K_PER_PASS;
-  static_assert(Tile::THREADS % R == 0 && Tile::BK % K_PER_PASS == 0 && PASSES >= 1,
-                "the block's threads cover the slice's rows and k exactly");
+struct StageTapsRows : StageTapsSlice<StageTapsRows<Tile, R, T>, Tile, R, T> {
+  typedef StageTapsSlice<StageTapsRows<Tile, R, T>, Tile, R, T> Slice;
   const char* p;        // this thread's row
   alx_index* offs;      // the chunk's a_off table (bytes)
-  int kk;               // the current slice's first entry
-  T v[PASSES];          // the fetched slice
   __device__ void init(const T* a, alx_index ld, int rows) {
     const int r = threadIdx.x % R;
     p = (const char*)(a + (r < rows ? r : rows - 1) * ld);
   }
   template <bool TAIL>
   __device__ __forceinline__ T element(int j, int k_count) const {
-    const int k = threadIdx.x / R + j * K_PER_PASS;
-    return (!TAIL || k < k_count) ? *(const T*)(p + offs[kk + k]) : T(0);
-  }
-  template <bool TAIL>
-  __device__ __forceinline__ void fetch(int k_count) {
-#pragma unroll
-    for (int j = 0; j < PASSES; ++j) v[j] = element<TAIL>(j, k_count);
-    kk += Tile::BK;
-  }
-  template <bool TAIL>
-  __device__ __forceinline__ void stage(T (&S)[Tile::BK][R + Tile::PAD], int k_count) {
-#pragma unroll
-    for (int j = 0; j < PASSES; ++j) S[threadIdx.x / R + j * K_PER_PASS][threadIdx.x % R] = element<TAIL>(j, k_count);
-    kk += Tile::BK;
-  }
-  __device__ __forceinline__ void put(T (&S)[Tile::BK][R + Tile::PAD]) const {
-    const int r = threadIdx.x % R, k0 = threadIdx.x / R;
-#pragma unroll
-    for (int j = 0; j < PASSES; ++j) S[k0 + j * K_PER_PASS][r] = v[j];
+    const int k = Slice::k_of(j);
+    return (!TAIL || k < k_count) ? *(const T*)(p + offs[Slice::kk + k]) : T(0);
   }
 };
 
@@ -140,38 +131,20 @@ struct StageTapsRows {
 // StageTapsRows), operand B a StageTapsAcrossK, and the per-chunk table: thread t fills entry t
 // with tap = (*fill)(c0 + t, a_off) (zeros past the chunk's end, where TAIL staging reads no entry).
 template <class Tile, typename T, class StageA, class Taps, bool A_TAPS>
-struct ConvStager {
+struct ConvStager : StagePair<Tile, T, StageA, StageTapsAcrossK<Tile, Tile::BN, T>> {
   static constexpr alx_index CHUNK = CONV_CHUNK;
-  static constexpr bool BOUNDED = false;
   static_assert(Tile::THREADS == CONV_CHUNK, "one table entry per thread");
-  StageA a;
-  StageTapsAcrossK<Tile, Tile::BN, T> b;
   const Taps* fill;  // in shared memory (out of registers across the K loop)
   // b.taps and a.offs (A_TAPS): CONV_CHUNK entries in shared memory, written by prepare
   __device__ void prepare(alx_index c0, alx_index count) {
     ConvTap t = conv_tap(0, 0, 0);
     alx_index a_off = 0;
     if (threadIdx.x < count) t = (*fill)(c0 + threadIdx.x, a_off);
-    b.taps[threadIdx.x] = t;
-    if constexpr (A_TAPS) a.offs[threadIdx.x] = a_off;
+    this->b.taps[threadIdx.x] = t;
+    if constexpr (A_TAPS) this->a.offs[threadIdx.x] = a_off;
     __syncthreads();
-    b.kk = 0;
-    if constexpr (A_TAPS) a.kk = 0;
-  }
-  template <bool TAIL>
-  __device__ __forceinline__ void fetch(int k_count) {
-    a.template fetch<TAIL>(k_count);
-    b.template fetch<TAIL>(k_count);
-  }
-  __device__ __forceinline__ void put(T (&As)[Tile::BK][Tile::BM + Tile::PAD], T (&Bs)[Tile::BK][Tile::BN + Tile::PAD]) const {
-    a.put(As);
-    b.put(Bs);
-  }
-  template <bool TAIL>
-  __device__ __forceinline__ void stage(T (&As)[Tile::BK][Tile::BM + Tile::PAD], T (&Bs)[Tile::BK][Tile::BN + Tile::PAD],
-                                        int k_count) {
-    a.template stage<TAIL>(As, k_count);
-    b.template stage<TAIL>(Bs, k_count);
+    this->b.kk = 0;
+    if constexpr (A_TAPS) this->a.kk = 0;
   }
 };
 

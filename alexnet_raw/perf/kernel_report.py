@@ -573,6 +573,50 @@ def format_roofline(rows, device=H100_SXM) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# --markdown FILE: a new file gets the tables one after the other; a file with marked blocks (the
+# README) gets each block's text replaced in place, the rest of it kept as it is
+MARK_BEGIN = "<!-- alexnet-raw kernels --markdown: {} -->"
+MARK_END = "<!-- end of {} -->"
+
+
+def replace_marked_blocks(text: str, blocks: dict) -> str:
+    """`text` with the text between each block's two markers replaced; a block whose markers are
+    missing, repeated or out of order is an error naming it."""
+    for name, body in blocks.items():
+        begin, end = MARK_BEGIN.format(name), MARK_END.format(name)
+        if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+            raise ValueError(f"the file has marked blocks, but not exactly one '{begin}' before one '{end}' "
+                             f"(the {name} table goes between them)")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n\n{body.strip()}\n\n{end}{tail}"  # blank lines: the table ends before the marker
+    return text
+
+
+def write_markdown(path, blocks: dict) -> None:
+    """Write the tables to `path`: into its marked blocks if it has any, else as the whole file;
+    atomically (a failure leaves the file as it was)."""
+    import os
+    import tempfile
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            existing = f.read()
+    except FileNotFoundError:
+        existing = ""
+    marked = MARK_BEGIN.split("{}")[0] in existing
+    text = replace_marked_blocks(existing, blocks) if marked else "\n\n".join(b.rstrip() for b in blocks.values()) + "\n"
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".kernels.", suffix=".md.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 PROG = "alexnet-raw kernels"
 
 
@@ -583,7 +627,9 @@ def build_parser():
     ap.add_argument("--json", metavar="FILE", type=cli_types.output_file,
                     help="also write the rows as a JSON list (one object per kernel and arch)")
     ap.add_argument("--markdown", metavar="FILE", type=cli_types.output_file,
-                    help="also write the README's Markdown tables: one row per kernel, the progression, the roofline")
+                    help="also write the README's Markdown tables (one row per kernel, the progression, the "
+                         "roofline): into FILE's marked blocks if it has them (`--markdown README.md` regenerates "
+                         "the README's), else as the whole of FILE")
     ap.add_argument("--no-sass", action="store_true", help="skip the disassembly (no hot-loop mix)")
     ap.add_argument("--no-roofline", action="store_true", help="skip the per-layer H100 roofline")
     ap.add_argument("--source", metavar="FILE", action="append", choices=kernel_sources.kernel_files(),
@@ -626,13 +672,16 @@ def main(argv=None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2)
     if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(f"Made by `alexnet-raw kernels --compiler {args.compiler}` with {versions}.\n\n")
-            f.write(format_markdown(rows) + "\n")
-            if targets:
-                f.write("\n" + format_progression(progression(rows)) + "\n")
-            if not args.no_roofline:
-                f.write("\n" + format_roofline_markdown(roofline(args.batch)) + "\n")
+        blocks = {"kernels": f"Made by `alexnet-raw kernels --compiler {args.compiler}` with {versions}.\n\n"
+                             + format_markdown(rows)}
+        if targets:
+            blocks["progression"] = format_progression(progression(rows))
+        if not args.no_roofline:
+            blocks["roofline"] = format_roofline_markdown(roofline(args.batch))
+        try:
+            write_markdown(args.markdown, blocks)
+        except (OSError, ValueError) as e:
+            return cli_types.fail(PROG, e)
     return 0
 
 

@@ -17,10 +17,10 @@ from alexnet_raw.checks import torch_reference
 
 
 def torch_lrn(x, g, size, alpha, beta, k):
-    xt = torch.from_numpy(x).requires_grad_()
-    y = torch_reference.local_response_norm(xt, size, alpha, beta, k)
-    y.backward(torch.from_numpy(g))
-    return y.detach().numpy(), xt.grad.numpy()
+    """torch's output and input gradient for upstream g."""
+    y, (gx,) = torch_reference.forward_backward(
+        lambda t: torch_reference.local_response_norm(t, size, alpha, beta, k), [x], g)
+    return y, gx
 
 
 def assert_close(ours, reference, dtype, what):

@@ -20,11 +20,10 @@ from alexnet_raw.ops.max_pool2d import output_size
 
 
 def torch_pool(x, g, kernel_size, stride, padding, ceil_mode):
-    """torch's output and, for the upstream gradient g (None: ones), its input gradient."""
-    xt = torch.from_numpy(x).requires_grad_()
-    y = torch_reference.max_pool2d(xt, kernel_size, stride, padding, ceil_mode)
-    y.backward(torch.ones_like(y) if g is None else torch.from_numpy(g))
-    return y.detach().numpy(), xt.grad.numpy()
+    """torch's output and, for the upstream gradient g (None: no gradient), its input gradient."""
+    y, grads = torch_reference.forward_backward(
+        lambda t: torch_reference.max_pool2d(t, kernel_size, stride, padding, ceil_mode), [x], g)
+    return y, None if grads is None else grads[0]
 
 
 def check_against_torch(under_schedules, x, kernel_size, stride=None, padding=0, ceil_mode=False, g=None):

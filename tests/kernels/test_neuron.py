@@ -41,10 +41,9 @@ def draw(name, shape, dtype, seed):
 
 
 def torch_forward_backward(x, g, name, a, b):
-    xt = torch.from_numpy(x).requires_grad_()
-    y = torch_reference.neuron(xt, name, a, b)
-    y.backward(torch.from_numpy(g))
-    return y.detach().numpy(), xt.grad.numpy()
+    """torch's output and input gradient for upstream g."""
+    y, (gx,) = torch_reference.forward_backward(lambda t: torch_reference.neuron(t, name, a, b), [x], g)
+    return y, gx
 
 
 def assert_close(ours, reference, dtype, what):

@@ -4,8 +4,8 @@ cnorm2 at batch 2, even and oversized windows, random shapes and hyperparameters
 float64 central-difference check and bad input."""
 
 import numpy as np
-import pytest
 import torch
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,10 +17,10 @@ from alexnet_raw.checks import torch_reference
 
 
 def torch_forward_backward(x, g, size, alpha, beta, k):
-    xt = torch.from_numpy(x).requires_grad_()
-    y = torch_reference.same_map_norm(xt, size, alpha, beta, k)
-    y.backward(torch.from_numpy(g))
-    return y.detach().numpy(), xt.grad.numpy()
+    """torch's output and input gradient for upstream g."""
+    y, (gx,) = torch_reference.forward_backward(
+        lambda t: torch_reference.same_map_norm(t, size, alpha, beta, k), [x], g)
+    return y, gx
 
 
 def assert_close(ours, reference, dtype, what):
