@@ -70,6 +70,12 @@ class Dataset:
     def __len__(self):
         return int(self.labels.shape[0])
 
+    @property
+    def native_size(self):
+        """The side every image of the dataset has (square images of one size, as CIFAR-10's 32),
+        or None where sizes vary or are not known without decoding every file."""
+        return None
+
     def image(self, i, min_side=None):
         """Image i as an H x W x 3 uint8 RGB array at its stored size, or, given `min_side` (the
         shorter side the caller resizes to), possibly smaller but never with a shorter side below
@@ -102,6 +108,11 @@ class ArrayDataset(Dataset):
 
     def image(self, i, min_side=None):
         return self.images[self._check_index(i)]
+
+    @property
+    def native_size(self):
+        h, w = self.images.shape[1:3]
+        return int(h) if h == w else None
 
     def describe(self, i):
         if self._origins is None:

@@ -137,8 +137,8 @@ class Graph:
                 declared[name] = None
 
     def default_image_size(self):
-        spec = self.nodes[self.image_input].spec
-        return spec.img_size or 224
+        """The data layer's imgSize, or None: cuda-convnet's files set no size, the data does."""
+        return self.nodes[self.image_input].spec.img_size
 
     def input_channels(self):
         spec = self.nodes[self.image_input].spec
@@ -250,6 +250,8 @@ class Graph:
     def split_report(self, batch_size: int, image_size=None, itemsize: int = 4):
         """Bytes on every cross-device edge per training step, and memory per device."""
         image_size = image_size or self.default_image_size()
+        if image_size is None:
+            raise ShapeError(f"{self.source}: its data layer sets no imgSize; give the image size of the data")
         shapes = self.shapes(image_size)
         edges = []
         for producer, device, consumers in self.transfers():

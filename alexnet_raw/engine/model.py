@@ -39,11 +39,24 @@ TORCHVISION_KEYS = {
 }
 
 
+# The input size of a shipped network whose layer file, the original's, sets none (cuda-convnet took
+# it from the data provider): run #145 trained on 224 x 224 crops of 256 x 256 ImageNet images.
+NETWORK_IMAGE_SIZES = {"krizhevsky2012": 224}
+
+
 def network_files(name):
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     layers, params = NETWORKS[name]
     return NETWORKS_DIR / layers, NETWORKS_DIR / params
+
+
+def network_image_size(name, layer_specs=None):
+    """The input size of a shipped network: its data layer's imgSize, else NETWORK_IMAGE_SIZES."""
+    if layer_specs is None:
+        layer_specs = cfg.read_layers(network_files(name)[0])
+    data = [s for s in layer_specs if isinstance(s, cfg.DataSpec) and s.data_idx == 0]
+    return (data[0].img_size if data and data[0].img_size else None) or NETWORK_IMAGE_SIZES.get(name)
 
 
 class _StepContext:
@@ -60,34 +73,39 @@ class Model:
     # ------------------------------------------------------------------------------------------
     @classmethod
     def from_cfg(cls, layers_path, params_path, seed=0, single_device=False, backend=None, dtype=np.float32,
-                 num_classes=None, overlap_transfers=False):
+                 num_classes=None, overlap_transfers=False, image_size=None):
+        """A model of a layers file and its params file. image_size: the side of its (square) input
+        images; None takes the data layer's imgSize, and without one the first batch's size (as
+        cuda-convnet took it from the data provider)."""
         layers_path, params_path = Path(layers_path), Path(params_path)
         layer_specs = cfg.read_layers(layers_path, dtype)
         learn = cfg.read_params(params_path, layer_specs, dtype)
         texts = (layers_path.read_text(encoding="utf-8"), params_path.read_text(encoding="utf-8"))
         return cls(layer_specs, learn, str(layers_path), seed, single_device, backend, dtype, num_classes, texts,
-                   overlap_transfers)
+                   overlap_transfers, image_size)
 
     @classmethod
     def named(cls, name, seed=0, single_device=False, backend=None, dtype=np.float32, num_classes=None,
-              overlap_transfers=False):
+              overlap_transfers=False, image_size=None):
         layers_path, params_path = network_files(name)
+        if image_size is None:
+            image_size = NETWORK_IMAGE_SIZES.get(name)  # else the file's imgSize
         model = cls.from_cfg(layers_path, params_path, seed, single_device, backend, dtype, num_classes,
-                             overlap_transfers)
+                             overlap_transfers, image_size)
         model.network_name = name
         return model
 
     @classmethod
     def from_cfg_text(cls, layers_text, params_text, seed=0, single_device=False, backend=None, dtype=np.float32,
-                      num_classes=None, source="<checkpoint>"):
+                      num_classes=None, source="<checkpoint>", image_size=None):
         """A model from the texts of a layers file and a params file (as checkpoints store them)."""
         layer_specs = cfg.read_layers_text(layers_text, f"{source} layers", dtype)
         learn = cfg.read_params_text(params_text, layer_specs, f"{source} params", dtype)
         return cls(layer_specs, learn, source, seed, single_device, backend, dtype, num_classes,
-                   (layers_text, params_text))
+                   (layers_text, params_text), image_size=image_size)
 
     def __init__(self, layer_specs, learn, source, seed, single_device, backend, dtype, num_classes, texts,
-                 overlap_transfers=False):
+                 overlap_transfers=False, image_size=None):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -106,20 +124,66 @@ class Model:
         self.network_name = None
         self.texts = texts
         self.learn = learn
-        self.image_size = self.graph.default_image_size()
         self.input_channels = self.graph.input_channels()
-        self.shapes = self.graph.shapes(self.image_size)
-        self.num_classes = self.shapes[self.graph.logits][0]
         # overlap_transfers: on GPUs, queue cross-device copies on streams so they overlap with compute
         # (engine/streams.py); results are the same, only the timing changes
         self.devices = Devices(self.graph.devices, backend, overlap=overlap_transfers)
-        self._per_image = None  # {device: {layer: activation elements per image}}, for check_memory
-        self.check_memory()
         self.steps = 0  # optimisation steps taken (dropout streams and checkpoints use it)
         self.lr_scale = lambda epoch: 1.0  # the trainer may set a schedule: epoch -> factor on eps
-        self._build(layer_specs)
+        self._layer_specs = layer_specs
         self._last = None
         self.traffic = {}
+        # the input size: given, else the data layer's imgSize, else the first batch's (size_to)
+        self.image_size = None
+        self.shapes = None
+        self.num_classes = self._classes_without_size()
+        fixed = self.graph.default_image_size()
+        if image_size is not None and fixed is not None and image_size != fixed:
+            raise ValueError(f"{source} takes {fixed}x{fixed} images (its data layer's imgSize), "
+                             f"got image_size={image_size!r}")
+        size = image_size if image_size is not None else fixed
+        if size is not None:
+            self.size_to(size)
+
+    def _classes_without_size(self):
+        """The classifier's width where the layer file fixes it (an fc layer before the softmax)."""
+        spec = self.graph.nodes[self.graph.logits].spec
+        return spec.outputs if isinstance(spec, cfg.FcSpec) else None
+
+    @property
+    def sized(self) -> bool:
+        """Whether the input size is known (and with it every shape and parameter)."""
+        return self.image_size is not None
+
+    def size_to(self, image_size):
+        """Fix the input size (the side of square images) and build the parameters: a network whose
+        files set no imgSize waits for it (the first batch, or the trainer's data). A size some
+        layer cannot take is a graph.ShapeError naming the layer and the sizes; a model already
+        sized takes only its own size."""
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int (the side of square input images), got {image_size!r}")
+        image_size = int(image_size)
+        if self.sized:
+            if image_size != self.image_size:
+                raise ValueError(f"{self.source} takes {self.image_size}x{self.image_size} images (its size is fixed), "
+                                 f"got {image_size}x{image_size}")
+            return
+        shapes = self.graph.shapes(image_size)  # ShapeError naming the layer that does not fit
+        self.shapes, self.image_size = shapes, image_size
+        self.num_classes = self.shapes[self.graph.logits][0]
+        self._per_image = None  # {device: {layer: activation elements per image}}, for check_memory
+        try:
+            self.check_memory()
+            self._build(self._layer_specs)
+        except BaseException:
+            self.shapes, self.image_size, self.num_classes = None, None, self._classes_without_size()
+            raise
+
+    def _require_size(self, what):
+        if not self.sized:
+            raise ValueError(f"{self.source} has no input size yet ({what} needs its parameters): its data layer "
+                             "sets no imgSize, so the size comes from the data; pass image_size= to the Model, "
+                             "call size_to(n), or run a batch through it first")
 
     def check_memory(self, batch=None, train=False):
         """Refuse, before allocating, what cannot fit the memory of its device (Devices.available_bytes):
@@ -130,6 +194,7 @@ class Model:
         size up front). Raises graph.MemoryLimitError naming the largest layers and the bytes."""
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
             raise ValueError(f"batch must be a positive int (images), got {batch!r}")
+        self._require_size("check_memory")
         itemsize = self.dtype.itemsize
         if self._per_image is None:
             self._per_image = self.graph.activation_counts(self.shapes)
@@ -201,6 +266,7 @@ class Model:
 
     # ------------------------------------------------------------------------------------------
     def parameter_keys(self):
+        self._require_size("its parameters")
         return [k for d in self.graph.devices for k in self.blocks[d].shapes]
 
     def _block_of(self, key):
@@ -300,6 +366,11 @@ class Model:
             raise TypeError(f"x must be {self.dtype} (the model's dtype), got {x.dtype}")
         if x.ndim != 4 or x.shape[1] != self.input_channels or x.shape[0] < 1:
             raise ValueError(f"x must have shape (N >= 1, {self.input_channels}, H, W), got {tuple(x.shape)}")
+        if not self.sized:
+            if x.shape[2] != x.shape[3]:
+                raise ValueError(f"{self.source} takes square images (its size comes from the first batch), "
+                                 f"got {x.shape[2]}x{x.shape[3]}")
+            self.size_to(int(x.shape[2]))
         if (x.shape[2], x.shape[3]) != (self.image_size, self.image_size):
             raise ValueError(f"{self.source} takes {self.image_size}x{self.image_size} images, "
                              f"got {x.shape[2]}x{x.shape[3]}")
@@ -451,9 +522,11 @@ class Model:
         """Bytes on every cross-device edge per training step, and memory per device."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self._require_size("split_report")
         return self.graph.split_report(int(batch_size), self.image_size, self.dtype.itemsize)
 
     def parameter_count(self):
+        self._require_size("parameter_count")
         return sum(b.size for b in self.blocks.values())
 
 

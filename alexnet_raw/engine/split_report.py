@@ -15,14 +15,16 @@ from pathlib import Path
 
 from .. import cli_types
 from . import cfg, graph as graph_mod
-from .model import NETWORKS, network_files
+from .model import NETWORKS, network_files, network_image_size
 
 
 def load_graph(network=None, cfg_files=None, single_device=False):
+    """(graph, the input size the files or the shipped network give, or None)."""
     layers_path, params_path = cfg_files if cfg_files else network_files(network or "krizhevsky2012")
     layers = cfg.read_layers(layers_path)
     cfg.read_params(params_path, layers)  # checks the pair belongs together
-    return graph_mod.Graph(layers, str(layers_path), single_device)
+    g = graph_mod.Graph(layers, str(layers_path), single_device)
+    return g, (g.default_image_size() if cfg_files else network_image_size(network or "krizhevsky2012", layers))
 
 
 def _mib(n):
@@ -113,6 +115,9 @@ def build_parser():
     which.add_argument("--cfg", nargs=2, metavar=("LAYERS", "PARAMS"), help="cuda-convnet layer and params files")
     ap.add_argument("--batch-size", type=cli_types.positive_int, default=128,
                     help="images per step (default 128, as run #145)")
+    ap.add_argument("--image-size", type=cli_types.positive_int, default=None,
+                    help="side of the square input images (default: the data layer's imgSize, or the shipped "
+                         "network's; required for a layer file that sets none, as cuda-convnet's do)")
     ap.add_argument("--single-device", action="store_true", help="place every layer on device 0")
     ap.add_argument("--png", type=cli_types.output_file, default=None,
                     help="diagram file (default split-<network>.png)")
@@ -123,8 +128,12 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        g = load_graph(args.network, args.cfg, args.single_device)
-        report = g.split_report(args.batch_size)
+        g, size = load_graph(args.network, args.cfg, args.single_device)
+        size = args.image_size or size
+        if size is None:
+            return cli_types.fail(PROG, f"{args.cfg[0]} sets no image size (no imgSize on its data layer, as in "
+                                        "cuda-convnet's files, where the data provider gives it): pass --image-size N")
+        report = g.split_report(args.batch_size, size)
     except (cfg.CfgError, graph_mod.ShapeError) as e:
         return cli_types.fail(PROG, e)
     print(format_report(g, report))

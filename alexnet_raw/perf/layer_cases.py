@@ -24,7 +24,7 @@ import numpy as np
 from ..runtime import backends
 from .. import functional as F
 from ..engine import cfg, graph as graph_mod, layers as layers_mod
-from ..engine.model import network_files
+from ..engine.model import network_files, network_image_size
 from ..ops import dropout as dropout_ops
 
 NETWORKS = ("krizhevsky2012", "torchvision")
@@ -76,7 +76,7 @@ def network_layers(network: str):
     """The distinct conv, pool, norm and fc layers of a shipped network, in network order."""
     layers_path, _ = network_files(network)
     g = graph_mod.Graph(cfg.read_layers(layers_path), str(layers_path))
-    shapes = g.shapes(g.default_image_size())
+    shapes = g.shapes(network_image_size(network))
     weights = g.weight_shapes(shapes)
     cases, seen = [], {}
     for name in g.order:

@@ -59,6 +59,7 @@ class Checkpoint:
     momentum: dict
     statistics: dict
     training: dict
+    input_size: int | None = None  # the side of the images the network was built for
 
     def make_model(self, backend=None, single_device=False):
         """A Model of the stored network holding the stored weights, momentum and step count."""
@@ -67,7 +68,8 @@ class Checkpoint:
         try:
             model = Model.from_cfg_text(self.layers_text, self.params_text, seed=self.seed,
                                         single_device=single_device, backend=backend, dtype=self.dtype,
-                                        num_classes=self.num_classes, source=str(self.path))
+                                        num_classes=self.num_classes, source=str(self.path),
+                                        image_size=self.input_size)
             model.load_state_dict(self.weights)
             model.load_momentum_state_dict(self.momentum)
         except (KeyError, ValueError, TypeError) as e:
@@ -115,6 +117,7 @@ def encode(model, training, statistics=None):
         "params_cfg": params_text,
         "dtype": np.dtype(model.dtype).name,
         "num_classes": str(int(model.num_classes)),
+        "input_size": str(int(model.image_size)),
         "steps": str(int(model.steps)),
         "seed": str(int(model.seed)),
         "training": json.dumps(training, allow_nan=True),
@@ -242,9 +245,14 @@ def load_checkpoint(path) -> Checkpoint:
         statistics = json.loads(metadata["statistics"])
         dtype = np.dtype(metadata["dtype"])
         num_classes, steps, seed = (int(metadata[k]) for k in ("num_classes", "steps", "seed"))
+        input_size = int(metadata["input_size"]) if metadata.get("input_size") else None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint metadata: {e}") from e
     _check_training(path, training, statistics, num_classes)
+    if input_size is None:  # older checkpoints: the crop the trainer recorded, else the file's imgSize
+        input_size = training.get("crop_size")
+    if input_size is not None and input_size < 1:
+        raise CheckpointError(f"{path}: input_size {input_size} is not a positive image side")
     groups = {"weights": {}, "momentum": {}, "statistics": {}}
     for name, value in tensors.items():
         group, _, key = name.partition("/")
@@ -253,7 +261,8 @@ def load_checkpoint(path) -> Checkpoint:
         groups[group][key] = value
     statistics.update(groups["statistics"])
     return Checkpoint(path, metadata.get("network_name") or None, metadata["layers_cfg"], metadata["params_cfg"],
-                      dtype, num_classes, steps, seed, groups["weights"], groups["momentum"], statistics, training)
+                      dtype, num_classes, steps, seed, groups["weights"], groups["momentum"], statistics, training,
+                      input_size)
 
 
 def _metadata(data: bytes) -> dict:

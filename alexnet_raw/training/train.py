@@ -159,6 +159,9 @@ def build_parser():
     which.add_argument("--network", choices=sorted(NETWORKS), default=None,
                        help=f"shipped network (default {DEFAULT_NETWORK})")
     which.add_argument("--cfg", nargs=2, metavar=("LAYERS", "PARAMS"), help="cuda-convnet layer and params files")
+    ap.add_argument("--image-size", type=cli_types.positive_int, default=None, metavar="N",
+                    help="side of the network's square input images, for a layer file that sets none (cuda-convnet's "
+                         "set none; default: the data's own size where all its images have one, as CIFAR-10's 32)")
     ap.add_argument("--epochs", type=cli_types.positive_int, default=None,
                     help=f"epochs in all (default {DEFAULT_EPOCHS}; with --resume: the checkpoint's)")
     ap.add_argument("--batch-size", type=cli_types.positive_int, default=None, help=f"default {DEFAULT_BATCH_SIZE}")
@@ -244,12 +247,18 @@ class Run:
             self.model = Model.from_cfg(*args.cfg, seed=self.seed, backend=args.backend, dtype=dtype, num_classes=n)
         else:
             self.model = Model.named(network, seed=self.seed, backend=args.backend, dtype=dtype, num_classes=n)
+        self._size_model(args.image_size)
         if args.import_torchvision:
             from .torchvision_weights import import_pth
 
             import_pth(self.model, args.import_torchvision)
         self.crop_size = self.model.image_size
-        self.image_size = round(self.crop_size * 256 / 224)
+        # the stored size the crops are taken from: the data's own where it has one at least as
+        # large (CIFAR-10's 32: whole images for a 32 network, random 24 x 24 crops for a 24 one, as
+        # cuda-convnet's CIFAR providers), else the 256/224 ratio of ImageNet's recipe
+        native = self.train_set.native_size
+        self.image_size = native if native is not None and native >= self.crop_size else \
+            round(self.crop_size * 256 / 224)
         self.pre = self.data_module.Preprocess(self.image_size, self.crop_size)
         self.statistics = self.data_module.compute_statistics(self.train_set, self.pre, max_images=args.stats_images)
         gamma = DEFAULT_LR_GAMMA if args.lr_gamma is None else args.lr_gamma
@@ -259,6 +268,27 @@ class Run:
             self.schedule = StepSchedule(DEFAULT_LR_STEPS if args.lr_steps is None else args.lr_steps, gamma)
         self.epoch, self.step, self.metrics = 0, 0, []
         self.partial = _empty_partial()
+
+    def _size_model(self, requested):
+        """The network's input size: its files' (imgSize, a shipped network's), else --image-size,
+        else the data's own size (cuda-convnet took it from the data provider)."""
+        from ..engine.graph import ShapeError
+
+        m = self.model
+        if m.sized:
+            if requested is not None and requested != m.image_size:
+                raise TrainError(f"{m.source} takes {m.image_size}x{m.image_size} images (its imgSize); drop "
+                                 f"--image-size {requested} or use a layer file without imgSize")
+            return
+        size = requested if requested is not None else self.train_set.native_size
+        if size is None:
+            raise TrainError(f"{m.source} sets no image size (no imgSize on its data layer) and the images of "
+                             f"{self.source} differ in size: pass --image-size N")
+        try:
+            m.size_to(size)
+        except (ShapeError, ValueError) as e:
+            how = "--image-size" if requested is not None else f"the images of {self.source}"
+            raise TrainError(f"{how} gives {size}x{size} inputs, which the network does not take: {e}") from None
 
     def _resume(self, args):
         from .lr_schedules import from_state
@@ -275,7 +305,8 @@ class Run:
                                     ("--network", args.network, saved.network_name),
                                     ("--batch-size", args.batch_size, t["batch_size"]),
                                     ("--seed", args.seed, saved.seed),
-                                    ("--dtype", args.dtype, saved.dtype.name)):
+                                    ("--dtype", args.dtype, saved.dtype.name),
+                                    ("--image-size", args.image_size, saved.input_size)):
             if given is not None and given != stored:
                 conflicts.append(f"{flag} {given} (the checkpoint has {stored})")
         if args.cfg:

@@ -1,10 +1,9 @@
 """Fixture data the data tests write themselves: small image folders and CIFAR-10 batch files."""
 
-import pickle
-
 import numpy as np
 import pytest
-from conftest_helpers import CIFAR_NAMES, cifar_batch, random_images, write_image
+from cifar_files import write_cifar_directory
+from conftest_helpers import random_images, write_image
 
 from alexnet_raw import data
 
@@ -38,21 +37,8 @@ def cifar(tmp_path):
     """A CIFAR-10 python directory of 5 small training batches and a test batch.
 
     Returns (directory, {"train": (images NHWC, labels), "test": (...)})."""
-    rng = np.random.default_rng(1)
     directory = tmp_path / "cifar-10-batches-py"
-    directory.mkdir()
-    images, labels = [], []
-    for k in range(1, 6):
-        d, im, lab = cifar_batch(rng, 3 + k)
-        (directory / f"data_batch_{k}").write_bytes(pickle.dumps(d))
-        images.append(im)
-        labels.append(lab)
-    d, test_images, test_labels = cifar_batch(rng, 4)
-    (directory / "test_batch").write_bytes(pickle.dumps(d))
-    meta = {b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_vis": 3072}
-    (directory / "batches.meta").write_bytes(pickle.dumps(meta))
-    return directory, {"train": (np.concatenate(images), np.concatenate(labels)),
-                       "test": (test_images, test_labels)}
+    return directory, write_cifar_directory(directory, np.random.default_rng(1))
 
 
 @pytest.fixture(scope="session")

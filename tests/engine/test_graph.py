@@ -33,7 +33,7 @@ def test_145_cross_device_edges_match_the_notes():
     crossing = {(p, d) for p, d, _ in g.transfers() if g.nodes[p].device != "host"}
     assert crossing == {("pool2a", 1), ("pool2b", 0), ("pool3a", 1), ("pool3b", 0), ("hs1a", 1), ("hs1b", 0),
                         ("hs2b", 0)}
-    report = g.split_report(128)
+    report = g.split_report(128, 224)  # run #145: 224 x 224 crops (the file sets no size)
     edge = next(e for e in report["edges"] if e["src"] == "pool2a")
     assert edge["dst"] == "conv3b" and edge["forward_bytes"] == edge["backward_bytes"] == 128 * 128 * 13 * 13 * 4
     data = [e for e in report["edges"] if e["src"] == "data"]

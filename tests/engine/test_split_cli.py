@@ -22,10 +22,17 @@ def test_split_of_145_prints_traffic_and_draws(tmp_path, capsys):
 
 def test_split_of_one_column_run_and_single_device(tmp_path, capsys):
     layers, params = reference_files("145-half")
-    assert split.main(["--cfg", str(layers), str(params), "--png", str(tmp_path / "h.png")]) == 0
+    # the 2012 file sets no image size (the data provider gave 224 x 224 crops): --image-size does
+    assert split.main(["--cfg", str(layers), str(params), "--png", str(tmp_path / "x.png")]) == 2
+    assert "sets no image size" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    assert split.main(["--cfg", str(layers), str(params), "--image-size", "224", "--png", str(tmp_path / "h.png")]) == 0
+    assert "batch 128, 224x224 images" in capsys.readouterr().out
     assert split.main(["--network", "mini", "--single-device", "--png", str(tmp_path / "m.png")]) == 0
     out = capsys.readouterr().out
-    assert "1 device(s)" in out
+    assert "1 device(s)" in out and "32x32 images" in out
+    # a size the network cannot take names the layer
+    assert split.main(["--network", "mini", "--image-size", "4", "--png", str(tmp_path / "y.png")]) == 2
+    assert "(input images 4x4)" in capsys.readouterr().err
 
 
 def test_split_reports_bad_files_clearly(tmp_path, capsys):

@@ -5,13 +5,17 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from alexnet_raw.training import checkpoint as ck, runlog, train
 from alexnet_raw import data
+from cifar_files import write_cifar_directory
 from train_helpers import run_train
+
+CONVNET_DIR = Path(__file__).resolve().parent.parent / "engine" / "cuda-convnet"  # cuda-convnet's example files
 
 TIMING = {"images_per_second", "seconds"}
 
@@ -145,3 +149,53 @@ def test_no_arguments_means_mini_on_the_digits(tmp_path, monkeypatch):
     assert (len(run.train_set), len(run.test_set), len(run.class_names)) == (1438, 359, 10)
     assert run.schedule.factor(train.DEFAULT_LR_STEPS[0]) == 0.1
     assert not (tmp_path / "runs").exists()  # nothing written before training starts
+
+
+CIFAR_18PCT = [CONVNET_DIR / "layers-18pct.cfg", CONVNET_DIR / "layer-params-18pct.cfg"]
+
+
+def test_cuda_convnets_18pct_files_train_on_cifar_at_the_datas_size(tmp_path, capsys):
+    """`alexnet-raw train --cfg layers-18pct.cfg layer-params-18pct.cfg --data cifar-10-batches-py`
+    with cuda-convnet's own files, unedited: the network takes the data's 32 x 32 images (the file
+    sets no size); --image-size 24 gives random 24 x 24 crops of them, as cuda-convnet's cropped
+    CIFAR provider."""
+    source = tmp_path / "cifar-10-batches-py"
+    write_cifar_directory(source, np.random.default_rng(0), train_sizes=(6, 6, 6, 6, 6), test_size=6)
+    common = ["--cfg", *CIFAR_18PCT, "--data", source, "--epochs", "1", "--batch-size", "10", "--stats-images", "30"]
+    assert run_train(*common, "--out", tmp_path / "a") == 0, capsys.readouterr().err
+    saved = ck.load_checkpoint(tmp_path / "a" / ck.FILENAME)
+    assert saved.input_size == 32 and saved.steps == 3
+    assert (saved.training["image_size"], saved.training["crop_size"]) == (32, 32)
+    assert saved.weights["fc10.weights.0"].shape == (10, 64 * 4 * 4)
+    assert run_train(*common, "--image-size", "24", "--out", tmp_path / "b") == 0, capsys.readouterr().err
+    saved = ck.load_checkpoint(tmp_path / "b" / ck.FILENAME)
+    assert saved.input_size == 24 and (saved.training["image_size"], saved.training["crop_size"]) == (32, 24)
+    assert saved.weights["fc10.weights.0"].shape == (10, 64 * 3 * 3)
+    capsys.readouterr()
+    # --resume keeps the stored size; another one is refused
+    assert run_train("--resume", "--out", tmp_path / "b", "--image-size", "32") == 2
+    assert "--image-size 32 (the checkpoint has 24)" in capsys.readouterr().err
+    # a size the network cannot take names the layer; nothing is written
+    assert run_train(*common, "--image-size", "2", "--out", tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert "--image-size gives 2x2 inputs" in err and "[pool" in err
+    assert not (tmp_path / "c" / ck.FILENAME).exists()
+
+
+def test_a_network_without_a_size_on_images_of_many_sizes_asks_for_one(tmp_path, capsys):
+    from train_helpers import write_folder
+
+    root = write_folder(tmp_path / "mixed", classes=2, per_class=(2, 1), size=12)
+    from PIL import Image
+
+    Image.new("RGB", (20, 14)).save(root / "train" / "class0" / "odd.png")
+    common = ["--cfg", *CIFAR_18PCT, "--data", root, "--epochs", "1", "--batch-size", "2"]
+    assert run_train(*common, "--out", tmp_path / "a") == 2
+    err = capsys.readouterr().err
+    assert "sets no image size" in err and "differ in size: pass --image-size N" in err
+    assert run_train(*common, "--image-size", "32", "--out", tmp_path / "b") == 0, capsys.readouterr().err
+    assert ck.load_checkpoint(tmp_path / "b" / ck.FILENAME).input_size == 32
+    # a network with imgSize takes only its own
+    assert run_train("--network", "mini", "--data", root, "--epochs", "1", "--image-size", "24",
+                     "--out", tmp_path / "m") == 2
+    assert "takes 32x32 images (its imgSize)" in capsys.readouterr().err
