@@ -84,6 +84,8 @@ def build_parser():
     ap.add_argument("--layers", default=None, help="comma-separated layer names (default: every layer with weights)")
     ap.add_argument("--samples", type=cli_types.positive_int, default=3,
                     help="entries checked per weight matrix and bias (default 3)")
+    ap.add_argument("--image-size", type=cli_types.positive_int, default=None, metavar="N",
+                    help="side of the input images, for a layer file that sets none (cuda-convnet's set none)")
     ap.add_argument("--batch-size", type=cli_types.positive_int, default=2)
     ap.add_argument("--seed", type=cli_types.seed, default=0)
     ap.add_argument("--threshold", type=cli_types.positive_real, default=1e-5,
@@ -98,9 +100,12 @@ def main(argv=None) -> int:
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     try:
         if args.cfg:
-            model = Model.from_cfg(*args.cfg, seed=args.seed, dtype=np.float64)
+            model = Model.from_cfg(*args.cfg, seed=args.seed, dtype=np.float64, image_size=args.image_size)
         else:
-            model = Model.named(args.network or "mini", seed=args.seed, dtype=np.float64)
+            model = Model.named(args.network or "mini", seed=args.seed, dtype=np.float64, image_size=args.image_size)
+        if not model.sized:
+            return cli_types.fail(PROG, f"{model.source} sets no image size (no imgSize on its data layer): "
+                                        "pass --image-size N")
         rng = np.random.default_rng(args.seed)
         x = rng.standard_normal((args.batch_size, model.input_channels, model.image_size, model.image_size))
         labels = rng.integers(0, model.num_classes, args.batch_size)

@@ -22,7 +22,8 @@ indices) must fit the kernels' 32-bit indices.
 
 Extensions of ours, all optional: `sizeRule=floor|ceil` on conv and pool layers (default ceil,
 cuda-convnet's; floor is PyTorch's), `mode=original|inverted` on hs layers (default original:
-mask at training, multiply by keep at test), `imgSize` and `channels` on the data layer.
+mask at training, multiply by keep at test), `imgSize` and `channels` on the data layer (without
+`imgSize` the size comes from the data, as in cuda-convnet: engine/model.py, Model.size_to).
 
 Every error names the file, the section and the key.
 """
