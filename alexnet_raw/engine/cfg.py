@@ -3,7 +3,9 @@
 A layers file has one section per layer in topological order: `type`, `inputs` (comma-separated
 layer names), and the type's keys; keys of layers with several inputs hold one value per input
 (`filters=192,192`). The params file holds the learning hyperparameters (`epsW`, `momW`, `wc`
-per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`).
+per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `minDiv`); `epsW` and
+`epsB` may be cuda-convnet2's schedules over the run (`dexp[base=0.02;tgtFactor=250;numSteps=4]`,
+`linear[...]`, `exp[...]`, `const[...]`: engine/param_schedules.py).
 
 Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, neuron (a layer
 that only applies its neuron), softmax, cost.logreg; on any layer with inputs but softmax and
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ops.neuron import parse_neuron
+from . import param_schedules
 
 LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "neuron", "softmax", "cost.logreg")
 POOLS = ("max", "avg")
@@ -136,13 +139,33 @@ class CostSpec(LayerSpec):
 
 @dataclasses.dataclass
 class LearnSpec:
-    """Hyperparameters of one layer with weights: per input for W, one value for the bias."""
+    """Hyperparameters of one layer with weights: per input for W, one value for the bias. eps_w and
+    eps_b are the rates at the start of training; eps_w_schedules and eps_b_schedule (cuda-convnet2's
+    schedules, engine/param_schedules.py; constants unless the file says otherwise) give them at
+    every point of the run."""
 
     eps_w: list
     mom_w: list
     wc: list
     eps_b: float
     mom_b: float
+    eps_w_schedules: list = None
+    eps_b_schedule: object = None
+
+    def __post_init__(self):
+        if self.eps_w_schedules is None:
+            self.eps_w_schedules = [param_schedules.constant(e) for e in self.eps_w]
+        if self.eps_b_schedule is None:
+            self.eps_b_schedule = param_schedules.constant(self.eps_b)
+
+    def rates(self, progress: float = 0.0):
+        """([epsW per input], epsB) at `progress` (the share of the run's steps done, 0 to 1)."""
+        return [sch.value(progress) for sch in self.eps_w_schedules], self.eps_b_schedule.value(progress)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether a rate changes over the run (a schedule other than a constant)."""
+        return any(sch.kind != "const" for sch in [*self.eps_w_schedules, self.eps_b_schedule])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,6 +400,25 @@ class _Section:
             raise self.error(key, f"expected {count} comma-separated values (one per input), got {len(parts)}: {text!r}")
         return [self._convert(key, p) for p in parts]
 
+    def schedules(self, key, count, required=False):
+        """cuda-convnet2's schedules of a rate key, one per input (one value applies to every input):
+        plain numbers (constants) or const[...], linear[...], exp[...], dexp[...]."""
+        text = self.raw(key, None, required)
+        if text is None:
+            return None
+        parts = param_schedules.split_per_input(text)
+        if len(parts) == 1:
+            parts = parts * count
+        if len(parts) != count:
+            raise self.error(key, f"expected {count} comma-separated values (one per input), got {len(parts)}: {text!r}")
+        out = []
+        for part in parts:
+            try:
+                out.append(param_schedules.parse(part, lambda t: self._convert(key, t)))
+            except param_schedules.ScheduleError as e:
+                raise self.error(key, str(e)) from None
+        return out
+
     def choice(self, key, choices, default):
         text = self.raw(key, None)
         if text is None:
@@ -571,12 +613,16 @@ def _params(sections, path, layers, dtype) -> dict:
         n = len(spec.inputs)
         s.accept_bookkeeping(max(n, 1))
         if isinstance(spec, (ConvSpec, FcSpec)):
+            eps_w = s.schedules("epsW", n, required=True)
+            (eps_b,) = s.schedules("epsB", 1, required=True)
             learn[spec.name] = LearnSpec(
-                eps_w=s.numbers("epsW", n, required=True),
+                eps_w=[sch.base for sch in eps_w],
                 mom_w=s.numbers("momW", n, 0.0),
                 wc=s.numbers("wc", n, 0.0),
-                eps_b=s.number("epsB", required=True),
+                eps_b=eps_b.base,
                 mom_b=s.number("momB", 0.0),
+                eps_w_schedules=eps_w,
+                eps_b_schedule=eps_b,
             )
         elif isinstance(spec, NormSpec):
             spec.scale = s.number("scale", required=True)

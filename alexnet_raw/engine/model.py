@@ -484,31 +484,41 @@ class Model:
         self._count(self.graph.label_input or "labels", device, "forward", array.nbytes)
         return self.devices.from_host(device, array)
 
-    def step(self, epoch=0):
-        """One SGD step with each layer's epsW/epsB/momW/momB/wc, eps scaled by lr_scale(epoch)."""
+    def step(self, epoch=0, progress=0.0):
+        """One SGD step with each layer's epsW/epsB/momW/momB/wc: the rates the params file's schedules
+        give at `progress` (the share of the run's steps done before this one, 0 to 1: constants
+        unless the file has cuda-convnet2's linear/exp/dexp schedules), scaled by lr_scale(epoch)."""
         scale = float(self.lr_scale(epoch))
+        if not 0.0 <= float(progress) <= 1.0:
+            raise ValueError(f"progress must be in [0, 1] (the share of the run's steps done), got {progress!r}")
         for layer in self.layers:
             learn = self.learn.get(layer.name)
             if learn is None:
                 continue
+            eps_w, eps_b = learn.rates(progress)
             block = self.blocks[layer.device]
             with self.devices.context(layer.device):
                 for i in range(len(layer.spec.inputs)):
                     key = f"{layer.name}.weights.{i}"
-                    F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=learn.eps_w[i] * scale,
+                    F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=eps_w[i] * scale,
                                  momentum=learn.mom_w[i], weight_decay=learn.wc[i], batch_size=1)
                 key = f"{layer.name}.biases"
-                F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=learn.eps_b * scale,
+                F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=eps_b * scale,
                              momentum=learn.mom_b, weight_decay=0.0, batch_size=1)
         self.steps += 1
 
-    def train_step(self, x, labels, epoch=0):
-        """forward(train=True), backward, step; returns (loss, logits), both on the classifier's
-        device (see backward). On a GPU nothing in it waits for the GPU, with one exception: a
-        network whose copies cross GPUs or streams waits at the end for those copies."""
+    @property
+    def scheduled(self) -> bool:
+        """Whether the params file schedules a rate over the run (cuda-convnet2's linear/exp/dexp)."""
+        return any(learn.scheduled for learn in self.learn.values())
+
+    def train_step(self, x, labels, epoch=0, progress=0.0):
+        """forward(train=True), backward, step(epoch, progress); returns (loss, logits), both on the
+        classifier's device (see backward). On a GPU nothing in it waits for the GPU, with one
+        exception: a network whose copies cross GPUs or streams waits at the end for those copies."""
         logits = self.forward(x, train=True)
         loss = self.backward(labels)
-        self.step(epoch)
+        self.step(epoch, progress)
         return loss, logits
 
     def predict_proba(self, x):

@@ -50,6 +50,7 @@ import numpy as np
 from . import checkpoint as ck, divergence, rundir, runlog
 from .. import cli_types
 from .lr_schedules import PlateauSchedule, StepSchedule
+from ..engine import param_schedules
 
 # Defaults of `alexnet-raw train` with no arguments (mini on the digits, a few minutes on 2 cores).
 DEFAULT_DATA = "digits"
@@ -247,6 +248,11 @@ class Run:
             self.model = Model.from_cfg(*args.cfg, seed=self.seed, backend=args.backend, dtype=dtype, num_classes=n)
         else:
             self.model = Model.named(network, seed=self.seed, backend=args.backend, dtype=dtype, num_classes=n)
+        if self.model.scheduled and (args.lr_steps is not None or args.plateau is not None
+                                     or args.lr_gamma is not None):
+            raise TrainError(f"{args.cfg[1] if args.cfg else network}: the params file schedules its learning "
+                             "rates itself (linear/exp/dexp epsW or epsB); --lr-steps, --plateau and "
+                             "--lr-gamma would multiply them: drop them")
         self._size_model(args.image_size)
         if args.import_torchvision:
             from .torchvision_weights import import_pth
@@ -262,7 +268,9 @@ class Run:
         self.pre = self.data_module.Preprocess(self.image_size, self.crop_size)
         self.statistics = self.data_module.compute_statistics(self.train_set, self.pre, max_images=args.stats_images)
         gamma = DEFAULT_LR_GAMMA if args.lr_gamma is None else args.lr_gamma
-        if args.plateau:
+        if self.model.scheduled:  # the params file's own schedules (cuda-convnet2's linear/exp/dexp) rule
+            self.schedule = StepSchedule([], gamma)  # a factor of 1 throughout
+        elif args.plateau:
             self.schedule = PlateauSchedule(patience=args.plateau, gamma=gamma)
         else:
             self.schedule = StepSchedule(DEFAULT_LR_STEPS if args.lr_steps is None else args.lr_steps, gamma)
@@ -411,7 +419,9 @@ def train_epoch(run, stop, progress=True):
             if x.dtype != model.dtype:
                 x = x.astype(model.dtype)
             with stop.critical():
-                loss, logits = model.train_step(x, labels, epoch=epoch)
+                done = epoch * len(batches) + run.step  # steps of the run before this one
+                loss, logits = model.train_step(x, labels, epoch=epoch,
+                                                progress=param_schedules.progress(done, run.epochs * len(batches)))
                 loss = float(loss)  # on a GPU: the step's wait, for the progress bar and the check
                 divergence.check_step(model, loss, epoch + 1, run.step + 1)  # what it checks: divergence.py
                 correct = _host_logits_correct(model, logits, labels)

@@ -199,3 +199,32 @@ def test_a_network_without_a_size_on_images_of_many_sizes_asks_for_one(tmp_path,
     assert run_train("--network", "mini", "--data", root, "--epochs", "1", "--image-size", "24",
                      "--out", tmp_path / "m") == 2
     assert "takes 32x32 images (its imgSize)" in capsys.readouterr().err
+
+
+def test_training_follows_the_params_files_schedules(tmp_path, capsys, monkeypatch):
+    """cuda-convnet2's dexp/linear schedules in the params file: step k of K takes progress k / K,
+    the trainer's own step schedule stays at 1, and --lr-steps (which would multiply them) is refused."""
+    from alexnet_raw import Model
+
+    source = tmp_path / "cifar-10-batches-py"
+    write_cifar_directory(source, np.random.default_rng(0), train_sizes=(4, 4, 4, 4, 4), test_size=4)
+    params = tmp_path / "params.cfg"
+    params.write_text(CIFAR_18PCT[1].read_text().replace(
+        "[conv1]\nepsW=0.001\n", "[conv1]\nepsW=dexp[base=0.001;tgtFactor=100;numSteps=2]\n", 1))
+    assert "dexp" in params.read_text()
+    seen = []
+    real_step = Model.step
+
+    def recording_step(self, epoch=0, progress=0.0):
+        seen.append((epoch, progress, self.lr_scale(epoch), self.learn["conv1"].rates(progress)[0][0]))
+        return real_step(self, epoch, progress)
+
+    monkeypatch.setattr(Model, "step", recording_step)
+    common = ["--cfg", CIFAR_18PCT[0], params, "--data", source, "--batch-size", "10", "--stats-images", "20"]
+    assert run_train(*common, "--epochs", "2", "--out", tmp_path / "a") == 0, capsys.readouterr().err
+    assert [round(p, 12) for _, p, _, _ in seen] == [0.0, 0.25, 0.5, 0.75]  # 2 epochs of 2 steps
+    assert [e for e, _, _, _ in seen] == [0, 0, 1, 1] and all(scale == 1.0 for _, _, scale, _ in seen)
+    assert [r for _, _, _, r in seen] == [0.001, 0.001, 0.001, 0.001 / 100]  # the second half: base / 100
+    capsys.readouterr()
+    assert run_train(*common, "--lr-steps", "1", "--out", tmp_path / "b") == 2
+    assert "schedules its learning rates itself" in capsys.readouterr().err
