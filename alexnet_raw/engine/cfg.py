@@ -43,7 +43,9 @@ import numpy as np
 from ..ops.neuron import parse_neuron
 from . import param_schedules
 
-LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "neuron", "softmax", "cost.logreg")
+LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "dropout", "dropout2", "pass", "neuron",
+               "softmax", "cost.logreg")
+DROPOUTS = ("hs", "dropout", "dropout2")
 POOLS = ("max", "avg")
 
 
@@ -116,9 +118,21 @@ class FcSpec(LayerSpec):
 
 @dataclasses.dataclass
 class HsSpec(LayerSpec):
+    """Dropout: cuda-convnet's hs (mode original unless the file says mode=inverted), cuda-convnet2's
+    dropout (inverted: training keeps a unit with probability keep and scales it by 1/keep, the test
+    pass is the identity) and dropout2 (original: the mask unscaled at training, x * keep at test).
+    enable=false: hs and dropout pass their input through; dropout2 multiplies by keep in every
+    pass (cuda-convnet2's Dropout2Layer scales whenever it is not training with its mask)."""
+
     keep: float = 0.5
     mode: str = "original"
-    enabled: bool = True  # enable=false (layers or params file): the layer passes its input through
+    enabled: bool = True  # enable=false (layers or params file)
+    scales_when_disabled: bool = False  # dropout2: enable=false still multiplies by keep
+
+
+@dataclasses.dataclass
+class PassSpec(LayerSpec):
+    """cuda-convnet2's pass: its input, unchanged (where two devices meet, the copy is the model's)."""
 
 
 @dataclasses.dataclass
@@ -263,6 +277,9 @@ LAYER_KEYS = {  # the keys a section of the layers file may hold, by layer type
     "rnorm": _WITH_INPUTS + ("neuron", "size", "channels"),
     "fc": _WITH_INPUTS + ("neuron", "outputs", "initW", "initB"),
     "hs": _WITH_INPUTS + ("neuron", "keep", "mode", "enable"),
+    "dropout": _WITH_INPUTS + ("neuron",),
+    "dropout2": _WITH_INPUTS + ("neuron",),
+    "pass": _WITH_INPUTS + ("neuron",),
     "neuron": _WITH_INPUTS + ("neuron",),
     "softmax": _WITH_INPUTS,
     "cost.logreg": _WITH_INPUTS + ("coeff", "topk"),
@@ -272,6 +289,8 @@ PARAM_KEYS = {  # the keys a section of the params file may hold, by layer type
     "conv": _LEARN, "fc": _LEARN,
     "cmrnorm": ("scale", "pow", "minDiv"), "rnorm": ("scale", "pow", "minDiv"),
     "hs": ("enable",),
+    "dropout": ("enable", "keep"),  # cuda-convnet2 reads both from the params file
+    "dropout2": ("enable", "keep"),
     "cost.logreg": ("coeff", "topk"),
 }
 
@@ -547,6 +566,14 @@ def _layer(file, name, values, known_layers, dtype):
     elif type_ == "hs":
         spec = HsSpec(**common, keep=s.number("keep", 0.5), mode=s.choice("mode", ("original", "inverted"), "original"),
                       enabled=s.number("enable", True))
+    elif type_ in ("dropout", "dropout2"):  # keep and enable come from the params file
+        spec = HsSpec(**common, mode="inverted" if type_ == "dropout" else "original",
+                      scales_when_disabled=type_ == "dropout2")
+    elif type_ == "pass":
+        if n != 1:
+            raise s.error("inputs", f"a pass layer of {n} inputs concatenates them (cuda-convnet2's way of joining "
+                                    "model-parallel layers), which is not supported yet; give one input")
+        spec = PassSpec(**common)
     elif type_ == "softmax":
         spec = SoftmaxSpec(**common)
     elif type_ == "neuron":
@@ -557,7 +584,7 @@ def _layer(file, name, values, known_layers, dtype):
         if n != 2:
             raise s.error("inputs", f"cost.logreg takes two inputs (labels, probabilities), got {n}")
         spec = CostSpec(**common, coeff=s.number("coeff", 1.0), topk=s.number("topk", 5))
-    if type_ in ("pool", "cmrnorm", "rnorm", "hs", "neuron", "softmax") and n != 1:
+    if type_ in ("pool", "cmrnorm", "rnorm", *DROPOUTS, "neuron", "softmax") and n != 1:
         raise s.error("inputs", f"a {type_} layer takes one input, got {n}")
     return spec
 
@@ -606,6 +633,9 @@ def _params(sections, path, layers, dtype) -> dict:
             if isinstance(spec, NormSpec):
                 raise CfgError(path, spec.name, None,
                                f"missing section for layer {spec.name} ({spec.type} needs scale and pow)")
+            if spec.type in ("dropout", "dropout2"):
+                raise CfgError(path, spec.name, None, f"missing section for layer {spec.name} (cuda-convnet2's "
+                                                      f"{spec.type} takes enable and keep from the params file)")
             continue
         s = _Section(path, spec.name, values, dtype)
         s.check_keys(PARAM_KEYS.get(spec.type, ()), f"the params of a {spec.type} layer", "layers",
@@ -633,4 +663,6 @@ def _params(sections, path, layers, dtype) -> dict:
             spec.topk = s.number("topk", spec.topk)
         elif isinstance(spec, HsSpec):
             spec.enabled = s.number("enable", spec.enabled)
+            if spec.type != "hs":
+                spec.keep = s.number("keep", spec.keep)
     return learn

@@ -131,7 +131,7 @@ class Graph:
                     raise cfg.CfgError(self.source, name, "channels",
                                        f"input {spec.inputs[0]} has {have} channels but channels={spec.channels}")
                 declared[name] = have if have is not None else spec.channels
-            elif isinstance(spec, (cfg.HsSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
+            elif isinstance(spec, (cfg.HsSpec, cfg.PassSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
                 declared[name] = declared.get(spec.inputs[0])
             else:
                 declared[name] = None
@@ -192,7 +192,7 @@ class Graph:
             return self._image(spec, ins[0])
         if isinstance(spec, cfg.FcSpec):
             return (spec.outputs,)
-        if isinstance(spec, (cfg.HsSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
+        if isinstance(spec, (cfg.HsSpec, cfg.PassSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
             return ins[0]
         return ()  # cost
 

@@ -126,15 +126,18 @@ class SameMapNorm(CrossMapNorm):  # rnorm
         return [F.same_map_norm_backward(grad, xs[0], **self._args()) if needs[0] else None]
 
 
-class Dropout(Layer):  # hs; `index` numbers the network's hs layers for their random streams
-    index = 0  # enable=false: the layer passes its input through (its index still counts)
+class Dropout(Layer):  # hs, dropout, dropout2 (cfg.HsSpec); `index` numbers them for their random streams
+    index = 0  # enable=false: the input passes through, or is scaled by keep (dropout2); the index still counts
 
     def _args(self, ctx):
         return dict(p=1.0 - self.spec.keep, seed=ctx.seed, offset=ctx.dropout_offset(self.index), mode=self.spec.mode)
 
+    def _scaled_by_keep(self, x):
+        return F.dropout(x, p=1.0 - self.spec.keep, training=False, mode="original")  # x * keep
+
     def compute(self, xs, ctx):
         if not self.spec.enabled:
-            return xs[0].copy()
+            return self._scaled_by_keep(xs[0]) if self.spec.scales_when_disabled else xs[0].copy()
         if not ctx.train:
             return F.dropout(xs[0], p=1.0 - self.spec.keep, training=False, mode=self.spec.mode)
         return F.dropout(xs[0], training=True, **self._args(ctx))
@@ -142,7 +145,9 @@ class Dropout(Layer):  # hs; `index` numbers the network's hs layers for their r
     def compute_backward(self, grad, xs, out, ctx, needs):
         if not needs[0]:
             return [None]
-        return [F.dropout_backward(grad, **self._args(ctx)) if self.spec.enabled else grad]
+        if not self.spec.enabled:
+            return [self._scaled_by_keep(grad) if self.spec.scales_when_disabled else grad]
+        return [F.dropout_backward(grad, **self._args(ctx))]
 
 
 class NeuronOnly(Layer):  # type=neuron: Layer.forward applies the neuron to the input as it is
@@ -159,6 +164,7 @@ LAYER_CLASSES = {
     cfg.PoolSpec: Pool,
     cfg.HsSpec: Dropout,
     cfg.NeuronSpec: NeuronOnly,
+    cfg.PassSpec: NeuronOnly,  # the input as it is (and its neuron, if the file gives one)
 }
 
 

@@ -39,11 +39,13 @@ def forward(model, params, x, train, step=None):
             y = reference.local_response_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
         elif spec.type == "rnorm":
             y = reference.same_map_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
-        elif isinstance(spec, cfg.NeuronSpec):
+        elif isinstance(spec, (cfg.NeuronSpec, cfg.PassSpec)):
             y = xs[0]
         elif isinstance(spec, cfg.HsSpec):
             p = 1.0 - spec.keep
-            if train:
+            if not spec.enabled:  # dropout2 scales by keep in every pass; hs and dropout pass through
+                y = xs[0] * spec.keep if spec.scales_when_disabled else xs[0]
+            elif train:
                 ones = np.ones(tuple(xs[0].shape), model.dtype)
                 offset = step * model.dropout_layers + dropout_index
                 scale = F.dropout(ones, p=p, seed=model.seed, offset=offset, mode=spec.mode)
@@ -59,8 +61,9 @@ def forward(model, params, x, train, step=None):
     return out[g.logits]
 
 
-def train_step(model, state, momentum, x, labels, epoch_scale=1.0):
-    """Loss, gradients and the parameters and momentum after cuda-convnet's update, all in torch."""
+def train_step(model, state, momentum, x, labels, epoch_scale=1.0, progress=0.0):
+    """Loss, gradients and the parameters and momentum after cuda-convnet's update, all in torch
+    (the rates of the params file's schedules at `progress`)."""
     params = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in state.items()}
     logits = forward(model, params, torch.from_numpy(x), train=True)
     loss = reference.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)))
@@ -69,11 +72,12 @@ def train_step(model, state, momentum, x, labels, epoch_scale=1.0):
     for key, p in params.items():
         layer, kind = key.split(".")[0], key.split(".")[1]
         learn = model.learn[layer]
+        eps_w, eps_b = learn.rates(progress)
         if kind == "weights":
             i = int(key.split(".")[2])
-            eps, mom, wc = learn.eps_w[i] * epoch_scale, learn.mom_w[i], learn.wc[i]
+            eps, mom, wc = eps_w[i] * epoch_scale, learn.mom_w[i], learn.wc[i]
         else:
-            eps, mom, wc = learn.eps_b * epoch_scale, learn.mom_b, 0.0
+            eps, mom, wc = eps_b * epoch_scale, learn.mom_b, 0.0
         w, inc = reference.cuda_convnet_update(p.detach(), p.grad, torch.from_numpy(momentum[key]), eps, mom, wc)
         new_momentum[key], new_params[key] = inc.numpy(), w.numpy()
     grads = {k: p.grad.numpy() for k, p in params.items()}

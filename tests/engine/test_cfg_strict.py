@@ -24,8 +24,8 @@ REFERENCE_PAIRS = sorted((p, p.with_name("layer-params" + p.name[len("layers"):]
 # The files that load today; the others use what the layer-files issue adds (local, dropout/dropout2,
 # pass, gpu lists, pool start != 0) and must be refused naming that.
 LOADING = {"layers-18pct.cfg", "layers-145.cfg", "layers-145-half.cfg", "layers-147.cfg", "layers-148.cfg",
-           "layers-150.cfg"}
-NOT_YET_TYPES = {"local", "dropout", "dropout2", "pass"}
+           "layers-150.cfg", "layers-imagenet-2gpu-model.cfg"}
+NOT_YET_TYPES = {"local"}
 
 # one section of every supported layer type
 LAYERS = """
