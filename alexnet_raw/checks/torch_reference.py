@@ -13,6 +13,9 @@ Where cuda-convnet's semantics differ from a plain torch call the difference is 
   same_map_norm cuda-convnet's rnorm (no torch op): x / (k + alpha * mean of the squares over a
                 size x size window, zero outside the image, size // 2 before) ** beta
   neuron        the eight neurons as torch expressions; softrelu's threshold per dtype (below)
+  convnet_pool2d cuda-convnet's pool layer with a negative start and an outputs count: torch's
+                pooling of the image padded with -inf (max) or zeros over a count of the pixels
+                inside (avg)
 """
 
 from __future__ import annotations
@@ -107,6 +110,27 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     return _torch().nn.functional.avg_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode,
                                              count_include_pad=count_include_pad)
+
+
+def convnet_pool2d(x, pool, size, stride, start=0, outputs=0):
+    """cuda-convnet's pool layer from torch ops: the image padded before by -start (and after as far
+    as the last window reaches) with -inf (max) or zeros (avg, divided by a count of the pixels
+    inside), pooled, `outputs` windows (0: cuda-convnet's count) kept."""
+    from ..ops.pool_geometry import convnet_output_size
+
+    torch = _torch()
+    tf = torch.nn.functional
+    h, w = x.shape[-2:]
+    oh = outputs or convnet_output_size(h, size, stride, start)
+    ow = outputs or convnet_output_size(w, size, stride, start)
+    pad = (-start, max(0, start + (ow - 1) * stride + size - w), -start, max(0, start + (oh - 1) * stride + size - h))
+    if pool == "max":
+        y = tf.max_pool2d(tf.pad(x, pad, value=float("-inf")), size, stride)
+    else:
+        total = tf.avg_pool2d(tf.pad(x, pad), size, stride, divisor_override=1)
+        count = tf.avg_pool2d(tf.pad(torch.ones_like(x[:1, :1]), pad), size, stride, divisor_override=1)
+        y = total / count
+    return y[..., :oh, :ow]
 
 
 def local_response_norm(x, size, alpha, beta=0.75, k=1.0):

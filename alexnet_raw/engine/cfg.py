@@ -7,8 +7,9 @@ per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `min
 `epsB` may be cuda-convnet2's schedules over the run (`dexp[base=0.02;tgtFactor=250;numSteps=4]`,
 `linear[...]`, `exp[...]`, `const[...]`: engine/param_schedules.py).
 
-Supported layer types: data, conv, pool (max and avg), cmrnorm, rnorm, fc, hs, neuron (a layer
-that only applies its neuron), softmax, cost.logreg; on any layer with inputs but softmax and
+Supported layer types: data, conv, pool (max and avg; cuda-convnet's start, 0 or negative, and
+outputsX), cmrnorm, rnorm, fc, hs, cuda-convnet2's dropout and dropout2 (keep/enable in the params
+file), pass (one input), neuron (a layer that only applies its neuron), softmax, cost.logreg; on any layer with inputs but softmax and
 cost one of cuda-convnet's neurons: relu, logistic, tanh[a,b], brelu[a], abs, square, sqrt,
 linear[a,b], softrelu, ident.
 
@@ -94,10 +95,15 @@ class PoolSpec(LayerSpec):
     pool: str = "max"  # "avg": the mean of the window's pixels inside the image, as cuda-convnet's AvgPooler
     size: int = 0
     stride: int = 0
-    start: int = 0
+    start: int = 0  # the first window's first pixel: 0 or negative (before the image)
     outputs_x: int = 0  # the file's outputsX: 0 = computed
     channels: int | None = None
     size_rule: str = "ceil"
+
+    @property
+    def uses_convnet_geometry(self) -> bool:
+        """A start before the image: windows from `start` (ops/pool_geometry.convnet_geometry)."""
+        return self.start != 0
 
 
 @dataclasses.dataclass
@@ -309,8 +315,8 @@ ONLY = {
     "sharedBiases": (lambda v: v, "1", "one bias per filter and output position (unshared biases) is not implemented"),
     "randSparse": (lambda v: not v, "0", "random sparse connectivity between filter groups and channels is not "
                                          "implemented"),
-    "start": (lambda v: v == 0, "0", "pooling windows from an offset (negative: before the image) are not "
-                                     "implemented yet"),
+    "start": (lambda v: v <= 0, "0 or negative (the first window begins before the image)",
+              "pooling windows from a positive offset (pixels before it never pooled) are not implemented"),
     "wball": (lambda v: v == 0, "0", "cuda-convnet2's wball > 0, a hard bound on the norm of each filter's weights "
                                      "after every update, is not implemented"),
     "updatePeriod": (lambda v: v <= 1, "0 or 1 (an update after every minibatch)",
@@ -558,6 +564,12 @@ def _layer(file, name, values, known_layers, dtype):
             channels=s.number("channels"),
             size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
         )
+        if spec.start <= -spec.size:
+            raise s.error("start", f"must be greater than -sizeX = {-spec.size} (the first window must reach the "
+                                   f"image), got {spec.start}")
+        if spec.start != 0 and spec.size_rule == "floor":
+            raise s.error("sizeRule", "floor (PyTorch's rule) has no start: a start before the image is "
+                                      "cuda-convnet's geometry, whose count is outputsX or ceil's")
     elif type_ in ("cmrnorm", "rnorm"):
         spec = NormSpec(**common, size=s.number("size", required=True), channels=s.number("channels"))
     elif type_ == "fc":

@@ -38,6 +38,18 @@ def conv_output_size(size: int, filter_size: int, stride: int, padding: int, rul
     return conv2d_ops.output_size(size, filter_size, stride, padding, rule == "ceil")
 
 
+def convnet_pool_size(size: int, spec) -> int:
+    """Windows per row of a pool layer with cuda-convnet's start/outputsX (outputsX=0: all that start
+    inside the image, ceil((size - start - sizeX) / stride) + 1; else outputsX, at most that many)."""
+    if spec.size > size:
+        raise ShapeError(f"a {spec.size}-wide pooling window does not fit {size} pixels")
+    fit = pool_geometry.convnet_output_size(size, spec.size, spec.stride, spec.start)
+    if spec.outputs_x > fit:
+        raise ShapeError(f"outputsX={spec.outputs_x} but only {fit} windows of {spec.size} at stride {spec.stride} "
+                         f"from start {spec.start} begin inside {size} pixels")
+    return spec.outputs_x or fit
+
+
 def pool_output_size(size: int, window: int, stride: int, rule: str) -> int:
     """cuda-convnet's rule (ceil((size - window) / stride) + 1) or PyTorch's floor rule. A last window
     that would start past the image (possible with stride > window under the ceil rule, and empty in
@@ -183,6 +195,9 @@ class Graph:
             return (spec.filters, *out)
         if isinstance(spec, cfg.PoolSpec):
             c, ih, iw = self._image(spec, ins[0])
+            if spec.uses_convnet_geometry:  # a negative start or fewer windows than fit: cuda-convnet's geometry
+                oh, ow = (convnet_pool_size(n, spec) for n in (ih, iw))
+                return (c, oh, ow)
             oh, ow = (pool_output_size(n, spec.size, spec.stride, spec.size_rule) for n in (ih, iw))
             if spec.outputs_x and spec.outputs_x != ow:
                 raise ShapeError(f"outputsX={spec.outputs_x} but {iw} pixels pooled by {spec.size} at stride "

@@ -95,13 +95,23 @@ class Pool(Layer):  # pool=avg divides by the window's pixels inside the image, 
         args = dict(kernel_size=s.size, stride=s.stride, padding=0, ceil_mode=s.size_rule == "ceil")
         return args if s.pool == "max" else dict(args, count_include_pad=False)
 
+    def _convnet_args(self):
+        s = self.spec  # outputsX=0: every window that starts inside the image, as the graph counts
+        return dict(size=s.size, stride=s.stride, start=s.start, outputs=s.outputs_x)
+
     def compute(self, xs, ctx):
+        if self.spec.uses_convnet_geometry:  # a start before the image (cuda-convnet's pool geometry)
+            pool = F.convnet_max_pool2d if self.spec.pool == "max" else F.convnet_avg_pool2d
+            return pool(xs[0], **self._convnet_args())
         pool = F.max_pool2d if self.spec.pool == "max" else F.avg_pool2d
         return pool(xs[0], **self._args())
 
     def compute_backward(self, grad, xs, out, ctx, needs):
         if not needs[0]:
             return [None]
+        if self.spec.uses_convnet_geometry:
+            pool_backward = F.convnet_max_pool2d_backward if self.spec.pool == "max" else F.convnet_avg_pool2d_backward
+            return [pool_backward(grad, xs[0], **self._convnet_args())]
         pool_backward = F.max_pool2d_backward if self.spec.pool == "max" else F.avg_pool2d_backward
         return [pool_backward(grad, xs[0], **self._args())]
 

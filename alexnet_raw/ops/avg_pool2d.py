@@ -13,7 +13,7 @@ import numpy as np
 
 from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
-from .pool_geometry import INT32_MAX, geometry, int_args
+from .pool_geometry import INT32_MAX, convnet_geometry, geometry, int_args
 
 SOURCE = "avg_pool2d.cu"
 
@@ -47,7 +47,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     rules (ceil_mode as torch) and divisor (count_include_pad as torch)."""
     if _checks.is_unbatched_image(input):
         return avg_pool2d(input[None], kernel_size, stride, padding, ceil_mode, count_include_pad)[0]
-    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    return _forward(*_geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad))
+
+
+def _forward(input, backend, g):
     n, c = input.shape[:2]
     out = backend.empty((n, c, g[2], g[3]), input.dtype)
     if out.size:
@@ -63,7 +66,10 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if _checks.is_unbatched_image(input):
         return avg_pool2d_backward(_checks.unbatched_grad(grad_output), input[None], kernel_size, stride, padding,
                                    ceil_mode, count_include_pad)[0]
-    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    return _backward(grad_output, *_geometry(input, kernel_size, stride, padding, ceil_mode, count_include_pad))
+
+
+def _backward(grad_output, input, backend, g):
     grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     n, c = input.shape[:2]
     _checks.same_shape(grad_output, "grad_output", (n, c, g[2], g[3]), "the pooled output")
@@ -71,3 +77,22 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if grad_input.size:
         backend.launch(backward_launch(grad_input, grad_output, g))
     return grad_input
+
+
+def _convnet(input, size, stride, start, outputs):
+    input, backend, g = convnet_geometry(input, size, stride, start, outputs)
+    if g[4] * g[5] > INT32_MAX:
+        raise ValueError(f"windows of at most {INT32_MAX} elements are supported, got size {g[4]}")
+    return input, backend, g + (0,)  # divided by the window's pixels inside the image
+
+
+def convnet_avg_pool2d(input, size, stride, start=0, outputs=0):
+    """cuda-convnet's `pool=avg` layer: size x size windows at stride from pixel `start` (0 or
+    negative), `outputs` per row and column (0: every window that starts inside the image), each
+    the mean of its pixels inside the image (pool_geometry.convnet_geometry)."""
+    return _forward(*_convnet(input, size, stride, start, outputs))
+
+
+def convnet_avg_pool2d_backward(grad_output, input, size, stride, start=0, outputs=0):
+    """Gradient of convnet_avg_pool2d."""
+    return _backward(grad_output, *_convnet(input, size, stride, start, outputs))

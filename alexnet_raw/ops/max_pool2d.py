@@ -14,6 +14,7 @@ import numpy as np
 
 from ..runtime.launch import Launch, c_type, elementwise
 from . import _checks
+from .pool_geometry import convnet_geometry as _convnet_geometry
 from .pool_geometry import geometry as _geometry
 from .pool_geometry import int_args as _ints
 from .pool_geometry import output_size  # noqa: F401  (the output-size rule, re-exported)
@@ -45,7 +46,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False):
     size rules (ceil_mode as torch). NaN in a window gives NaN."""
     if _checks.is_unbatched_image(input):
         return max_pool2d(input[None], kernel_size, stride, padding, ceil_mode)[0]
-    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
+    return _forward(*_geometry(input, kernel_size, stride, padding, ceil_mode))
+
+
+def _forward(input, backend, g):
     n, c = input.shape[:2]
     out = backend.empty((n, c, g[2], g[3]), input.dtype)
     if out.size:
@@ -59,7 +63,10 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if _checks.is_unbatched_image(input):
         return max_pool2d_backward(_checks.unbatched_grad(grad_output), input[None], kernel_size, stride, padding,
                                    ceil_mode)[0]
-    input, backend, g = _geometry(input, kernel_size, stride, padding, ceil_mode)
+    return _backward(grad_output, *_geometry(input, kernel_size, stride, padding, ceil_mode))
+
+
+def _backward(grad_output, input, backend, g):
     grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     n, c = input.shape[:2]
     _checks.same_shape(grad_output, "grad_output", (n, c, g[2], g[3]), "the pooled output")
@@ -69,3 +76,15 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
         backend.launch(argmax_launch(arg, input, g))
         backend.launch(backward_launch(grad_input, grad_output, arg, g))
     return grad_input
+
+
+def convnet_max_pool2d(input, size, stride, start=0, outputs=0):
+    """cuda-convnet's `pool=max` layer: size x size windows at stride from pixel `start` (0 or
+    negative), `outputs` per row and column (0: every window that starts inside the image), each
+    the maximum of its pixels inside the image (pool_geometry.convnet_geometry)."""
+    return _forward(*_convnet_geometry(input, size, stride, start, outputs))
+
+
+def convnet_max_pool2d_backward(grad_output, input, size, stride, start=0, outputs=0):
+    """Gradient of convnet_max_pool2d (each window's to its first maximum, as max_pool2d_backward)."""
+    return _backward(grad_output, *_convnet_geometry(input, size, stride, start, outputs))

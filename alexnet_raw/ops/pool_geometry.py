@@ -60,3 +60,42 @@ def geometry(input, kernel_size, stride, padding, ceil_mode):
 def int_args(geometry):
     """The geometry as the kernels' int parameters."""
     return tuple(np.int32(v) for v in geometry)
+
+
+# ---------------------------------------------------------------------------------------------
+# cuda-convnet's pool layer: square windows of `size` at `stride` starting at pixel `start` (0 or
+# negative: the first window begins before the image), `outputs` windows per row and column (0:
+# cuda-convnet's ceil((in - start - size) / stride) + 1, all that start inside the image). Windows
+# are clipped to the image (max: the pixels inside; avg: divided by their number), as its kernels do.
+def convnet_output_size(size_in: int, size: int, stride: int, start: int) -> int:
+    """cuda-convnet's outputsX for outputsX=0: ceil((in - start - size) / stride) + 1."""
+    return -(-(size_in - start - size) // stride) + 1
+
+
+def convnet_geometry(input, size, stride, start=0, outputs=0):
+    """Checks cuda-convnet's pool arguments; returns (input as a C-contiguous array, backend, the
+    kernels' geometry (H, W, OH, OW, size, size, stride, stride, -start, -start))."""
+    input = _checks.array(input, "input", ndim=4)
+    size = _checks.integer(size, "size", minimum=1)
+    stride = _checks.integer(stride, "stride", minimum=1)
+    start = _checks.integer(start, "start", minimum=1 - size)
+    outputs = _checks.integer(outputs, "outputs", minimum=0)
+    if start > 0:
+        raise ValueError(f"start must be 0 or negative (windows from before the image), got {start}: a positive "
+                         "start (pixels before it never pooled) is not supported")
+    _, _, H, W = input.shape
+    if H < 1 or W < 1:
+        raise ValueError(f"input must have non-empty planes (N, C, H, W) with H, W >= 1, got shape {input.shape}")
+    out = []
+    for n, axis in ((H, "rows"), (W, "columns")):
+        computed = convnet_output_size(n, size, stride, start)
+        if computed < 1 or size > n:  # cuda-convnet: sizeX at most the image's size
+            raise ValueError(f"size: a {size}-wide window from start {start} does not fit {n} {axis}")
+        if outputs > computed:
+            raise ValueError(f"outputs={outputs}, but only {computed} windows of {size} at stride {stride} from start "
+                             f"{start} begin inside {n} {axis}")
+        out.append(outputs or computed)
+    if H * W > INT32_MAX or out[0] * out[1] > INT32_MAX:
+        raise ValueError(f"planes of at most {INT32_MAX} elements are supported, got input {(H, W)}, output {tuple(out)}")
+    return _checks.contiguous(input), _checks.backend(input), (H, W, out[0], out[1], size, size, stride, stride,
+                                                               -start, -start)

@@ -12,7 +12,7 @@ import pytest
 import reference_model
 from alexnet_raw import Model
 from alexnet_raw.engine import cfg
-from test_full_networks import close
+from reference_model import close
 
 CONVNET2 = Path(__file__).resolve().parent / "cuda-convnet2"
 
@@ -143,16 +143,4 @@ def test_cuda_convnet2s_two_gpu_model_split_trains_a_step_as_torch():
     assert model.graph.devices == [0, 1] and model.scheduled
     rng = np.random.default_rng(5)
     x, labels = rng.standard_normal((1, 3, 224, 224)), rng.integers(0, model.num_classes, 1)
-    state, momentum = model.state_dict(), model.momentum_state_dict()
-    progress = 0.6  # the dexp schedules' second piece
-    ref_loss, ref_logits, ref_grads, ref_params, ref_momentum = reference_model.train_step(
-        model, state, momentum, x, labels, progress=progress)
-    loss, logits = model.train_step(x, labels, progress=progress)
-    close(logits, ref_logits, "logits")
-    assert float(loss) == pytest.approx(ref_loss, rel=1e-12)
-    for key, grad in model.gradient_dict().items():
-        close(grad, ref_grads[key], f"gradient {key}")
-    for key, value in model.state_dict().items():
-        close(value, ref_params[key], f"updated {key}")
-    for key, value in model.momentum_state_dict().items():
-        close(value, ref_momentum[key], f"momentum {key}")
+    reference_model.assert_train_step_matches(model, x, labels, progress=0.6)  # the dexp schedules' second piece

@@ -6,22 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as TF
 import reference_model
+from reference_model import close  # the tolerance policy of whole networks
 
 from alexnet_raw import Model
-
-# Tolerance policy for whole networks. float64: sums in other orders than torch's, through every
-# layer: 1e-9 relative (measured below 1e-14 on the norm). float32 forward: 2e-3 relative, with an
-# absolute floor of 2e-4 of the largest value. Gradients are compared in float64 only: in float32
-# a max-pool window whose two largest inputs differ by an ulp may pick the other one than torch's,
-# which moves that window's whole gradient (measured: 1.2% of the norm of conv1's gradient in #145),
-# a legitimate result that no elementwise tolerance separates from a bug.
-TOL = {np.float32: (2e-3, 2e-4), np.float64: (1e-9, 1e-12)}
-
-
-def close(ours, ref, what, dtype=np.float64):
-    rtol, atol_scale = TOL[dtype]
-    scale = max(float(np.abs(ref).max()), 1e-30)
-    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol_scale * scale, err_msg=what)
 
 
 def test_krizhevsky2012_float32_logits_match_torch():

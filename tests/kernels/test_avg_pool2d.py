@@ -188,3 +188,21 @@ def test_rejects_bad_input(backend):
     with pytest.raises(ValueError, match=r"padding must be at most half the kernel size"):
         F.avg_pool2d_backward(g, x, 3, 2, 2)
     F.avg_pool2d_backward(g, x, 3, 2)  # the right shape passes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, size, stride, start, outputs", [
+    ((2, 3, 8, 8), 3, 2, -2, 0), ((2, 3, 9, 7), 3, 2, -1, 0), ((1, 2, 13, 13), 3, 2, 0, 5),
+    ((1, 2, 10, 10), 4, 3, -3, 0)])
+def test_convnet_pool_geometry_matches_torch(backend, under_schedules, dtype, shape, size, stride, start, outputs):
+    """cuda-convnet's pool=avg layer (F.convnet_avg_pool2d): the mean of each window's pixels inside
+    the image, windows from a negative start."""
+    x = np.random.default_rng(6).standard_normal(shape).astype(dtype)
+    pool = lambda t: torch_reference.convnet_pool2d(t, "avg", size, stride, start, outputs)  # noqa: E731
+    ref_y, _ = torch_reference.forward_backward(pool, [x])
+    g = np.random.default_rng(7).standard_normal(ref_y.shape).astype(dtype)
+    _, (ref_g,) = torch_reference.forward_backward(pool, [x], g)
+    y, gx = under_schedules(lambda: (F.convnet_avg_pool2d(x, size, stride, start, outputs),
+                                     F.convnet_avg_pool2d_backward(g, x, size, stride, start, outputs)))
+    assert tolerances.close(y, ref_y, "avg_pool2d", dtype), tolerances.max_errors(y, ref_y)
+    assert tolerances.close(gx, ref_g, "avg_pool2d", dtype), tolerances.max_errors(gx, ref_g)

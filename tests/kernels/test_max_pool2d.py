@@ -185,3 +185,42 @@ def test_rejects_bad_input(backend):
     with pytest.raises(TypeError, match="same dtype"):
         F.max_pool2d_backward(g.astype(np.float64), x, 3, 2)
     F.max_pool2d_backward(g, x, 3, 2)  # the right shape passes
+
+
+# cuda-convnet's pool layer geometry (F.convnet_max_pool2d): (shape, size, stride, start, outputs)
+CONVNET_POOLS = [
+    ((2, 3, 8, 8), 3, 2, -2, 0),   # cuda-convnet's layers.gc.cfg: windows from 2 pixels before the image
+    ((2, 3, 9, 7), 3, 2, -1, 0),   # a start of -1, uneven sides
+    ((1, 2, 13, 13), 3, 2, 0, 0),  # start 0: run #145's pools (the ceil rule)
+    ((1, 2, 13, 13), 3, 2, 0, 5),  # fewer windows than fit
+    ((1, 2, 10, 10), 4, 3, -3, 0),  # windows wider than half the size into the padding
+    ((1, 1, 5, 5), 5, 1, -4, 0),    # each first window holds one pixel
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, size, stride, start, outputs", CONVNET_POOLS)
+def test_convnet_pool_geometry_matches_torch(backend, under_schedules, dtype, shape, size, stride, start, outputs):
+    x = np.random.default_rng(4).standard_normal(shape).astype(dtype)
+    ref_y, _ = torch_reference.forward_backward(
+        lambda t: torch_reference.convnet_pool2d(t, "max", size, stride, start, outputs), [x])
+    g = np.random.default_rng(5).standard_normal(ref_y.shape).astype(dtype)
+    _, (ref_g,) = torch_reference.forward_backward(
+        lambda t: torch_reference.convnet_pool2d(t, "max", size, stride, start, outputs), [x], g)
+    y, gx = under_schedules(lambda: (F.convnet_max_pool2d(x, size, stride, start, outputs),
+                                     F.convnet_max_pool2d_backward(g, x, size, stride, start, outputs)))
+    np.testing.assert_array_equal(y, ref_y)  # a selection: exact
+    np.testing.assert_array_equal(gx, ref_g)
+
+
+def test_convnet_pool_arguments_are_checked(backend):
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="start must be 0 or negative"):
+        F.convnet_max_pool2d(x, 3, 2, 1)
+    with pytest.raises(ValueError, match="start"):
+        F.convnet_max_pool2d(x, 3, 2, -3)  # a first window wholly before the image
+    with pytest.raises(ValueError, match="outputs=9, but only 4 windows"):
+        F.convnet_max_pool2d(x, 3, 2, 0, 9)
+    with pytest.raises(ValueError, match="does not fit 2 rows"):
+        F.convnet_max_pool2d(np.zeros((1, 1, 2, 8), np.float32), 3, 2, 0)
+    assert F.convnet_max_pool2d(x, 3, 2, -2).shape == (1, 1, 5, 5)  # ceil((8 + 2 - 3) / 2) + 1
