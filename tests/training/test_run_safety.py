@@ -115,8 +115,8 @@ def test_non_finite_parameters_stop_training_and_keep_the_last_good_checkpoint(f
                                                                                 capsys):
     real_step = Model.step
 
-    def poisoned_step(model, epoch=0):  # conv1a's biases go NaN in step 5 (epoch 2, step 2)
-        real_step(model, epoch)
+    def poisoned_step(model, epoch=0, progress=0.0):  # conv1a's biases go NaN in step 5 (epoch 2, step 2)
+        real_step(model, epoch, progress)
         if model.steps == 5:
             for block in model.blocks.values():
                 if "conv1a.biases" in block.params:
