@@ -14,9 +14,11 @@ holding NaN as wrong."""
 # one import line per op module (keep sorted)
 from .ops.accumulate import accumulate  # noqa: F401
 from .ops.avg_pool2d import avg_pool2d, avg_pool2d_backward, convnet_avg_pool2d, convnet_avg_pool2d_backward  # noqa: F401
+from .ops.concat import concat, concat_backward  # noqa: F401
 from .ops.conv2d import conv2d, conv2d_backward  # noqa: F401
 from .ops.softmax_cross_entropy import cross_entropy, cross_entropy_backward, softmax, topk_correct  # noqa: F401
 from .ops.dropout import dropout, dropout_backward  # noqa: F401
+from .ops.eltwise import eltwise_max, eltwise_max_backward, eltwise_sum, eltwise_sum_backward  # noqa: F401
 from .ops.linear import linear, linear_backward  # noqa: F401
 from .ops.local_response_norm import local_response_norm, local_response_norm_backward  # noqa: F401
 from .ops.max_pool2d import convnet_max_pool2d, convnet_max_pool2d_backward, max_pool2d, max_pool2d_backward  # noqa: F401

@@ -31,6 +31,8 @@ TOLERANCES = {
     # accumulation in another order than torch's; normwise (atol times max |reference|): measured at
     # every #145 and torchvision conv layer at batch 2 against a float64 reference, ours 2.7e-6
     # float32 (torch's own float32: 2.6e-6) and 6.1e-15 float64
+    # a copy: exact
+    "concat": {np.float32: (0.0, 0.0), np.float64: (0.0, 0.0)},
     "conv2d": {np.float32: (2e-5, 1e-5), np.float64: (5e-14, 1e-12)},
     # loss and gradient of softmax cross-entropy: sums of C (1000) exps in another order than torch
     # and libm exp/log against torch's vectorised ones: the loss is within a few eps relative
@@ -42,6 +44,11 @@ TOLERANCES = {
     # tiled GEMM over K = in (forward), out (backward to the input), batch (backward to the weights);
     # normwise as conv2d: measured at fc6/fc7/fc8 of both networks, ours 2.7e-6 float32 (torch's own
     # float32: 2.3e-6) and 7.1e-15 float64 against a float64 reference
+    # eltmax: a selection, exact (forward and backward); eltsum: one product and one addition per
+    # input, which a compiler may fuse (FMA, one rounding instead of two): a couple of ulps of the
+    # terms' size, absolute where they cancel
+    "eltwise_max": {np.float32: (0.0, 0.0), np.float64: (0.0, 0.0)},
+    "eltwise_sum": {np.float32: (1e-6, 1e-6), np.float64: (1e-15, 1e-15)},
     "linear": {np.float32: (2e-5, 1e-5), np.float64: (5e-14, 1e-12)},
     # LRN across channels: a sum of `size` squares in torch's order, then powf/pow (libm against
     # torch's vectorised pow) and a division: a few ulps of the result (measured at #145's shapes,

@@ -16,6 +16,8 @@ Where cuda-convnet's semantics differ from a plain torch call the difference is 
   convnet_pool2d cuda-convnet's pool layer with a negative start and an outputs count: torch's
                 pooling of the image padded with -inf (max) or zeros over a count of the pixels
                 inside (avg)
+  eltwise_max   cuda-convnet2's eltmax: the maximum, whose gradient goes whole to every input equal
+                to it (torch.maximum and amax share it at ties)
 """
 
 from __future__ import annotations
@@ -150,6 +152,41 @@ def same_map_norm(x, size, alpha, beta=0.75, k=1.0):
 
 def relu(x):
     return _torch().relu(x)
+
+
+def eltwise_sum(xs, coeffs):
+    """cuda-convnet2's eltsum: sum_i coeffs[i] * xs[i]."""
+    out = coeffs[0] * xs[0]
+    for x, c in zip(xs[1:], coeffs[1:]):
+        out = out + c * x
+    return out
+
+
+def eltwise_max(xs):
+    """cuda-convnet2's eltmax: the element-wise maximum (torch.maximum, NaN propagates), whose
+    backward gives the whole upstream gradient to every input equal to it."""
+    torch = _torch()
+
+    class EltwiseMax(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            top = inputs[0]
+            for x in inputs[1:]:
+                top = torch.maximum(top, x)
+            ctx.save_for_backward(top, *inputs)
+            return top
+
+        @staticmethod
+        def backward(ctx, grad):
+            top, *inputs = ctx.saved_tensors
+            return tuple(torch.where(x == top, grad, torch.zeros_like(grad)) for x in inputs)
+
+    return EltwiseMax.apply(*xs)
+
+
+def concat(xs):
+    """cuda-convnet2's concat (and pass of several inputs): torch.cat along axis 1."""
+    return _torch().cat(xs, dim=1)
 
 
 def cross_entropy(logits, labels):

@@ -9,8 +9,9 @@ per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `min
 
 Supported layer types: data, conv, pool (max and avg; cuda-convnet's start, 0 or negative, and
 outputsX), cmrnorm, rnorm, fc, hs, cuda-convnet2's dropout and dropout2 (keep/enable in the params
-file), pass (one input), neuron (a layer that only applies its neuron), softmax, cost.logreg; on any layer with inputs but softmax and
-cost one of cuda-convnet's neurons: relu, logistic, tanh[a,b], brelu[a], abs, square, sqrt,
+file), pass and concat (several inputs: their features concatenated), eltsum (coeffs in the params
+file) and eltmax, neuron (a layer that only applies its neuron), softmax, cost.logreg; on any layer
+with inputs but softmax and cost one of cuda-convnet's neurons: relu, logistic, tanh[a,b], brelu[a], abs, square, sqrt,
 linear[a,b], softrelu, ident.
 
 Strict, in one table (KEYS): every key a section may hold, by layer type and file, with what it
@@ -44,8 +45,8 @@ import numpy as np
 from ..ops.neuron import parse_neuron
 from . import param_schedules
 
-LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "dropout", "dropout2", "pass", "neuron",
-               "softmax", "cost.logreg")
+LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "dropout", "dropout2", "pass", "concat",
+               "eltsum", "eltmax", "neuron", "softmax", "cost.logreg")
 DROPOUTS = ("hs", "dropout", "dropout2")
 POOLS = ("max", "avg")
 
@@ -137,8 +138,25 @@ class HsSpec(LayerSpec):
 
 
 @dataclasses.dataclass
-class PassSpec(LayerSpec):
-    """cuda-convnet2's pass: its input, unchanged (where two devices meet, the copy is the model's)."""
+class ConcatSpec(LayerSpec):
+    """cuda-convnet2's concat: the inputs' features concatenated per image, in input order (channels
+    in NCHW when the inputs share their height and width; flat features otherwise)."""
+
+
+@dataclasses.dataclass
+class PassSpec(ConcatSpec):
+    """cuda-convnet2's pass: its input, unchanged; of several inputs, their concatenation (how its
+    hybrid joins model-parallel layers). Where devices meet, the copies are the model's."""
+
+
+@dataclasses.dataclass
+class EltwiseSpec(LayerSpec):
+    """cuda-convnet2's eltsum (op "sum": sum_i coeffs[i] * x_i, coeffs from the params file, 1 by
+    default) and eltmax (op "max": the element-wise maximum; the gradient goes whole to every input
+    equal to it). The inputs hold the same number of features; the output has the first's shape."""
+
+    op: str = "sum"
+    coeffs: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -271,6 +289,7 @@ KEYS = {
     "updatePeriod": _INDEX,
     "scale": _RATE, "pow": _REAL, "minDiv": Rule(float, 0, low_open=True),  # the divisor's floor k: > 0
     "coeff": _RATE, "topk": _COUNT,
+    "coeffs": _REAL,  # eltsum's weight of each input
 }
 
 _WITH_INPUTS = ("type", "inputs", "gpu")
@@ -286,6 +305,9 @@ LAYER_KEYS = {  # the keys a section of the layers file may hold, by layer type
     "dropout": _WITH_INPUTS + ("neuron",),
     "dropout2": _WITH_INPUTS + ("neuron",),
     "pass": _WITH_INPUTS + ("neuron",),
+    "concat": _WITH_INPUTS + ("neuron",),
+    "eltsum": _WITH_INPUTS + ("neuron",),
+    "eltmax": _WITH_INPUTS + ("neuron",),
     "neuron": _WITH_INPUTS + ("neuron",),
     "softmax": _WITH_INPUTS,
     "cost.logreg": _WITH_INPUTS + ("coeff", "topk"),
@@ -297,6 +319,7 @@ PARAM_KEYS = {  # the keys a section of the params file may hold, by layer type
     "hs": ("enable",),
     "dropout": ("enable", "keep"),  # cuda-convnet2 reads both from the params file
     "dropout2": ("enable", "keep"),
+    "eltsum": ("coeffs",),  # cuda-convnet2 reads them from the params file (EltwiseSumLayerParser.add_params)
     "cost.logreg": ("coeff", "topk"),
 }
 
@@ -582,10 +605,13 @@ def _layer(file, name, values, known_layers, dtype):
         spec = HsSpec(**common, mode="inverted" if type_ == "dropout" else "original",
                       scales_when_disabled=type_ == "dropout2")
     elif type_ == "pass":
-        if n != 1:
-            raise s.error("inputs", f"a pass layer of {n} inputs concatenates them (cuda-convnet2's way of joining "
-                                    "model-parallel layers), which is not supported yet; give one input")
         spec = PassSpec(**common)
+    elif type_ == "concat":
+        spec = ConcatSpec(**common)
+    elif type_ in ("eltsum", "eltmax"):
+        if type_ == "eltmax" and n < 2:
+            raise s.error("inputs", f"an eltmax layer takes at least 2 inputs (cuda-convnet2's rule), got {n}")
+        spec = EltwiseSpec(**common, op=type_[3:], coeffs=[1.0] * n)
     elif type_ == "softmax":
         spec = SoftmaxSpec(**common)
     elif type_ == "neuron":
@@ -673,6 +699,8 @@ def _params(sections, path, layers, dtype) -> dict:
         elif isinstance(spec, CostSpec):
             spec.coeff = s.number("coeff", spec.coeff)
             spec.topk = s.number("topk", spec.topk)
+        elif isinstance(spec, EltwiseSpec):
+            spec.coeffs = s.numbers("coeffs", n, 1.0)
         elif isinstance(spec, HsSpec):
             spec.enabled = s.number("enable", spec.enabled)
             if spec.type != "hs":

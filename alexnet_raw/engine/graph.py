@@ -67,6 +67,14 @@ def pool_output_size(size: int, window: int, stride: int, rule: str) -> int:
     return out
 
 
+def concat_shape(shapes):
+    """The per-image shape of a concatenation (pass, concat): images of one height and width stack
+    their channels; anything else is flattened and its features concatenated."""
+    if all(len(s) == 3 for s in shapes) and len({s[1:] for s in shapes}) == 1:
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
+    return (sum(math.prod(s) for s in shapes),)
+
+
 @dataclasses.dataclass
 class Node:
     spec: cfg.LayerSpec
@@ -143,7 +151,10 @@ class Graph:
                     raise cfg.CfgError(self.source, name, "channels",
                                        f"input {spec.inputs[0]} has {have} channels but channels={spec.channels}")
                 declared[name] = have if have is not None else spec.channels
-            elif isinstance(spec, (cfg.HsSpec, cfg.PassSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
+            elif isinstance(spec, cfg.ConcatSpec):  # pass and concat: the channels add up
+                have = [declared.get(i) for i in spec.inputs]
+                declared[name] = sum(have) if None not in have else None
+            elif isinstance(spec, (cfg.HsSpec, cfg.EltwiseSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
                 declared[name] = declared.get(spec.inputs[0])
             else:
                 declared[name] = None
@@ -207,7 +218,15 @@ class Graph:
             return self._image(spec, ins[0])
         if isinstance(spec, cfg.FcSpec):
             return (spec.outputs,)
-        if isinstance(spec, (cfg.HsSpec, cfg.PassSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
+        if isinstance(spec, cfg.ConcatSpec):
+            return concat_shape(ins)
+        if isinstance(spec, cfg.EltwiseSpec):
+            counts = [math.prod(shape) for shape in ins]
+            if len(set(counts)) != 1:
+                raise ShapeError(f"the inputs of {spec.type} must hold the same number of features, got "
+                                 + ", ".join(f"{i} {shape}" for i, shape in zip(spec.inputs, ins)))
+            return ins[0]
+        if isinstance(spec, (cfg.HsSpec, cfg.NeuronSpec, cfg.SoftmaxSpec)):
             return ins[0]
         return ()  # cost
 

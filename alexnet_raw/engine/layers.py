@@ -168,13 +168,49 @@ class NeuronOnly(Layer):  # type=neuron: Layer.forward applies the neuron to the
         return [grad if needs[0] else None]
 
 
+class Concat(Layer):  # pass and concat (cfg.ConcatSpec): the inputs' features per image, in input order
+    def _flat(self, xs):
+        """Images of one height and width concatenate along channels; others as flat feature rows."""
+        if all(x.ndim == 4 for x in xs) and len({x.shape[2:] for x in xs}) == 1:
+            return xs
+        return [x.reshape(x.shape[0], -1) for x in xs]
+
+    def compute(self, xs, ctx):
+        return F.concat(self._flat(xs))
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        flat = self._flat(xs)
+        grads = F.concat_backward(grad.reshape(grad.shape[0], -1) if flat[0].ndim == 2 else grad,
+                                  [x.shape[1] for x in flat])
+        return [g.reshape(x.shape) if need else None for g, x, need in zip(grads, xs, needs)]
+
+
+class Eltwise(Layer):  # eltsum, eltmax (cfg.EltwiseSpec): inputs of equal size, seen in the first's shape
+    def _like_first(self, xs):
+        return [x.reshape(xs[0].shape) for x in xs]
+
+    def compute(self, xs, ctx):
+        xs = self._like_first(xs)
+        return F.eltwise_sum(xs, self.spec.coeffs) if self.spec.op == "sum" else F.eltwise_max(xs)
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        if self.spec.op == "sum":
+            grads = F.eltwise_sum_backward(grad, self.spec.coeffs)
+        else:  # the maximum before the neuron, which Layer.forward kept when there is one
+            top = out if self.spec.neuron is None else self.pre_neuron
+            grads = F.eltwise_max_backward(grad, self._like_first(xs), top)
+        return [g.reshape(x.shape) if need else None for g, x, need in zip(grads, xs, needs)]
+
+
 LAYER_CLASSES = {
     cfg.ConvSpec: Conv,
     cfg.FcSpec: Fc,
     cfg.PoolSpec: Pool,
     cfg.HsSpec: Dropout,
     cfg.NeuronSpec: NeuronOnly,
-    cfg.PassSpec: NeuronOnly,  # the input as it is (and its neuron, if the file gives one)
+    cfg.PassSpec: Concat,  # one input: a copy of it (and its neuron, if the file gives one)
+    cfg.ConcatSpec: Concat,
+    cfg.EltwiseSpec: Eltwise,
 }
 
 

@@ -189,7 +189,7 @@ recording = backends.recording  # the recording backend: ops record their launch
 
 def _extras(batch, dtype):
     """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, the
-    other neurons, and average pooling (no shipped network uses it: recorded at cuda-convnet's CIFAR
+    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), and average pooling (no shipped network uses it: recorded at cuda-convnet's CIFAR
     pool shape)."""
     classes, hidden = 1000, 4096
     logits, labels = np.empty((batch, classes), dtype), np.zeros(batch, np.int64)
@@ -213,6 +213,11 @@ def _extras(batch, dtype):
         ("cuda-convnet's neurons on fc6", lambda: [(F.neuron(h, *F.parse_neuron(text)),
                                                      F.neuron_backward(g, h, h, *F.parse_neuron(text)))
                                                     for text in NEURON_EXAMPLES]),
+        ("concat of four fc outputs (cuda-convnet2's hybrid: pass1a of layers-imagenet-4gpu-data-model)", lambda: (
+            F.concat([h, h, h, h]), F.concat_backward(np.empty((batch, 4 * hidden), dtype), [hidden] * 4))),
+        ("eltsum and eltmax of two fc outputs (cuda-convnet2's joins of towers)", lambda: (
+            F.eltwise_sum([h, g], [0.5, 2.0]), F.eltwise_sum_backward(g, [0.5, 2.0]),
+            F.eltwise_max([h, g]), F.eltwise_max_backward(g, [h, g], h))),
         ("dropout's raw Philox stream (N x 4096 words)", lambda: dropout_ops.philox_words(
             np.empty((batch, hidden), np.uint32))),
     ]

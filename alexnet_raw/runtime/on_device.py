@@ -46,6 +46,8 @@ class OnDevice:
             if id(value) not in copies:
                 copies[id(value)] = (value, self.to_device(value))
             return copies[id(value)][1]
+        if isinstance(value, (list, tuple)):  # the joins' lists of inputs (concat, eltwise_sum, ...)
+            return type(value)(self._put(v, copies) for v in value)
         return value
 
     def to_device(self, array):

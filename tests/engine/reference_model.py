@@ -41,8 +41,15 @@ def forward(model, params, x, train, step=None):
             y = reference.local_response_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
         elif spec.type == "rnorm":
             y = reference.same_map_norm(xs[0], spec.size, spec.scale, spec.pow, spec.min_div)
-        elif isinstance(spec, (cfg.NeuronSpec, cfg.PassSpec)):
+        elif isinstance(spec, cfg.NeuronSpec):
             y = xs[0]
+        elif isinstance(spec, cfg.ConcatSpec):  # pass, concat
+            stack = all(xi.dim() == 4 for xi in xs) and len({tuple(xi.shape[2:]) for xi in xs}) == 1
+            y = reference.concat(xs if stack else [xi.flatten(1) for xi in xs])
+        elif isinstance(spec, cfg.EltwiseSpec):
+            like_first = [xi.reshape(xs[0].shape) for xi in xs]
+            y = (reference.eltwise_sum(like_first, spec.coeffs) if spec.op == "sum"
+                 else reference.eltwise_max(like_first))
         elif isinstance(spec, cfg.HsSpec):
             p = 1.0 - spec.keep
             if not spec.enabled:  # dropout2 scales by keep in every pass; hs and dropout pass through

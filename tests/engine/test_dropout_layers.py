@@ -1,4 +1,4 @@
-"""cuda-convnet2's dropout, dropout2 and pass layers: what each computes in training and test
+"""cuda-convnet2's dropout, dropout2 and pass (of one input) layers: what each computes in training and test
 passes and with enable=false (the facts from cuda-convnet2's layer.cu: dropout scales the kept
 units by 1/keep at training and is the identity at test; dropout2 keeps them unscaled and
 multiplies by keep at test, and also when disabled), and cuda-convnet2's two-GPU model split
@@ -124,13 +124,6 @@ def test_dropout_layers_need_their_params_section(write_cfg):
     lp, pp = write_cfg(LAYERS.format(kind="dropout").replace("[drop]\ntype=dropout\n", "[drop]\ntype=dropout\nkeep=0.5\n"),
                        PARAMS.format(enable="true"))
     with pytest.raises(cfg.CfgError, match=r"\[drop\] .*'keep'.*params file"):
-        cfg.read_layers(lp)
-
-
-def test_a_pass_of_several_inputs_is_refused_naming_it(write_cfg):
-    text = LAYERS.format(kind="dropout").replace("[same]\ntype=pass\ninputs=drop", "[same]\ntype=pass\ninputs=drop,fc1")
-    lp, _ = write_cfg(text, "")
-    with pytest.raises(cfg.CfgError, match=r"\[same\] inputs: a pass layer of 2 inputs concatenates them"):
         cfg.read_layers(lp)
 
 
