@@ -16,12 +16,16 @@ PYTHON=${PYTHON:-python3}
 # (pytest-xdist; ALEXNET_RAW_TEST_WORKERS to change): while one compiles a kernel file (the CPU
 # runtime's JIT, NVRTC, nvcc: one compiler process each), the other runs tests; a kernel file is
 # compiled once, the other worker waits for it (a lock per cache entry)
+# --dist worksteal: a worker that runs out of tests takes queued ones from the other (the slow tests
+# do not pile up at the end of one). --durations: the slowest tests, for the CI log.
+# ALEXNET_RAW_TEST_EXT_SANITIZED=1: the extension's CPU path (emu_ext) takes the general kernel tests
+# in the sanitizer pass below, not here (tests/kernels/conftest.py); here it takes the full-size layers
 WORKERS=${ALEXNET_RAW_TEST_WORKERS:-2}
-.venv/bin/python -P -m pytest -n "$WORKERS" "$@"
+ALEXNET_RAW_TEST_EXT_SANITIZED=1 .venv/bin/python -P -m pytest -n "$WORKERS" --dist worksteal --durations=15 "$@"
 # the sanitizer pass looks for overruns: in the kernels and the extension's launch code through the
 # sanitized extension (emu_ext: the same kernel sources as the JIT and the GPU paths), in the CPU
 # runtime through tests/emu; one thread schedule (overruns do not depend on it; the first pass
 # checks the schedules)
 ALEXNET_RAW_TEST_BACKENDS=emu_ext ALEXNET_RAW_TEST_SCHEDULES=1 \
   .venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
-  .venv/bin/python -P -m pytest -n "$WORKERS" -q -m "not fullsize" tests/kernels tests/emu
+  .venv/bin/python -P -m pytest -n "$WORKERS" --dist worksteal --durations=10 -q -m "not fullsize" tests/kernels tests/emu

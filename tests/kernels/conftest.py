@@ -11,7 +11,8 @@ results back.
 
 ALEXNET_RAW_TEST_BACKENDS (comma-separated) chooses the paths; scripts/test.sh's sanitizer pass runs
 the extension's CPU path only (the same kernels as the JIT's, and the bindings' launch code too)
-under one schedule.
+under one schedule, and its first pass leaves that path's general tests to it
+(ALEXNET_RAW_TEST_EXT_SANITIZED=1, below).
 """
 
 import os
@@ -32,7 +33,13 @@ SCHEDULES = (("forward", 0), ("random", 20261125))
 # op by tests/runtime/test_gpu_backends.py. On a real GPU both paths take every test.
 DEFAULT_GPU_PATHS = backends.GPU_BACKENDS if GPU_KIND == "gpu" else ("cupy",)
 _wanted = [b.strip() for b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").split(",") if b.strip()]
-BACKEND_PARAMS = [b for b in backends.CPU_BACKENDS if not _wanted or b in _wanted] + [
+# ALEXNET_RAW_TEST_EXT_SANITIZED=1 (scripts/test.sh's first pass): the extension's CPU path runs the
+# general kernel tests in the sanitizer pass only (the same tests under AddressSanitizer/UBSan, one
+# thread schedule: the JIT path checks both schedules of the same kernel code here), and here the
+# full-size layers, which that pass leaves out
+_EXT_SANITIZED = os.environ.get("ALEXNET_RAW_TEST_EXT_SANITIZED", "0") == "1"
+BACKEND_PARAMS = [b for b in backends.CPU_BACKENDS
+                  if (not _wanted or b in _wanted) and not (_EXT_SANITIZED and b == "emu_ext")] + [
     f"{b}-{GPU_KIND}" for b in backends.GPU_BACKENDS if (b in _wanted if _wanted else b in DEFAULT_GPU_PATHS)]
 # ALEXNET_RAW_TEST_SCHEDULES=1: one thread schedule only (the sanitizer pass: an overrun does not
 # depend on the order of a block's threads, a race does, and the first pass checks that)
