@@ -108,9 +108,9 @@ def local(input, weight, bias=None, stride=1, padding=0, groups=1, ceil_mode=Tru
     follow. Returns (N, F, OH, OW); an unbatched input (C, H, W) gives (F, OH, OW)."""
     if _checks.is_unbatched_image(input):
         return local(input[None], weight, bias, stride, padding, groups, ceil_mode)[0]
+    backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)  # before any copy of a strided array
     input = _checks.tensor(input, "input", ndim=4)
     weight = _checks.tensor(weight, "weight", ndim=6, like=input)
-    backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
     if bias is not None:
         bias = _checks.tensor(bias, "bias", ndim=3, like=input)
         _checks.same_shape(bias, "bias", (g.filters, g.out_height, g.out_width), "the filters and positions (F, OH, OW)")
@@ -129,9 +129,9 @@ def local_backward(grad_output, input, weight, stride=1, padding=0, groups=1, ce
         grad_input, grad_weight, grad_bias = local_backward(_checks.unbatched_grad(grad_output), input[None], weight,
                                                             stride, padding, groups, ceil_mode, bias, input_grad)
         return (None if grad_input is None else grad_input[0]), grad_weight, grad_bias
+    backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)  # before any copy of a strided array
     input = _checks.tensor(input, "input", ndim=4)
     weight = _checks.tensor(weight, "weight", ndim=6, like=input)
-    backend, g = geometry(input, weight, stride, padding, groups, ceil_mode)
     grad_output = _checks.tensor(grad_output, "grad_output", like=input)
     _checks.same_shape(grad_output, "grad_output", (g.batch, g.filters, g.out_height, g.out_width),
                        "the layer's output")
