@@ -44,6 +44,17 @@
 #include "gemm_tile.cuh"
 #include "conv_taps.cuh"
 
+// Block-wide values the epilogue needs, parked in shared memory across the K loop (as conv2d.cu's
+// ConvOutputSize; held in registers through it they spill at float's 64-register budget): written by
+// thread 0 before the loop.
+struct LocalOutputSize {
+  alx_index offset;  // the output's first element of this product (its position, pixel or bank)
+  int N;             // columns of the product
+  int rows;          // rows of the product
+  int channel0;      // the output channel of row 0 (the group's first)
+  int n0, m0;        // the block's first column and row
+};
+
 // ---- forward ------------------------------------------------------------------------------------
 // Block x = q * column_blocks + column block: position q = (oy, ox), columns (images) n0 .. n0 + BN - 1.
 // A(m, k) = w[q, g*Fg + m, k], k = (c, fy, fx): row m at w + (q*F + g*Fg + m)*K
@@ -58,14 +69,14 @@ local_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ 
   __shared__ __align__(16) T As[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BM + Tile::PAD];
   __shared__ __align__(16) T Bs[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
   __shared__ __align__(16) ConvTap table[CONV_CHUNK];
-  __shared__ ConvOutputSize out_size;
+  __shared__ LocalOutputSize out_size;
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
   const int g = blockIdx.z, Fg = s.Fg(), K = s.Cg() * s.KK();
   const int q = blockIdx.x / column_blocks, oy = q / OW, ox = q - oy * OW;
   const int n0 = (blockIdx.x - q * column_blocks) * BN;
   const int m0 = blockIdx.y * BM;
-  // plane: the position's offset in an output plane; N: the images
-  if (threadIdx.x == 0) out_size = {(alx_index)q, batch, Fg, g * Fg};
+  // offset: the position's in an output plane; N: the images
+  if (threadIdx.x == 0) out_size = {(alx_index)q, batch, Fg, g * Fg, n0, m0};
 
   ConvStager<Tile, T, StageRowsAlongK<Tile, BM, T>, ConvForwardTaps<T>, false> stager;
   stager.b.taps = table;
@@ -86,19 +97,19 @@ local_forward(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ 
   __syncthreads();  // fill and out_size written (the K loop may have no barrier: K = 0)
   gemm_tile_accumulate<Tile>(As, Bs, stager, 0, K, acc);
 
-  const ConvOutputSize o = out_size;
-  const alx_index plane = (alx_index)OH * OW;
+  const LocalOutputSize o = out_size;
+  const alx_index plane = (alx_index)OH * OW, image = F * plane;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
-  for (int j = 0; j < Tile::TN; ++j) {
-    const int n = n0 + col + j;
-    if (n >= o.N) continue;
+  for (int i = 0; i < Tile::TM; ++i) {
+    const int m = o.m0 + row + i;
+    if (m >= o.rows) continue;
+    const alx_index fq = (alx_index)(o.channel0 + m) * plane + o.offset;  // (f, q) in a (F, OH, OW) array
+    const T b = has_bias ? bias[fq] : T(0);
+    T* out = y + (alx_index)(o.n0 + col) * image + fq;  // one row's outputs, an image apart
 #pragma unroll
-    for (int i = 0; i < Tile::TM; ++i) {
-      const int m = m0 + row + i;
-      if (m >= o.rows) continue;
-      const alx_index fq = (alx_index)(o.channel0 + m) * plane + o.plane;  // (f, q) in a (F, OH, OW) array
-      y[(alx_index)n * F * plane + fq] = acc[i][j] + (has_bias ? bias[fq] : T(0));
+    for (int j = 0; j < Tile::TN; ++j) {
+      if (o.n0 + col + j < o.N) out[j * image] = acc[i][j] + b;
     }
   }
 }
@@ -139,7 +150,7 @@ local_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __re
   __shared__ __align__(16) T Bs[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
   __shared__ __align__(16) ConvTap table[CONV_CHUNK];
   __shared__ __align__(16) alx_index a_table[CONV_CHUNK];
-  __shared__ ConvOutputSize out_size;
+  __shared__ LocalOutputSize out_size;
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
   const int g = blockIdx.z, Cg = s.Cg(), Fg = s.Fg();
   const int p = blockIdx.x / column_blocks, iy = p / W, ix = p - iy * W;
@@ -149,8 +160,8 @@ local_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __re
   local_covering(iy + ph, KH, sh, OH, oy0, oy1);
   local_covering(ix + pw, KW, sw, OW, ox0, ox1);
   const int taps_y = oy1 >= oy0 ? oy1 - oy0 + 1 : 0, taps_x = ox1 >= ox0 ? ox1 - ox0 + 1 : 0;
-  // plane: the pixel's offset in an input plane; N: the images
-  if (threadIdx.x == 0) out_size = {(alx_index)p, batch, Cg, g * Cg};
+  // offset: the pixel's in an input plane; N: the images
+  if (threadIdx.x == 0) out_size = {(alx_index)p, batch, Cg, g * Cg, n0, m0};
 
   ConvStager<Tile, T, StageTapsRows<Tile, BM, T>, LocalBackwardInputTaps<T>, true> stager;
   stager.b.taps = table;
@@ -173,17 +184,17 @@ local_backward_input(T* __restrict__ gx, const T* __restrict__ gy, const T* __re
   __syncthreads();  // fill and out_size written (the K loop may have no barrier: K = 0)
   gemm_tile_accumulate<Tile>(As, Bs, stager, 0, fill.K, acc);
 
-  const ConvOutputSize o = out_size;
+  const LocalOutputSize o = out_size;
   const alx_index pixels = (alx_index)H * W;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
   for (int j = 0; j < Tile::TN; ++j) {
-    const int n = n0 + col + j;
+    const int n = o.n0 + col + j;
     if (n >= o.N) continue;
 #pragma unroll
     for (int i = 0; i < Tile::TM; ++i) {
-      const int m = m0 + row + i;
-      if (m < o.rows) gx[((alx_index)n * C + o.channel0 + m) * pixels + o.plane] = acc[i][j];
+      const int m = o.m0 + row + i;
+      if (m < o.rows) gx[((alx_index)n * C + o.channel0 + m) * pixels + o.offset] = acc[i][j];
     }
   }
 }
@@ -214,15 +225,15 @@ local_backward_weight(T* __restrict__ gw, const T* __restrict__ gy, const T* __r
   __shared__ __align__(16) T Bs[GemmVersion<V>::BUFFERS][Tile::BK][Tile::BN + Tile::PAD];
   __shared__ __align__(16) ConvTap table[CONV_CHUNK];
   __shared__ __align__(16) alx_index a_table[CONV_CHUNK];
-  __shared__ ConvOutputSize out_size;
+  __shared__ LocalOutputSize out_size;
   const ConvShape s = {C, H, W, F, OH, OW, KH, KW, sh, sw, ph, pw, groups};
   const int g = blockIdx.z, Cg = s.Cg(), Fg = s.Fg(), N = Cg * s.KK();
   const int q = blockIdx.x / column_blocks, oy = q / OW, ox = q - oy * OW;
   const int n0 = (blockIdx.x - q * column_blocks) * BN;
   const int m0 = blockIdx.y * BM;
   const alx_index plane = (alx_index)OH * OW;
-  // plane: the first output element of the position's bank (q*F*N); N: the bank's columns
-  if (threadIdx.x == 0) out_size = {(alx_index)q * F * N, N, Fg, g * Fg};
+  // offset: the position's bank (q*F*N); N: the bank's columns
+  if (threadIdx.x == 0) out_size = {(alx_index)q * F * N, N, Fg, g * Fg, n0, m0};
 
   ConvStager<Tile, T, StageTapsRows<Tile, BM, T>, LocalBackwardWeightTaps<T>, true> stager;
   stager.b.taps = table;
@@ -244,16 +255,16 @@ local_backward_weight(T* __restrict__ gw, const T* __restrict__ gy, const T* __r
   __syncthreads();  // fill and out_size written
   gemm_tile_accumulate<Tile>(As, Bs, stager, 0, batch, acc);
 
-  const ConvOutputSize o = out_size;
+  const LocalOutputSize o = out_size;
   const int row = tile_thread_row<Tile>(), col = tile_thread_col<Tile>();
 #pragma unroll
   for (int i = 0; i < Tile::TM; ++i) {
-    const int m = m0 + row + i;
+    const int m = o.m0 + row + i;
     if (m >= o.rows) continue;
 #pragma unroll
     for (int j = 0; j < Tile::TN; ++j) {
-      const int n = n0 + col + j;
-      if (n < o.N) gw[o.plane + (alx_index)(o.channel0 + m) * o.N + n] = acc[i][j];
+      const int n = o.n0 + col + j;
+      if (n < o.N) gw[o.offset + (alx_index)(o.channel0 + m) * o.N + n] = acc[i][j];
     }
   }
 }
