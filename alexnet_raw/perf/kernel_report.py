@@ -32,7 +32,7 @@ from ..runtime import gpu_compile, kernel_sources
 OCCUPANCY_TARGET = 0.50  # on sm_90
 FMA_SHARE_TARGET = 0.70  # in conv and GEMM kernels
 ALEXNET_FMA_SHARE_TARGET = 0.88  # in the float conv and GEMM kernels AlexNet's layers get
-_MATMUL_SOURCE = re.compile(r"conv|gemm|linear|local")
+_MATMUL_SOURCE = re.compile(r"conv|gemm|linear|^local\.cu$")  # not local_response_norm.cu
 # the kernel files AlexNet's conv and fc layers run (local.cu's products are no AlexNet layer's: recorded at
 # cuda-convnet2's CIFAR local3, held to the general targets)
 ALEXNET_SOURCES = ("conv2d.cu", "gemm.cu")
