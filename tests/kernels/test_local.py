@@ -11,11 +11,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import layer_checks
 from central_differences import numeric_gradient
+from test_conv2d import conv_cases
 
 from alexnet_raw import functional
 from alexnet_raw import functional as F
-from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 from alexnet_raw.ops import conv2d as conv_ops
 from alexnet_raw.ops import gemm_tiles
@@ -29,8 +30,7 @@ def torch_local(x, w, b, g, stride, padding, groups, ceil_mode):
 
 
 def assert_close(ours, ref, what):
-    assert ours.shape == ref.shape, (what, ours.shape, ref.shape)
-    assert tolerances.close(ours, ref, "local", ours.dtype), (what, tolerances.max_errors(ours, ref))
+    layer_checks.assert_close(ours, ref, "local", what)
 
 
 def weight_shape(x_shape, filters, kernel, stride, padding, groups, ceil_mode):
@@ -53,16 +53,9 @@ def check_against_torch(under_schedules, x, w, b, stride=1, padding=0, groups=1,
     ref_y, _ = torch_local(x, w, b, None, stride, padding, groups, ceil_mode)
     g = np.random.default_rng(x.size + w.size).standard_normal(ref_y.shape).astype(x.dtype)
     _, ref_grads = torch_local(x, w, b, g, stride, padding, groups, ceil_mode)
-    y, grads = under_schedules(lambda: (F.local(x, w, b, stride, padding, groups, ceil_mode),
-                                        F.local_backward(g, x, w, stride, padding, groups, ceil_mode,
-                                                         bias=b is not None)))
-    assert y.dtype == x.dtype and all(r is None or r.dtype == x.dtype for r in grads)
-    assert_close(y, ref_y, "output")
-    for name, ours, ref in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads):
-        if ref is None:
-            assert ours is None, name
-        else:
-            assert_close(ours, ref, name)
+    ours = under_schedules(lambda: (F.local(x, w, b, stride, padding, groups, ceil_mode),
+                                    F.local_backward(g, x, w, stride, padding, groups, ceil_mode, bias=b is not None)))
+    layer_checks.assert_layer_matches("local", x, ours, (ref_y, ref_grads))
 
 
 # (input shape at batch 2, filters, filterSize, stride, padding, groups): cuda-convnet's local layers
@@ -128,27 +121,12 @@ def test_the_grid_and_the_model_choice():
         local_ops.forward_launch(x, x, w, None, g)
 
 
-@st.composite
-def local_cases(draw):
-    """Shapes, strides and paddings with at least one output; scalar stride and padding when both agree."""
-    groups = draw(st.integers(1, 3))
-    c, f = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 4))
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    sh, ph = draw(st.integers(1, 4)), draw(st.integers(0, 3))
-    sw = sh if draw(st.booleans()) else draw(st.integers(1, 4))
-    pw = ph if draw(st.booleans()) else draw(st.integers(0, 3))
-    h = draw(st.integers(max(1, kh - 2 * ph), 11))
-    w = draw(st.integers(max(1, kw - 2 * pw), 11))
-    n = draw(st.integers(1, 3))
-    stride = sh if sh == sw else (sh, sw)
-    padding = ph if ph == pw else (ph, pw)
-    return (n, c, h, w), f, (kh, kw), stride, padding, groups, draw(st.booleans())
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=local_cases(), double=st.booleans(), with_bias=st.booleans())
+@given(case=conv_cases(), double=st.booleans(), with_bias=st.booleans())
 def test_property_random_shapes(backend, under_schedules, case, double, with_bias):
-    x_shape, filters, kernel, stride, padding, groups, ceil_mode = case
+    # conv2d's random layers (its tests' strategy): a filter bank of that shape per output position
+    x_shape, (filters, _, *kernel), stride, padding, groups, ceil_mode = case
+    kernel = tuple(kernel)
     dtype = np.float64 if double else np.float32
     rng = np.random.default_rng(sum(x_shape) + filters)
     x, w, b = make_layer(rng, dtype, x_shape, filters, kernel, stride, padding, groups, ceil_mode, with_bias)
