@@ -20,6 +20,7 @@ from .ops.softmax_cross_entropy import cross_entropy, cross_entropy_backward, so
 from .ops.dropout import dropout, dropout_backward  # noqa: F401
 from .ops.eltwise import eltwise_max, eltwise_max_backward, eltwise_sum, eltwise_sum_backward  # noqa: F401
 from .ops.linear import linear, linear_backward  # noqa: F401
+from .ops.local import local, local_backward  # noqa: F401
 from .ops.local_response_norm import local_response_norm, local_response_norm_backward  # noqa: F401
 from .ops.max_pool2d import convnet_max_pool2d, convnet_max_pool2d_backward, max_pool2d, max_pool2d_backward  # noqa: F401
 from .ops.neuron import neuron, neuron_backward, parse_neuron  # noqa: F401

@@ -10,6 +10,8 @@ imported.
 Where cuda-convnet's semantics differ from a plain torch call the difference is written here, once:
   conv2d        the ceil output-size rule (cuda-convnet's): the extra right/bottom outputs read
                 implicit zeros past the input, i.e. torch's conv of the input zero-padded there
+  local         cuda-convnet's locally connected layer (no torch op): torch's unfold of the input (padded
+                for the ceil rule as conv2d's), one einsum over each output position's own filter bank
   same_map_norm cuda-convnet's rnorm (no torch op): x / (k + alpha * mean of the squares over a
                 size x size window, zero outside the image, size // 2 before) ** beta
   neuron        the eight neurons as torch expressions; softrelu's threshold per dtype (below)
@@ -99,6 +101,23 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups=1, ceil_mode=False):
     if ceil_mode:
         x = ceil_rule_pad(x, w.shape[2:], stride, padding)
     return torch.nn.functional.conv2d(x, w, b, _pair(stride), _pair(padding), groups=groups)
+
+
+def local(x, w, b=None, stride=1, padding=0, groups=1, ceil_mode=True):
+    """cuda-convnet's locally connected layer: x (N, C, H, W), w (OH, OW, F, C/groups, KH, KW) (a filter
+    bank per output position), b (F, OH, OW); stride, zero padding and groups as conv2d, the ceil
+    output-size rule when ceil_mode (the extra right/bottom outputs read zeros past the input)."""
+    torch = _torch()
+    oh, ow, f, cg, kh, kw = w.shape
+    if ceil_mode:
+        x = ceil_rule_pad(x, (kh, kw), stride, padding)
+    cols = torch.nn.functional.unfold(x, (kh, kw), padding=_pair(padding), stride=_pair(stride))  # (N, C*KH*KW, L)
+    if cols.shape[-1] != oh * ow:
+        raise ValueError(f"weight's positions {(oh, ow)} are not the layer's output size ({cols.shape[-1]} windows)")
+    cols = cols.reshape(x.shape[0], groups, cg * kh * kw, oh, ow)
+    y = torch.einsum("ngkyx,yxgfk->ngfyx", cols, w.reshape(oh, ow, groups, f // groups, cg * kh * kw))
+    y = y.reshape(x.shape[0], f, oh, ow)
+    return y if b is None else y + b
 
 
 def linear(x, w, b=None):

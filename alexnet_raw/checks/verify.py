@@ -254,6 +254,38 @@ def _conv2d_backward_torchvision(rng, dtype, torch, F):
     return F.conv2d_backward(g, x, w, 1, 2, bias=False)[0], xt.grad.numpy()
 
 
+def _local3_11pct(rng, dtype, torch):
+    """cuda-convnet2's cifar10-11pct local3 at batch 2 (64 x 8 x 8, 64 filters 3 x 3, padding 1: a
+    (64, 64, 3, 3) bank and 64 biases per output position), with an upstream gradient."""
+    x = rng.standard_normal((2, 64, 8, 8)).astype(dtype)
+    w = (0.04 * rng.standard_normal((8, 8, 64, 64, 3, 3))).astype(dtype)
+    b = rng.standard_normal((64, 8, 8)).astype(dtype)
+    g = rng.standard_normal((2, 64, 8, 8)).astype(dtype)
+    tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w, b)]
+    y = torch_reference.local(*tensors, stride=1, padding=1)
+    y.backward(torch.from_numpy(g))
+    return (x, w, b, g), y.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+@check("local forward (cifar10-11pct local3)", "local")
+def _local_forward(rng, dtype, torch, F):
+    (x, w, b, _), y, _ = _local3_11pct(rng, dtype, torch)
+    return F.local(x, w, b, 1, 1), y
+
+
+@check("local backward input (cifar10-11pct local3)", "local")
+def _local_backward_input(rng, dtype, torch, F):
+    (x, w, _, g), _, grads = _local3_11pct(rng, dtype, torch)
+    return F.local_backward(g, x, w, 1, 1, bias=False)[0], grads[0]
+
+
+@check("local backward weights and biases (cifar10-11pct local3)", "local")
+def _local_backward_weight(rng, dtype, torch, F):
+    (x, w, _, g), _, grads = _local3_11pct(rng, dtype, torch)
+    _, grad_w, grad_b = F.local_backward(g, x, w, 1, 1, input_grad=False)
+    return np.concatenate([grad_w.ravel(), grad_b.ravel()]), np.concatenate([grads[1].ravel(), grads[2].ravel()])
+
+
 @check("linear forward (#145 fc6)", "linear")
 def _linear_forward(rng, dtype, torch, F):
     x = rng.standard_normal((2, 4608)).astype(dtype)

@@ -10,7 +10,8 @@ neither time nor memory.
 The benchmark (alexnet_raw/perf/bench/) uses the same layer table: ``network_layers`` lists the
 distinct layers of a network (the two towers of krizhevsky2012 are identical, so each distinct
 shape appears once with a count), ``make_layer_run`` builds one with its parameters, and
-``layer_flops`` gives the multiply-add work of each phase.
+``layer_flops`` gives the multiply-add work of each phase. ``extra_layers`` adds layers of cuda-convnet's
+layer files that no shipped network has (cuda-convnet2's CIFAR local3), built on the op directly.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ NEURON_EXAMPLES = ("logistic", "tanh[1.7159,0.6666]", "brelu[6]", "abs", "square
 class LayerCase:
     network: str
     name: str  # the first layer of this shape (towers: "conv1a" stands for conv1a and conv1b)
-    kind: str  # conv, pool, lrn (cmrnorm), rnorm (same-map norm), fc
+    kind: str  # conv, pool, lrn (cmrnorm), rnorm (same-map norm), fc, local (extra_layers)
     spec: cfg.LayerSpec
     input_shapes: list  # per image, one per input
     output_shape: tuple  # per image
@@ -59,11 +60,70 @@ class LayerCase:
                 f" groups {s.groups[0]}" if s.groups[0] > 1 else "")
         if self.kind == "pool":
             return f"{shape} -> {out}, {s.size}x{s.size}/{s.stride}"
+        if self.kind == "local":
+            return f"{shape} -> {out}, {s.filter_size}x{s.filter_size}/{s.stride} pad {s.padding}, unshared" + (
+                f" groups {s.groups}" if s.groups > 1 else "")
         if self.kind == "lrn":
             return f"{shape}, across {s.size} channels"
         if self.kind == "rnorm":
             return f"{shape}, same map {s.size}x{s.size}"
         return f"{ins}{math.prod(self.input_shapes[0])} -> {out}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSpec:
+    """A locally connected layer of a cuda-convnet layer file (the engine reads no `local` layers yet):
+    what the benchmark needs of it. Its neuron (relu in the CIFAR files) is left out: the row times
+    F.local and F.local_backward."""
+
+    name: str
+    filters: int
+    filter_size: int
+    stride: int
+    padding: int
+    groups: int = 1
+    init_w: tuple = (0.04,)
+
+
+# layers benchmarked on their own, outside the shipped networks: (network label, input shape per image, spec)
+EXTRA_LAYERS = (
+    # cuda-convnet2 layers-cifar10-11pct.cfg local3 on 32 x 32 images (pool2 gives 8 x 8)
+    ("cifar10-11pct", (64, 8, 8), LocalSpec("local3", filters=64, filter_size=3, stride=1, padding=1)),
+)
+
+
+def extra_layers():
+    """EXTRA_LAYERS as LayerCases (kind "local", cuda-convnet's ceil output rule)."""
+    from ..ops.conv2d import output_size
+
+    cases = []
+    for network, (c, h, w), s in EXTRA_LAYERS:
+        oh, ow = (output_size(n, s.filter_size, s.stride, s.padding, True) for n in (h, w))
+        cases.append(LayerCase(network, s.name, "local", s, [(c, h, w)], (s.filters, oh, ow),
+                               [(oh, ow, s.filters, c // s.groups, s.filter_size, s.filter_size)], (s.filters, oh, ow)))
+    return cases
+
+
+class _LocalLayer:
+    """F.local as the engine's layers are driven (compute / compute_backward, parameters by name, the
+    parameter gradients handed to `grads`), for the benchmark's rows of a layer the engine does not read."""
+
+    def __init__(self, spec, params, grads):
+        self.spec, self.params, self.grads = spec, params, grads
+        self.weight, self.bias = f"{spec.name}.weights.0", f"{spec.name}.biases"
+
+    def _args(self):
+        return self.spec.stride, self.spec.padding, self.spec.groups, True
+
+    def compute(self, xs, ctx):
+        return F.local(xs[0], self.params[self.weight], self.params[self.bias], *self._args())
+
+    def compute_backward(self, grad, xs, output, ctx, needs):
+        grad_x, grad_w, grad_b = F.local_backward(grad, xs[0], self.params[self.weight], *self._args(),
+                                                  input_grad=needs[0])
+        self.grads[self.weight][...] = grad_w
+        self.grads[self.bias][...] = grad_b
+        return [grad_x]
 
 
 def _kind(spec):
@@ -97,11 +157,13 @@ def network_layers(network: str):
 
 
 def layer_flops(case: LayerCase, batch: int) -> dict:
-    """FLOP (multiply-add = 2) of forward, backward-data and backward-weights for conv and fc
+    """FLOP (multiply-add = 2) of forward, backward-data and backward-weights for conv, local and fc
     layers (each phase is one GEMM-sized product); None for the others (memory-bound)."""
     if case.kind == "conv":
         _, oh, ow = case.output_shape
         f = sum(2 * batch * w[0] * oh * ow * w[1] * w[2] * w[3] for w in case.weight_shapes)
+    elif case.kind == "local":  # weights (OH, OW, F, C/groups, KH, KW): one multiply-add per weight and image
+        f = sum(2 * batch * math.prod(w) for w in case.weight_shapes)
     elif case.kind == "fc":
         f = sum(2 * batch * w[0] * w[1] for w in case.weight_shapes)
     else:
@@ -179,7 +241,10 @@ def make_layer_run(case: LayerCase, batch: int, xp=np, dtype=np.float32, fill="r
     if case.bias_shape:
         params[f"{case.name}.biases"] = array(case.bias_shape, 0.01)
     weight_grads = {}
-    layer = layers_mod.make_layer(case.spec, 0, params, _Captures(weight_grads))
+    if case.kind == "local":
+        layer = _LocalLayer(case.spec, params, _Captures(weight_grads))
+    else:
+        layer = layers_mod.make_layer(case.spec, 0, params, _Captures(weight_grads))
     xs = [array((batch, *s)) for s in case.input_shapes]
     return LayerRun(case, layer, xs, _Ctx(), weight_grads)
 
@@ -189,14 +254,16 @@ recording = backends.recording  # the recording backend: ops record their launch
 
 def _extras(batch, dtype):
     """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, the
-    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), and average pooling (no shipped network uses it: recorded at cuda-convnet's CIFAR
-    pool shape)."""
+    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), average pooling and the
+    locally connected layer (no shipped network uses these two: recorded at cuda-convnet's CIFAR
+    pool shape and cuda-convnet2's CIFAR local3)."""
     classes, hidden = 1000, 4096
     logits, labels = np.empty((batch, classes), dtype), np.zeros(batch, np.int64)
     h, g = np.empty((batch, hidden), dtype), np.empty((batch, hidden), dtype)
     maps = np.empty((batch, 32, 32, 32), dtype)
     pooled = np.empty((batch, 32, 16, 16), dtype)
     w, dw, m = (np.empty((hidden, hidden), dtype) for _ in range(3))
+    local_x, local_w, local_b = (np.empty(s, dtype) for s in ((batch, 64, 8, 8), (8, 8, 64, 64, 3, 3), (64, 8, 8)))
     return [
         ("cross-entropy of fc8 (N x 1000)", lambda: (F.cross_entropy(logits, labels),
                                                      F.cross_entropy_backward(logits, labels))),
@@ -207,6 +274,8 @@ def _extras(batch, dtype):
         ("accumulate fc7 gradients", lambda: F.accumulate(h, g)),
         ("dropout of fc6 (N x 4096)", lambda: (F.dropout(h, 0.5), F.dropout_backward(h, 0.5))),
         ("relu of fc6", lambda: (F.relu(h), F.relu_backward(h, h))),
+        ("locally connected layer (cuda-convnet2 cifar10-11pct local3: 64x8x8, 64 filters 3x3 pad 1)", lambda: (
+            F.local(local_x, local_w, local_b, 1, 1), F.local_backward(local_x, local_x, local_w, 1, 1))),
         ("avg_pool2d of 32x32x32 maps (cuda-convnet CIFAR pool=avg, 3x3/2)", lambda: (
             F.avg_pool2d(maps, 3, 2, ceil_mode=True, count_include_pad=False),
             F.avg_pool2d_backward(pooled, maps, 3, 2, ceil_mode=True, count_include_pad=False))),

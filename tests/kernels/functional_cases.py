@@ -24,6 +24,7 @@ from test_conv2d import torch_conv
 from test_softmax_cross_entropy import torch_loss_and_grad, torch_topk_correct
 from test_dropout import _torch_dropout_with_mask, expected_mask
 from test_linear import torch_linear
+from test_local import torch_local
 from test_local_response_norm import torch_lrn
 from test_neuron import torch_forward_backward
 from test_same_map_norm import torch_forward_backward as torch_same_map_norm
@@ -73,6 +74,7 @@ def cases(dtype=np.float32, seed=0):
     logits, target = a(3, 5), np.array([0, 4, 2], np.int64)
     fc_x, fc_w, fc_b = a(2, 6), a(4, 6), a(4)
     flat = a(3, 4)
+    local_w, local_b = a(5, 5, 4, 3, 3, 3), a(4, 5, 5)  # one (4, 3, 3, 3) bank and 4 biases per output position
     return [
         Case("accumulate", {"out": a(3, 4), "x": a(3, 4)}, ("x",), ("out",)),
         Case("avg_pool2d", {"input": x, "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": False,
@@ -98,6 +100,11 @@ def cases(dtype=np.float32, seed=0):
         Case("linear", {"input": fc_x, "weight": fc_w, "bias": fc_b}, ("input", "weight", "bias")),
         Case("linear_backward", {"grad_output": a(2, 4), "input": fc_x, "weight": fc_w, "bias": True},
              ("grad_output", "input", "weight"), scalars={"bias": "bool"}),
+        Case("local", {"input": x, "weight": local_w, "bias": local_b, "stride": 1, "padding": 1, "groups": 1,
+                       "ceil_mode": True}, ("input", "weight", "bias"), scalars=CONV),
+        Case("local_backward", {"grad_output": a(2, 4, 5, 5), "input": x, "weight": local_w, "stride": 1,
+                                "padding": 1, "groups": 1, "ceil_mode": True, "bias": True, "input_grad": True},
+             ("grad_output", "input", "weight"), scalars=dict(CONV, bias="bool", input_grad="bool")),
         Case("local_response_norm", {"input": x, "size": 3, "alpha": 1e-2, "beta": 0.75, "k": 2.0}, ("input",),
              scalars=NORM),
         Case("local_response_norm_backward", {"grad_output": a(2, 3, 5, 5), "input": x, "size": 3, "alpha": 1e-2,
@@ -160,6 +167,15 @@ def _reference(op, kw):
         bias = np.zeros(filters, kw["input"].dtype)
         _, (gx, gw, gb) = torch_conv(kw["input"], kw["weight"], bias, kw["grad_output"], kw["stride"], kw["padding"],
                                      kw["groups"], kw["ceil_mode"])
+        return [gx if kw["input_grad"] else None, gw, gb if kw["bias"] else None]
+    if op == "local":
+        return [torch_local(kw["input"], kw["weight"], kw["bias"], None, kw["stride"], kw["padding"], kw["groups"],
+                            kw["ceil_mode"])[0]]
+    if op == "local_backward":
+        oh, ow, filters = kw["weight"].shape[:3]
+        bias = np.zeros((filters, oh, ow), kw["input"].dtype)
+        _, (gx, gw, gb) = torch_local(kw["input"], kw["weight"], bias, kw["grad_output"], kw["stride"], kw["padding"],
+                                      kw["groups"], kw["ceil_mode"])
         return [gx if kw["input_grad"] else None, gw, gb if kw["bias"] else None]
     if op == "cross_entropy":
         return [torch_loss_and_grad(kw["input"], kw["target"])[0]]

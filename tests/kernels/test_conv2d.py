@@ -12,12 +12,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import layer_checks
 from central_differences import numeric_gradient
 
 from alexnet_raw.runtime import backends
 from alexnet_raw import functional
 from alexnet_raw import functional as F
-from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 from alexnet_raw.ops import conv2d as conv_ops
 from alexnet_raw.ops import gemm_tiles
@@ -31,24 +31,16 @@ def torch_conv(x, w, b, g, stride, padding, groups, ceil_mode):
 
 
 def assert_close(ours, ref, what):
-    assert ours.shape == ref.shape, (what, ours.shape, ref.shape)
-    assert tolerances.close(ours, ref, "conv2d", ours.dtype), (what, tolerances.max_errors(ours, ref))
+    layer_checks.assert_close(ours, ref, "conv2d", what)
 
 
 def check_against_torch(under_schedules, x, w, b, stride=1, padding=0, groups=1, ceil_mode=False):
     ref_y, _ = torch_conv(x, w, b, None, stride, padding, groups, ceil_mode)
     g = np.random.default_rng(x.size + w.size).standard_normal(ref_y.shape).astype(x.dtype)
     _, ref_grads = torch_conv(x, w, b, g, stride, padding, groups, ceil_mode)
-    y, grads = under_schedules(lambda: (F.conv2d(x, w, b, stride, padding, groups, ceil_mode),
-                                        F.conv2d_backward(g, x, w, stride, padding, groups, ceil_mode,
-                                                          bias=b is not None)))
-    assert y.dtype == x.dtype and all(r is None or r.dtype == x.dtype for r in grads)
-    assert_close(y, ref_y, "output")
-    for name, ours, ref in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads):
-        if ref is None:
-            assert ours is None, name
-        else:
-            assert_close(ours, ref, name)
+    ours = under_schedules(lambda: (F.conv2d(x, w, b, stride, padding, groups, ceil_mode),
+                                    F.conv2d_backward(g, x, w, stride, padding, groups, ceil_mode, bias=b is not None)))
+    layer_checks.assert_layer_matches("conv2d", x, ours, (ref_y, ref_grads))
 
 
 # (input shape at batch 2, filters, kernel, stride, padding, groups, ceil_mode): every conv layer of

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import layer_checks
 from central_differences import directional_derivative, numeric_gradient
 
 from alexnet_raw.runtime import backends
 from alexnet_raw import functional as F
-from alexnet_raw.checks import tolerances
 from alexnet_raw.checks import torch_reference
 from alexnet_raw.ops import gemm_tiles
 from alexnet_raw.ops import linear as linear_ops
@@ -27,21 +27,14 @@ def torch_linear(x, w, b, g):
 
 
 def assert_close(ours, ref, what):
-    assert ours.shape == ref.shape, (what, ours.shape, ref.shape)
-    assert tolerances.close(ours, ref, "linear", ours.dtype), (what, tolerances.max_errors(ours, ref))
+    layer_checks.assert_close(ours, ref, "linear", what)
 
 
 def check_against_torch(under_schedules, x, w, b):
     g = np.random.default_rng(x.size + w.size).standard_normal((x.shape[0], w.shape[0])).astype(x.dtype)
     ref_y, ref_grads = torch_linear(x, w, b, g)
-    y, grads = under_schedules(lambda: (F.linear(x, w, b), F.linear_backward(g, x, w, bias=b is not None)))
-    assert y.dtype == x.dtype and all(r is None or r.dtype == x.dtype for r in grads)
-    assert_close(y, ref_y, "output")
-    for name, ours, ref in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads):
-        if ref is None:
-            assert ours is None, name
-        else:
-            assert_close(ours, ref, name)
+    ours = under_schedules(lambda: (F.linear(x, w, b), F.linear_backward(g, x, w, bias=b is not None)))
+    layer_checks.assert_layer_matches("linear", x, ours, (ref_y, ref_grads))
 
 
 # (batch, in_features, out_features): every fc layer of run #145 (one tower) and of torchvision's AlexNet

@@ -297,3 +297,24 @@ def test_gpu_branch_on_the_stand_in_validates_everything_and_writes_no_timing(tm
     assert ("torchvision", "train_step", 1, "train_step", "cuDNN/cuBLAS (FP32)") in done
     assert {v["impl"] for v in result["validation"]} == {"ours (cupy)", "ours (cuda)", *versions}
     assert "No timings" in (tmp_path / "bench.md").read_text()
+
+
+def test_the_extra_local_layer_is_validated_and_timed_in_every_phase(tmp_path):
+    """cuda-convnet2's CIFAR local3 (layer_cases.extra_layers: no shipped network has a local layer)
+    gets its rows of ours and PyTorch's, after its validation, in a run of both networks or by name."""
+    config = bench.Config(batches=(1,), layers=())
+    assert ("cifar10-11pct", "local3") in {(n, c.name) for n, c in bench.runs._cases(config)}
+    assert "local3" not in {c.name for _, c in bench.runs._cases(bench.Config(networks=("torchvision",)))}
+    args = ["--out", str(tmp_path), "--layer", "local3", "--batch", "1", "--repeats", "1", "--warmup", "0",
+            "--no-train-step"]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    phases = {"forward", "backward_data", "backward_weights"}
+    for impl in ("ours (emu, CPU)", "PyTorch (CPU)"):
+        assert {r["phase"] for r in result["rows"] if r["impl"] == impl and r["layer"] == "local3"} == phases
+    (validated,) = result["validation"]
+    assert validated["layer"] == "local3" and set(validated["max_errors"]) == {
+        "forward output", "input 0 gradient", "weight 0 gradient", "bias gradient"}
+    case, = layer_cases.extra_layers()
+    assert case.weight_shapes == [(8, 8, 64, 64, 3, 3)] and case.output_shape == (64, 8, 8)
+    assert layer_cases.layer_flops(case, 2)["forward"] == 2 * 2 * 8 * 8 * 64 * 64 * 9

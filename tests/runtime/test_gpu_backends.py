@@ -62,6 +62,7 @@ def _subnormal_ops(G, rng):
         "max_pool2d": G.max_pool2d(x, 3, 2),
         "accumulate": G.accumulate(out * tiny, m),
         "local_response_norm": G.local_response_norm(x, 5),
+        "local": G.local(x, rng.standard_normal((4, 4, 4, 3, 3, 3)).astype(np.float32), stride=2),
     }
 
 
@@ -79,6 +80,7 @@ def test_gpu_backends_flush_float32_subnormals_where_the_cpu_runtime_keeps_them(
     # them as zero: a linear layer of subnormal inputs is 0 on the GPU, not on the CPU
     assert np.any(cpu["linear"] != 0) and not np.any(results["cuda"]["linear"])
     assert np.any(cpu["conv2d"] != 0) and not np.any(results["cuda"]["conv2d"])
+    assert np.any(cpu["local"] != 0) and not np.any(results["cuda"]["local"])
 
 
 def test_double_kernels_are_not_flushed():

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
                     train_batches=train_batches if not args.batch else tuple(args.batch[:2]),
                     cpu_backends=tuple(args.cpu_backend or ("emu",)))
     if config.layers:
-        known = {c.name for n in config.networks for c in layer_cases.network_layers(n)}
+        known = {c.name for n in config.networks for c in layer_cases.network_layers(n)} | {
+            c.name for c in layer_cases.extra_layers()}
         unknown = sorted(set(config.layers) - known)
         if unknown:
             return cli_types.fail(PROG, f"unknown layer(s) {unknown}; choose from {sorted(known)}")

@@ -103,10 +103,15 @@ def _row(network, case, batch, phase, impl, seconds, flop, peak):
 
 
 def _cases(config):
+    """The layers of config.networks, then the extra layers (layer_cases.extra_layers: cuda-convnet2's
+    CIFAR local3) in a run of both networks; with config.layers, those named only."""
     for network in config.networks:
         for case in layer_cases.network_layers(network):
             if not config.layers or case.name in config.layers:
                 yield network, case
+    for case in layer_cases.extra_layers():
+        if case.name in config.layers or (not config.layers and set(layer_cases.NETWORKS) <= set(config.networks)):
+            yield case.network, case
 
 
 def _validated(result, case, batch, impl, errors):

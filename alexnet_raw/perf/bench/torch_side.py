@@ -33,6 +33,18 @@ class TorchLayer:
         elif case.kind in ("pool", "lrn", "rnorm"):
             self.x_leaf = self.xs[0].clone().requires_grad_()
             self.y = self._pointwise(self.x_leaf)
+        elif case.kind == "local":
+            self._local_graph()
+
+    def _local_graph(self):
+        """The locally connected layer (no stock torch op: torch_reference.local, unfold + einsum) on
+        leaves whose gradients autograd gives: the backward phases are autograd of that graph."""
+        self.leaves = [t.clone().requires_grad_() for t in (self.xs[0], self.ws[0], self.b)]
+        self.y = self._local(*self.leaves)
+
+    def _local(self, x, w, b):
+        s = self.case.spec
+        return torch_reference.local(x, w, b, s.stride, s.padding, s.groups, True)
 
     def float64(self):
         """The same layer with every tensor in float64 (the validation reference of conv and fc)."""
@@ -47,6 +59,8 @@ class TorchLayer:
         elif self.case.kind in ("pool", "lrn", "rnorm"):
             twin.x_leaf = twin.xs[0].clone().requires_grad_()
             twin.y = twin._pointwise(twin.x_leaf)
+        elif self.case.kind == "local":
+            twin._local_graph()
         return twin
 
     def _pointwise(self, x):
@@ -71,6 +85,8 @@ class TorchLayer:
                 y = F.linear(x.reshape(x.shape[0], -1), self.ws[i], self.b if i == 0 else None)
                 out = y if out is None else out + y
             return out
+        if self.case.kind == "local":
+            return self._local(self.xs[0], self.ws[0], self.b)
         return self._pointwise(self.xs[0])
 
     def backward_data(self):
@@ -80,6 +96,8 @@ class TorchLayer:
                     for i, (xp, kw) in enumerate(self.conv)]
         if self.case.kind == "fc":
             return [self.grad @ w for w in self.ws]
+        if self.case.kind == "local":
+            return torch.autograd.grad(self.y, self.leaves[0], self.grad, retain_graph=True)
         return torch.autograd.grad(self.y, self.x_leaf, self.grad, retain_graph=True)
 
     def backward_weights(self):
@@ -90,6 +108,9 @@ class TorchLayer:
             return gws, self.grad.sum(dim=(0, 2, 3))
         if self.case.kind == "fc":
             return [self.grad.t() @ x.reshape(x.shape[0], -1) for x in self.xs], self.grad.sum(0)
+        if self.case.kind == "local":
+            grad_w, grad_b = torch.autograd.grad(self.y, self.leaves[1:], self.grad, retain_graph=True)
+            return [grad_w], grad_b
         return None
 
 

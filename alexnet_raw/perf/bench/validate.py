@@ -3,7 +3,7 @@ validates before it benchmarks: the forward output, every input gradient and the
 gradients, within alexnet_raw/checks/tolerances.py. A layer that fails stops the benchmark.
 
 The reference runs where the timing runs (PyTorch on the CPU, or on the GPU with TF32 off). For
-conv and fc layers it is PyTorch in float64 from the same float32 inputs (tolerances.py's bounds
+conv, local and fc layers it is PyTorch in float64 from the same float32 inputs (tolerances.py's bounds
 for them were measured against a float64 reference; on a GPU this also keeps cuDNN's choice of
 algorithm, whose float32 rounding differs from one algorithm to another, out of the comparison);
 pooling and normalisation layers compare with PyTorch in float32, as the kernel tests do.
@@ -16,8 +16,8 @@ import numpy as np
 from ...checks import tolerances
 
 TOLERANCE_KEYS = {"conv": "conv2d", "fc": "linear", "pool": "max_pool2d", "lrn": "local_response_norm",
-                  "rnorm": "same_map_norm"}
-FLOAT64_REFERENCE = frozenset({"conv", "fc"})
+                  "rnorm": "same_map_norm", "local": "local"}
+FLOAT64_REFERENCE = frozenset({"conv", "fc", "local"})
 
 
 class ValidationError(AssertionError):
