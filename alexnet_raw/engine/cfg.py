@@ -7,7 +7,7 @@ per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `min
 `epsB` may be cuda-convnet2's schedules over the run (`dexp[base=0.02;tgtFactor=250;numSteps=4]`,
 `linear[...]`, `exp[...]`, `const[...]`: engine/param_schedules.py).
 
-Supported layer types: data, conv, pool (max and avg; cuda-convnet's start, 0 or negative, and
+Supported layer types: data, conv, local (locally connected: unshared filters), pool (max and avg; cuda-convnet's start, 0 or negative, and
 outputsX), cmrnorm, rnorm, fc, hs, cuda-convnet2's dropout and dropout2 (keep/enable in the params
 file), pass and concat (several inputs: their features concatenated), eltsum (coeffs in the params
 file) and eltmax, neuron (a layer that only applies its neuron), softmax, cost.logreg; on any layer
@@ -45,7 +45,7 @@ import numpy as np
 from ..ops.neuron import parse_neuron
 from . import param_schedules
 
-LAYER_TYPES = ("data", "conv", "pool", "cmrnorm", "rnorm", "fc", "hs", "dropout", "dropout2", "pass", "concat",
+LAYER_TYPES = ("data", "conv", "local", "pool", "cmrnorm", "rnorm", "fc", "hs", "dropout", "dropout2", "pass", "concat",
                "eltsum", "eltmax", "neuron", "softmax", "cost.logreg")
 DROPOUTS = ("hs", "dropout", "dropout2")
 POOLS = ("max", "avg")
@@ -89,6 +89,14 @@ class ConvSpec(LayerSpec):
     init_w: list = dataclasses.field(default_factory=list)
     init_b: float = 0.0
     size_rule: str = "ceil"
+
+
+@dataclasses.dataclass
+class LocalSpec(ConvSpec):
+    """cuda-convnet's locally connected layer: a conv whose filters are not shared, one filter bank
+    and one bias per output position (weights (OH, OW, F, C/groups, KH, KW), biases (F, OH, OW))."""
+
+    modules_x: int = 0  # the file's modulesX: 0 = computed (the conv rule)
 
 
 @dataclasses.dataclass
@@ -283,7 +291,7 @@ KEYS = {
     "initW": _RATE, "initB": _REAL,
     "keep": Rule(float, 0, 1, low_open=True),  # the probability of keeping a unit
     "sharedBiases": _BOOL, "randSparse": _BOOL, "enable": _BOOL,
-    "partialSum": _INDEX, "sumWidth": _COUNT,
+    "partialSum": _INDEX, "sumWidth": _COUNT, "filterChannels": _COUNT, "modulesX": _INDEX,
     # params file (coeff and topk may be in either)
     "epsW": _RATE, "epsB": _RATE, "momW": _MOMENTUM, "momB": _MOMENTUM, "wc": _RATE, "wball": _RATE,
     "updatePeriod": _INDEX,
@@ -296,7 +304,10 @@ _WITH_INPUTS = ("type", "inputs", "gpu")
 LAYER_KEYS = {  # the keys a section of the layers file may hold, by layer type
     "data": ("type", "dataIdx", "imgSize", "channels"),
     "conv": _WITH_INPUTS + ("neuron", "filters", "filterSize", "stride", "padding", "channels", "groups", "initW",
-                            "initB", "sizeRule", "sharedBiases", "randSparse", "partialSum", "sumWidth"),
+                            "initB", "sizeRule", "sharedBiases", "randSparse", "filterChannels", "partialSum",
+                            "sumWidth"),
+    "local": _WITH_INPUTS + ("neuron", "filters", "filterSize", "stride", "padding", "channels", "groups", "initW",
+                             "initB", "sizeRule", "randSparse", "filterChannels", "modulesX"),
     "pool": _WITH_INPUTS + ("neuron", "pool", "sizeX", "stride", "start", "outputsX", "channels", "sizeRule"),
     "cmrnorm": _WITH_INPUTS + ("neuron", "size", "channels"),
     "rnorm": _WITH_INPUTS + ("neuron", "size", "channels"),
@@ -314,7 +325,7 @@ LAYER_KEYS = {  # the keys a section of the layers file may hold, by layer type
 }
 _LEARN = ("epsW", "epsB", "momW", "momB", "wc", "wball", "updatePeriod")
 PARAM_KEYS = {  # the keys a section of the params file may hold, by layer type
-    "conv": _LEARN, "fc": _LEARN,
+    "conv": _LEARN, "local": _LEARN, "fc": _LEARN,
     "cmrnorm": ("scale", "pow", "minDiv"), "rnorm": ("scale", "pow", "minDiv"),
     "hs": ("enable",),
     "dropout": ("enable", "keep"),  # cuda-convnet2 reads both from the params file
@@ -557,22 +568,8 @@ def _layer(file, name, values, known_layers, dtype):
     if type_ == "data":
         spec = DataSpec(**common, data_idx=s.number("dataIdx", 0), img_size=s.number("imgSize"),
                         channels=s.number("channels"))
-    elif type_ == "conv":
-        filters = s.numbers("filters", n, required=True)
-        if len(set(filters)) != 1:
-            raise s.error("filters", f"every input must have the same number of filters, got {filters}")
-        spec = ConvSpec(
-            **common,
-            filters=filters[0],
-            filter_size=s.numbers("filterSize", n, required=True),
-            stride=s.numbers("stride", n, 1),
-            padding=s.numbers("padding", n, 0),
-            channels=s.numbers("channels", n, required=True),
-            groups=s.numbers("groups", n, 1),
-            init_w=s.numbers("initW", n, 0.01),
-            init_b=s.number("initB", 0.0),
-            size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
-        )
+    elif type_ in ("conv", "local"):
+        spec = _conv_like(s, common, n, LocalSpec if type_ == "local" else ConvSpec)
     elif type_ == "pool":
         pool = s.raw("pool", required=True)
         if pool not in POOLS:
@@ -625,6 +622,42 @@ def _layer(file, name, values, known_layers, dtype):
     if type_ in ("pool", "cmrnorm", "rnorm", *DROPOUTS, "neuron", "softmax") and n != 1:
         raise s.error("inputs", f"a {type_} layer takes one input, got {n}")
     return spec
+
+
+def _conv_like(s, common, n, cls):
+    """A conv or local layer. As in cuda-convnet and cuda-convnet2, `filters` counts the filters of
+    one group: the layer has filters * groups in all (every input the same total)."""
+    groups = s.numbers("groups", n, 1)
+    channels = s.numbers("channels", n, required=True)
+    per_group = s.numbers("filters", n, required=True)
+    totals = [f * g for f, g in zip(per_group, groups)]
+    if len(set(totals)) != 1:
+        raise s.error("filters", f"every input must give the same number of filters (filters x groups), got "
+                                 f"{' and '.join(f'{f} x {g}' for f, g in zip(per_group, groups))}")
+    if totals[0] > INT_MAX:
+        raise s.error("filters", f"filters x groups = {totals[0]} is past the kernels' 32-bit indices")
+    for i, (c, g) in enumerate(zip(channels, groups)):
+        if c % g:
+            raise s.error("groups", f"groups={g} must divide channels={c} (input {i})")
+    for i, (fc, c, g) in enumerate(zip(s.numbers("filterChannels", n, None), channels, groups)):
+        if fc is not None and fc != c // g:
+            raise s.error("filterChannels", f"filterChannels={fc} (input {i}) differs from channels / groups = {c // g}: "
+                                            "each group reading its own subset of the channels is cuda-convnet's "
+                                            "random sparse connectivity (randSparse), which is not implemented")
+    extra = dict(modules_x=s.number("modulesX", 0)) if cls is LocalSpec else {}
+    return cls(
+        **common,
+        filters=totals[0],
+        filter_size=s.numbers("filterSize", n, required=True),
+        stride=s.numbers("stride", n, 1),
+        padding=s.numbers("padding", n, 0),
+        channels=channels,
+        groups=groups,
+        init_w=s.numbers("initW", n, 0.01),
+        init_b=s.number("initB", 0.0),
+        size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
+        **extra,
+    )
 
 
 def read_layers(path, dtype=np.float32) -> list:

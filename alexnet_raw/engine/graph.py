@@ -141,9 +141,8 @@ class Graph:
                     if have is not None and have != ch:
                         raise cfg.CfgError(self.source, name, "channels",
                                            f"input {i} ({inp}) has {have} channels but channels={ch}")
-                    if ch % g or spec.filters % g:
-                        raise cfg.CfgError(self.source, name, "groups",
-                                           f"groups={g} must divide channels={ch} and filters={spec.filters}")
+                    if ch % g:
+                        raise cfg.CfgError(self.source, name, "groups", f"groups={g} must divide channels={ch}")
                 declared[name] = spec.filters
             elif isinstance(spec, (cfg.PoolSpec, cfg.NormSpec)):
                 have = declared.get(spec.inputs[0])
@@ -203,6 +202,8 @@ class Graph:
                 if out is not None and size != out:
                     raise ShapeError(f"inputs give different output sizes {out} and {size}")
                 out = size
+            if isinstance(spec, cfg.LocalSpec) and spec.modules_x and spec.modules_x != out[1]:
+                raise ShapeError(f"modulesX={spec.modules_x} but the windows give {out[1]} output positions per row")
             return (spec.filters, *out)
         if isinstance(spec, cfg.PoolSpec):
             c, ih, iw = self._image(spec, ins[0])
@@ -243,7 +244,11 @@ class Graph:
         out = {}
         for name in self.order:
             spec = self.nodes[name].spec
-            if isinstance(spec, cfg.ConvSpec):
+            if isinstance(spec, cfg.LocalSpec):  # a filter bank per output position, a bias per filter and position
+                _, oh, ow = shapes[name]
+                ws = [(oh, ow, spec.filters, ch // g, f, f) for ch, g, f in zip(spec.channels, spec.groups, spec.filter_size)]
+                out[name] = (ws, (spec.filters, oh, ow))
+            elif isinstance(spec, cfg.ConvSpec):
                 ws = [(spec.filters, ch // g, f, f) for ch, g, f in zip(spec.channels, spec.groups, spec.filter_size)]
                 out[name] = (ws, (spec.filters,))
             elif isinstance(spec, cfg.FcSpec):

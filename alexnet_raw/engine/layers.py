@@ -69,6 +69,27 @@ class Conv(Layer):
         return grads_in
 
 
+class Local(Conv):  # cuda-convnet's local: Conv's sum over inputs with unshared filters (F.local)
+    def compute(self, xs, ctx):
+        out = None
+        for i, x in enumerate(xs):
+            bias = self.params[f"{self.name}.biases"] if i == 0 else None
+            y = F.local(x, _weights(self, i), bias, **self._args(i))
+            out = y if out is None else F.accumulate(out, y)
+        return out
+
+    def compute_backward(self, grad, xs, out, ctx, needs):
+        grads_in = []
+        for i, x in enumerate(xs):
+            gi, gw, gb = F.local_backward(grad, x, _weights(self, i), bias=i == 0, input_grad=bool(needs[i]),
+                                          **self._args(i))
+            _store(self.grads[f"{self.name}.weights.{i}"], gw)
+            if i == 0:
+                _store(self.grads[f"{self.name}.biases"], gb)
+            grads_in.append(gi)
+        return grads_in
+
+
 class Fc(Layer):
     def compute(self, xs, ctx):
         out = None
@@ -204,6 +225,7 @@ class Eltwise(Layer):  # eltsum, eltmax (cfg.EltwiseSpec): inputs of equal size,
 
 LAYER_CLASSES = {
     cfg.ConvSpec: Conv,
+    cfg.LocalSpec: Local,
     cfg.FcSpec: Fc,
     cfg.PoolSpec: Pool,
     cfg.HsSpec: Dropout,

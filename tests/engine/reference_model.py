@@ -21,7 +21,12 @@ def forward(model, params, x, train, step=None):
         if isinstance(spec, (cfg.DataSpec, cfg.SoftmaxSpec, cfg.CostSpec)):
             continue
         xs = [out[i] for i in spec.inputs]
-        if isinstance(spec, cfg.ConvSpec):
+        if isinstance(spec, cfg.LocalSpec):
+            y = sum(reference.local(xi, params[f"{name}.weights.{i}"], None, spec.stride[i], spec.padding[i],
+                                    spec.groups[i], ceil_mode=spec.size_rule == "ceil")
+                    for i, xi in enumerate(xs))
+            y = y + params[f"{name}.biases"][None]
+        elif isinstance(spec, cfg.ConvSpec):
             y = sum(reference.conv2d(xi, params[f"{name}.weights.{i}"], None, spec.stride[i], spec.padding[i],
                                      spec.groups[i], ceil_mode=spec.size_rule == "ceil")
                     for i, xi in enumerate(xs))

@@ -1,0 +1,136 @@
+"""cuda-convnet's locally connected layers (type=local: a filter bank and a bias per output position,
+F.local) in the engine: cuda-convnet's layers-conv-local-13pct.cfg and cuda-convnet2's
+layers-cifar10-11pct.cfg train a float64 step at their data's size (24 x 24 crops of CIFAR-10) as
+PyTorch does (every gradient, updated parameter and momentum); groups count filters per group as
+both codebases do; the keys that ask for what is not implemented are refused naming file, section
+and key."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference_model
+from alexnet_raw import Model
+from alexnet_raw.engine import cfg, graph
+
+HERE = Path(__file__).resolve().parent
+FILES = {
+    "conv-local-13pct": (HERE / "cuda-convnet" / "layers-conv-local-13pct.cfg",
+                         HERE / "cuda-convnet" / "layer-params-conv-local-13pct.cfg"),
+    "cifar10-11pct": (HERE / "cuda-convnet2" / "layers-cifar10-11pct.cfg",
+                      HERE / "cuda-convnet2" / "layer-params-cifar10-11pct.cfg"),
+}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_cuda_convnet_local_files_train_a_step_as_torch(name):
+    model = Model.from_cfg(*FILES[name], seed=2, dtype=np.float64, image_size=24)
+    assert model.shapes["local3"][1:] == model.shapes["pool2"][1:] == (6, 6)  # padding 1, 3x3: the input's size
+    keys = model.state_dict()
+    c = model.shapes["pool2"][0]
+    assert keys["local3.weights.0"].shape == (6, 6, model.shapes["local3"][0], c, 3, 3)
+    assert keys["local3.biases"].shape == (model.shapes["local3"][0], 6, 6)
+    rng = np.random.default_rng(3)
+    x, labels = rng.standard_normal((2, 3, 24, 24)), rng.integers(0, 10, 2)
+    reference_model.assert_train_step_matches(model, x, labels)
+
+
+LAYERS = """
+[data]
+type=data
+dataIdx=0
+[labels]
+type=data
+dataIdx=1
+[conv1]
+type=conv
+inputs=data
+channels=3
+filters=4
+filterSize=3
+padding=1
+initW=0.3
+neuron=relu
+[local2]
+type=local
+inputs=conv1,data
+channels=4,3
+filters={filters}
+groups={groups}
+filterSize=3,5
+padding=0,1
+stride=2,2
+initW=0.2,0.1
+initB=0.5
+neuron=tanh[1,1]
+{extra}
+[fc]
+type=fc
+inputs=local2
+outputs=3
+initW=0.1
+[probs]
+type=softmax
+inputs=fc
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+"""
+PARAMS = """
+[conv1]
+epsW=0.1
+epsB=0.2
+[local2]
+epsW=0.1,0.05
+epsB=0.2
+momW=0.9,0.5
+momB=0.9
+wc=0.01,0
+[fc]
+epsW=0.1
+epsB=0.2
+"""
+
+
+def test_a_local_layer_of_two_inputs_with_groups_trains_as_torch(write_cfg):
+    # groups 2 and 1: 3 filters per group and 6 in one group, 6 filters from each input
+    lp, pp = write_cfg(LAYERS.format(filters="3,6", groups="2,1", extra=""), PARAMS)
+    model = Model.from_cfg(lp, pp, seed=4, dtype=np.float64, image_size=7)
+    assert model.shapes["local2"] == (6, 3, 3)
+    state = model.state_dict()
+    assert state["local2.weights.0"].shape == (3, 3, 6, 2, 3, 3) and state["local2.weights.1"].shape == (3, 3, 6, 3, 5, 5)
+    rng = np.random.default_rng(1)
+    x, labels = rng.standard_normal((3, 3, 7, 7)), rng.integers(0, 3, 3)
+    reference_model.assert_train_step_matches(model, x, labels)
+
+
+def test_conv_filters_count_per_group_as_in_cuda_convnet(write_cfg):
+    text = LAYERS.format(filters="3,6", groups="2,1", extra="").replace("type=local", "type=conv")
+    lp, pp = write_cfg(text, PARAMS)
+    model = Model.from_cfg(lp, pp, seed=4, dtype=np.float64, image_size=7)
+    assert model.state_dict()["local2.weights.0"].shape == (6, 2, 3, 3)  # 3 filters x 2 groups
+    rng = np.random.default_rng(1)
+    reference_model.assert_train_step_matches(model, rng.standard_normal((2, 3, 7, 7)), rng.integers(0, 3, 2))
+
+
+@pytest.mark.parametrize("filters, groups, extra, key, message", [
+    ("3,3", "2,1", "", "filters", "every input must give the same number of filters (filters x groups), got 3 x 2 and 3 x 1"),
+    ("2,6", "3,1", "", "groups", "groups=3 must divide channels=4"),
+    ("3,6", "2,1", "filterChannels=1,3", "filterChannels", "random sparse connectivity"),
+    ("3,6", "2,1", "randSparse=true", "randSparse", "not implemented"),
+    ("3,6", "2,1", "sharedBiases=1", "sharedBiases", "not a key of a local layer"),
+])
+def test_bad_local_layers_name_file_section_and_key(write_cfg, filters, groups, extra, key, message):
+    lp, pp = write_cfg(LAYERS.format(filters=filters, groups=groups, extra=extra), PARAMS)
+    with pytest.raises(cfg.CfgError) as e:
+        Model.from_cfg(lp, pp, dtype=np.float64, image_size=7)
+    assert (e.value.file, e.value.section, e.value.key) == (str(lp), "local2", key) and message in str(e.value), str(e.value)
+
+
+def test_modules_x_must_be_the_computed_count(write_cfg):
+    lp, pp = write_cfg(LAYERS.format(filters="3,6", groups="2,1", extra="modulesX=3"), PARAMS)
+    assert Model.from_cfg(lp, pp, dtype=np.float64, image_size=7).shapes["local2"] == (6, 3, 3)
+    lp, pp = write_cfg(LAYERS.format(filters="3,6", groups="2,1", extra="modulesX=4"), PARAMS)
+    with pytest.raises(graph.ShapeError, match=r"\[local2\] modulesX=4 but the windows give 3 output positions"):
+        Model.from_cfg(lp, pp, dtype=np.float64, image_size=7)
