@@ -18,7 +18,8 @@ Strict, in one table (KEYS): every key a section may hold, by layer type and fil
 holds and the range its meaning allows. A key that is not in it is an error naming the file, the
 section, the key and the closest known key. Keys the original uses for bookkeeping are accepted
 and ignored (IGNORED, a reason each); keys that change what a layer computes are accepted only at
-the value this engine implements (ONLY, e.g. sharedBiases=1, wball=0, updatePeriod=0 or 1);
+the value this engine implements (ONLY, e.g. sharedBiases=1, wball=0); updatePeriod (an update every
+that many minibatches, gradients accumulated in between) is implemented;
 `enable` on hs layers (either file) is implemented: enable=false passes the input through.
 Every number must be finite in the model's dtype (the `dtype` the readers are given: float32
 unless said otherwise), a nonzero one must not round to zero in it, and integers (sizes, counts,
@@ -197,6 +198,7 @@ class LearnSpec:
     mom_b: float
     eps_w_schedules: list = None
     eps_b_schedule: object = None
+    update_period: int = 1  # cuda-convnet2's updatePeriod: an update every that many minibatches (0 in the file: 1)
 
     def __post_init__(self):
         if self.eps_w_schedules is None:
@@ -353,9 +355,6 @@ ONLY = {
               "pooling windows from a positive offset (pixels before it never pooled) are not implemented"),
     "wball": (lambda v: v == 0, "0", "cuda-convnet2's wball > 0, a hard bound on the norm of each filter's weights "
                                      "after every update, is not implemented"),
-    "updatePeriod": (lambda v: v <= 1, "0 or 1 (an update after every minibatch)",
-                     "updates every updatePeriod minibatches (gradients accumulated in between) are not "
-                     "implemented yet"),
     "coeff": (lambda v: v == 1, "1", "a cost scaled by coeff is not implemented"),
 }
 
@@ -724,6 +723,7 @@ def _params(sections, path, layers, dtype) -> dict:
                 mom_b=s.number("momB", 0.0),
                 eps_w_schedules=eps_w,
                 eps_b_schedule=eps_b,
+                update_period=max(1, s.number("updatePeriod", 1)),
             )
         elif isinstance(spec, NormSpec):
             spec.scale = s.number("scale", required=True)

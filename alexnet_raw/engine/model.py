@@ -10,6 +10,9 @@ Conventions:
 - A layer's output feeding consumers on several devices is copied once to each of them; in
   backward each consumer's gradient is copied back and summed on the producer's device in the
   fixed order of the backward pass, so one placement or another gives bit-identical results.
+- A layer whose params file sets updatePeriod = P > 1 (cuda-convnet2's) is updated after every P-th
+  minibatch (step counts k with (k + 1) % P == 0) with the mean of the P minibatches' gradients,
+  summed in an accumulator in step order; in between, its weights and momentum stay as they are.
 - Dropout masks come from (seed, offset) with offset = step * (number of hs layers) + index of the
   hs layer: every (layer, step) draws its own mask, the same on every backend.
 """
@@ -204,8 +207,9 @@ class Model:
             key, where = self.devices.memory(device)
             needs = groups.setdefault(key, (where, device, {}))[2]
             for layer, elements in counts.items():
-                if batch is None:
-                    needs[layer] = (3 * params.get(layer, 0) + 2 * elements) * itemsize
+                if batch is None:  # parameters, gradients, momentum (and an accumulator for updatePeriod > 1)
+                    copies = 3 + (self._update_period(layer) > 1)
+                    needs[layer] = (copies * params.get(layer, 0) + 2 * elements) * itemsize
                 else:
                     needs[layer] = batch * elements * itemsize * (2 if train else 1)
         for key, (where, device, needs) in groups.items():
@@ -234,6 +238,13 @@ class Model:
                 entries[device] += [(f"{name}.weights.{i}", w) for i, w in enumerate(ws)]
                 entries[device].append((f"{name}.biases", b))
         self.blocks = {d: ParameterBlock(self.devices, d, e, self.dtype) for d, e in entries.items()}
+        # updatePeriod > 1: the gradients summed since the layer's last update, one array per key
+        self.accumulated = {}
+        for name in self.graph.order:
+            if name in weight_shapes and self._update_period(name) > 1:
+                block = self.blocks[self.graph.nodes[name].device]
+                for key in [k for k in block.shapes if k.startswith(f"{name}.")]:
+                    self.accumulated[key] = self.devices.zeros(block.device, block.shapes[key], self.dtype)
         self.layers = []
         dropout_index = 0
         for name in self.graph.order:
@@ -300,6 +311,35 @@ class Model:
 
     def load_momentum_state_dict(self, state):
         self.load_state_dict(state, momentum=True)
+
+    def _update_period(self, layer):
+        learn = self.learn.get(layer)
+        return learn.update_period if learn is not None else 1
+
+    def accumulated_state_dict(self):
+        """The gradients summed since their layer's last update, for the layers whose params file
+        sets updatePeriod > 1 (host copies, state_dict's keys); {} for a network without any."""
+        self._require_size("its accumulators")
+        return {k: self.devices.to_host(v) for k, v in self.accumulated.items()}
+
+    def load_accumulated_state_dict(self, state):
+        """Copy accumulated gradients in (as a checkpoint stores them): exactly the keys of
+        accumulated_state_dict(), finite real numbers of the right shapes."""
+        self._require_size("its accumulators")
+        if not isinstance(state, dict):
+            raise TypeError(f"accumulated state must be a dict of arrays, got {type(state).__name__}")
+        keys = set(self.accumulated)
+        if set(state) != keys:
+            raise KeyError(f"accumulated state does not fit the network {self.source}: missing "
+                           f"{sorted(keys - set(state))[:6]}, unexpected {sorted(set(state) - keys)[:6]}")
+        for key, target in self.accumulated.items():
+            value = _to_numpy(state[key])
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"accumulated state[{key!r}] must have shape {tuple(target.shape)}, got {tuple(value.shape)}")
+            if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+                raise ValueError(f"accumulated state[{key!r}] must hold finite real numbers")
+            with self.devices.context(self._block_of(key).device):
+                target[...] = self.devices.xp.asarray(np.asarray(value, dtype=self.dtype))
 
     def _check_state(self, state, what):
         if not isinstance(state, dict):
@@ -497,14 +537,25 @@ class Model:
                 continue
             eps_w, eps_b = learn.rates(progress)
             block = self.blocks[layer.device]
+            period = learn.update_period
             with self.devices.context(layer.device):
-                for i in range(len(layer.spec.inputs)):
-                    key = f"{layer.name}.weights.{i}"
-                    F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=eps_w[i] * scale,
-                                 momentum=learn.mom_w[i], weight_decay=learn.wc[i], batch_size=1)
-                key = f"{layer.name}.biases"
-                F.sgd_update(block.params[key], block.grads[key], block.momentum[key], lr=eps_b * scale,
-                             momentum=learn.mom_b, weight_decay=0.0, batch_size=1)
+                keys = [f"{layer.name}.weights.{i}" for i in range(len(layer.spec.inputs))] + [f"{layer.name}.biases"]
+                grads = {key: block.grads[key] for key in keys}
+                if period > 1:  # sum this minibatch's gradient in; update on the period's last minibatch only
+                    for key in keys:
+                        if self.steps % period == 0:
+                            self.accumulated[key][...] = block.grads[key]
+                        else:
+                            F.accumulate(self.accumulated[key], block.grads[key])
+                    if (self.steps + 1) % period:
+                        continue
+                    grads = {key: self.accumulated[key] for key in keys}  # their mean: batch_size=period below
+                for i, key in enumerate(keys[:-1]):
+                    F.sgd_update(block.params[key], grads[key], block.momentum[key], lr=eps_w[i] * scale,
+                                 momentum=learn.mom_w[i], weight_decay=learn.wc[i], batch_size=period)
+                key = keys[-1]
+                F.sgd_update(block.params[key], grads[key], block.momentum[key], lr=eps_b * scale,
+                             momentum=learn.mom_b, weight_decay=0.0, batch_size=period)
         self.steps += 1
 
     @property

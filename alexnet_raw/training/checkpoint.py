@@ -2,6 +2,8 @@
 
 Tensors:   weights/<layer>.weights.<i>, weights/<layer>.biases   the parameters (model dtype)
            momentum/<same keys>                                  cuda-convnet's `inc` buffers
+           accumulated/<keys of layers with updatePeriod > 1>    their gradients summed since
+                                                                 their last update
            statistics/<name>                                     array-valued data statistics
                                                                  (the mean image, PCA eigenvectors)
 Metadata (safetensors stores strings):
@@ -60,6 +62,7 @@ class Checkpoint:
     statistics: dict
     training: dict
     input_size: int | None = None  # the side of the images the network was built for
+    accumulated: dict = dataclasses.field(default_factory=dict)  # updatePeriod > 1: gradients since the last update
 
     def make_model(self, backend=None, single_device=False):
         """A Model of the stored network holding the stored weights, momentum and step count."""
@@ -72,6 +75,7 @@ class Checkpoint:
                                         image_size=self.input_size)
             model.load_state_dict(self.weights)
             model.load_momentum_state_dict(self.momentum)
+            model.load_accumulated_state_dict(self.accumulated)
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{self.path}: its tensors do not fit its own network: {e}") from e
         model.network_name = self.network_name
@@ -106,6 +110,8 @@ def encode(model, training, statistics=None):
         tensors[f"weights/{key}"] = np.ascontiguousarray(value)
     for key, value in model.momentum_state_dict().items():
         tensors[f"momentum/{key}"] = np.ascontiguousarray(value)
+    for key, value in model.accumulated_state_dict().items():
+        tensors[f"accumulated/{key}"] = np.ascontiguousarray(value)
     arrays, rest = _split_statistics(statistics)
     for key, value in arrays.items():
         tensors[f"statistics/{key}"] = np.ascontiguousarray(value)
@@ -253,7 +259,7 @@ def load_checkpoint(path) -> Checkpoint:
         input_size = training.get("crop_size")
     if input_size is not None and input_size < 1:
         raise CheckpointError(f"{path}: input_size {input_size} is not a positive image side")
-    groups = {"weights": {}, "momentum": {}, "statistics": {}}
+    groups = {"weights": {}, "momentum": {}, "accumulated": {}, "statistics": {}}
     for name, value in tensors.items():
         group, _, key = name.partition("/")
         if group not in groups or not key:
@@ -262,7 +268,7 @@ def load_checkpoint(path) -> Checkpoint:
     statistics.update(groups["statistics"])
     return Checkpoint(path, metadata.get("network_name") or None, metadata["layers_cfg"], metadata["params_cfg"],
                       dtype, num_classes, steps, seed, groups["weights"], groups["momentum"], statistics, training,
-                      input_size)
+                      input_size, groups["accumulated"])
 
 
 def _metadata(data: bytes) -> dict:

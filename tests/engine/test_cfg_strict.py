@@ -290,11 +290,11 @@ def test_bookkeeping_keys_are_accepted(write_cfg):
     specs = {s.name: s for s in cfg.read_layers(lp)}
     learn = cfg.read_params(pp, list(specs.values()))
     assert learn["conv1"].eps_w == [0.01] and specs["hs1"].enabled and specs["logprob"].topk == 1
+    assert learn["conv1"].update_period == learn["fc1"].update_period == 1  # 0: every minibatch, as 1
 
 
 @pytest.mark.parametrize("where, section, line", [
     ("params", "conv1", "wball=0.5"),  # a max-norm constraint
-    ("params", "fc1", "updatePeriod=4"),  # gradient accumulation
     ("params", "logprob", "coeff=2"),
     ("layers", "pool1", "start=1"),  # a positive start (a negative one is implemented)
     ("layers", "conv1", "sharedBiases=0"),
