@@ -14,6 +14,9 @@
 //   (computed exactly on the host: alexnet_raw/ops/dropout.py). P(drop) = threshold / 2^32, which is
 //   p exactly when p is a multiple of 2^-32 (0.5, 0.25, ...), and within 2^-32 of p otherwise.
 // The comparison is made on the integer r_i, so no floating-point rounding enters the mask.
+// `start` (default 0) is the stream index of in[0]: element i of the array is element start + i of
+// the stream, so a slice of a batch (rows a.. of a data-parallel replica: start = a * row length)
+// draws exactly the mask the whole batch draws there.
 // `offset` selects a stream: streams of different offsets (or seeds) share no counter value for any
 // tensor size (each has 2^64 groups), so the engine gives every (layer, step) its own offset.
 // threshold == 0 (p == 0, or the "original" mode's test-time scaling) keeps everything without
@@ -24,8 +27,8 @@
 // "original" 1 in training, T(1 - p) at test time (cuda-convnet's hs layers).
 //
 // Layout: any contiguous tensor, a flat array of n elements (64-bit). Tiling: one thread per group
-// of 4 consecutive elements (one Philox call gives 4 words), grid-stride loop over the
-// ceil(n / 4) groups. Launch geometry: alexnet_raw/ops/dropout.py (elementwise() of launch.py).
+// of 4 consecutive stream elements (one Philox call gives 4 words), grid-stride loop over the groups
+// that [start, start + n) meets. Launch geometry: alexnet_raw/ops/dropout.py (elementwise() of launch.py).
 // Reference and tests: tests/kernels/test_dropout.py (Random123 known-answer vectors, a pure-Python
 // Philox, mask statistics, torch's dropout arithmetic with the same mask).
 #include "common.cuh"
@@ -55,13 +58,14 @@ __device__ __forceinline__ void philox4x32_10(unsigned& c0, unsigned& c1, unsign
   }
 }
 
-// out[i] = in[i] * (r_i >= threshold ? scale : 0) for i in [0, n). out may not alias in.
+// out[i] = in[i] * (r_{start + i} >= threshold ? scale : 0) for i in [0, n). out may not alias in.
 template <typename T>
 __global__ void dropout_apply(T* __restrict__ out, const T* __restrict__ in, alx_index n, unsigned long long seed,
-                              unsigned long long offset, unsigned long long threshold, T scale) {
-  const alx_index groups = (n + 3) / 4;
+                              unsigned long long offset, unsigned long long threshold, T scale, alx_index start) {
+  const alx_index first = start / 4, groups = (start + n + 3) / 4 - first;
   const unsigned k0 = (unsigned)seed, k1 = (unsigned)(seed >> 32);
-  ALX_GRID_STRIDE_LOOP(g, groups) {
+  ALX_GRID_STRIDE_LOOP(j, groups) {
+    const alx_index g = first + j;  // the stream's group
     unsigned r[4] = {0u, 0u, 0u, 0u};  // threshold 0: every word passes
     if (threshold != 0ull) {
       r[0] = (unsigned)(unsigned long long)g;
@@ -70,11 +74,11 @@ __global__ void dropout_apply(T* __restrict__ out, const T* __restrict__ in, alx
       r[3] = (unsigned)(offset >> 32);
       philox4x32_10(r[0], r[1], r[2], r[3], k0, k1);
     }
-    const alx_index base = 4 * g;
+    const alx_index base = 4 * g - start;  // the array index of the group's first word
 #pragma unroll
     for (int lane = 0; lane < 4; ++lane) {
       const alx_index i = base + lane;
-      if (i < n) {
+      if (i >= 0 && i < n) {
         const T m = (unsigned long long)r[lane] >= threshold ? scale : T(0);
         out[i] = in[i] * m;
       }

@@ -31,14 +31,16 @@ def threshold(p: float) -> int:
     return math.ceil(p * 4294967296.0)
 
 
-def apply_launch(out, inp, seed: int, offset: int, threshold_: int, scale) -> Launch:
-    grid, block = elementwise(-(-inp.size // ELEMENTS_PER_THREAD))
+def apply_launch(out, inp, seed: int, offset: int, threshold_: int, scale, start: int = 0) -> Launch:
+    groups = (start + inp.size + 3) // ELEMENTS_PER_THREAD - start // ELEMENTS_PER_THREAD
+    grid, block = elementwise(groups)
     return Launch(
         SOURCE,
         f"dropout_apply<{c_type(inp.dtype)}>",
         grid,
         block,
-        (out, inp, np.int64(inp.size), np.uint64(seed), np.uint64(offset), np.uint64(threshold_), scale),
+        (out, inp, np.int64(inp.size), np.uint64(seed), np.uint64(offset), np.uint64(threshold_), scale,
+         np.int64(start)),
     )
 
 
@@ -85,12 +87,20 @@ def _check_args(p, seed, offset, mode):
     return p, seed, offset
 
 
-def _run(x, p, seed, offset, threshold_, scale):
+def _start(start, size):
+    """The stream index of element 0 (a slice of a batch: its first element's index in the batch)."""
+    start = _checks.integer(start, "start", minimum=0)
+    if start + size > 2**63 - 1:
+        raise ValueError(f"start + the number of elements must fit a signed 64-bit index, got {start} + {size}")
+    return start
+
+
+def _run(x, p, seed, offset, threshold_, scale, start=0):
     """x: a checked C-contiguous array."""
     backend = _checks.backend(x)
     out = backend.empty(x.shape, x.dtype)
     if x.size:
-        backend.launch(apply_launch(out, x, seed, offset, threshold_, x.dtype.type(scale)))
+        backend.launch(apply_launch(out, x, seed, offset, threshold_, x.dtype.type(scale), start))
     return out
 
 
@@ -101,7 +111,7 @@ def _training_scale(p, mode, dtype):
     return 1.0
 
 
-def dropout(input, p=0.5, training=True, seed=0, offset=0, mode="inverted"):
+def dropout(input, p=0.5, training=True, seed=0, offset=0, mode="inverted", start=0):
     """Dropout of `input` (float32/float64, any shape): every element is dropped (set to 0, or NaN
     for NaN/Inf inputs, as PyTorch's input * noise) with probability p, from the Philox stream of
     (seed, offset) defined in kernels/dropout.cu.
@@ -109,22 +119,26 @@ def dropout(input, p=0.5, training=True, seed=0, offset=0, mode="inverted"):
     mode "inverted": training multiplies the kept elements by 1/(1-p) (PyTorch); eval returns
     `input` itself (no copy, as PyTorch). mode "original": training multiplies by the 0/1 mask,
     eval multiplies every element by 1 - p (cuda-convnet). p in [0, 1); seed, offset in [0, 2^64).
+    start: the stream index of input's first element (0: the array is the whole stream's start; a
+    data-parallel replica's rows a.. of a batch pass a * row length and draw the batch's mask there).
     """
     checked = _checks.array(input, "input")
     p, seed, offset = _check_args(p, seed, offset, mode)
+    start = _start(start, checked.size)
     training = _checks.boolean(training, "training")
     if not training and mode == "inverted":
         return input  # as PyTorch: the input itself, strided or not
     input = _checks.contiguous(checked)
     if training:
-        return _run(input, p, seed, offset, threshold(p), _training_scale(p, mode, input.dtype))
+        return _run(input, p, seed, offset, threshold(p), _training_scale(p, mode, input.dtype), start)
     return _run(input, p, seed, offset, 0, 1.0 - p)  # threshold 0: keeps all, scales by 1 - p
 
 
-def dropout_backward(grad_output, p=0.5, seed=0, offset=0, mode="inverted"):
+def dropout_backward(grad_output, p=0.5, seed=0, offset=0, mode="inverted", start=0):
     """Gradient of training-mode dropout with respect to its input: grad_output times the forward's
-    mask and scale, the mask regenerated from (seed, offset) (pass the forward's values)."""
+    mask and scale, the mask regenerated from (seed, offset, start) (pass the forward's values)."""
     grad_output = _checks.array(grad_output, "grad_output")
     p, seed, offset = _check_args(p, seed, offset, mode)
+    start = _start(start, grad_output.size)
     grad_output = _checks.contiguous(grad_output)
-    return _run(grad_output, p, seed, offset, threshold(p), _training_scale(p, mode, grad_output.dtype))
+    return _run(grad_output, p, seed, offset, threshold(p), _training_scale(p, mode, grad_output.dtype), start)

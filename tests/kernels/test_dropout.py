@@ -256,6 +256,29 @@ def test_backward_uses_the_forward_mask_and_scale(backend, under_schedules, dtyp
     assert tolerances.close(gi, xt.grad.numpy(), "dropout", dtype)
 
 
+@pytest.mark.parametrize("mode", ["inverted", "original"])
+@pytest.mark.parametrize("rows, row_length", [(7, 12), (5, 13), (9, 1), (3, 4099)])
+def test_a_slice_with_its_start_draws_the_whole_arrays_mask(backend, under_schedules, mode, rows, row_length):
+    # data-parallel replicas: rows a..b of a batch with start = a * row length draw the batch's mask
+    # there (row lengths that are no multiple of 4 put slices inside Philox groups)
+    x = np.random.default_rng(4).standard_normal((rows, row_length))
+    g = np.random.default_rng(5).standard_normal((rows, row_length))
+    whole = F.dropout(x, 0.4, seed=9, offset=3, mode=mode)
+    whole_grad = F.dropout_backward(g, 0.4, seed=9, offset=3, mode=mode)
+    cuts = [0, 1, rows // 2, rows - 1, rows]
+    for a, b in zip(cuts, cuts[1:]):
+        if a == b:
+            continue
+        part = under_schedules(lambda: F.dropout(x[a:b], 0.4, seed=9, offset=3, mode=mode, start=a * row_length))
+        np.testing.assert_array_equal(part, whole[a:b])
+        np.testing.assert_array_equal(F.dropout_backward(g[a:b], 0.4, seed=9, offset=3, mode=mode,
+                                                         start=a * row_length), whole_grad[a:b])
+    with pytest.raises(ValueError, match="start must be >= 0"):
+        F.dropout(x, 0.4, start=-1)
+    with pytest.raises(TypeError, match="start must be an int"):
+        F.dropout_backward(g, 0.4, start=1.0)
+
+
 def test_gradient_check_float64(backend):
     # dropout is linear for a fixed mask: central differences along random directions
     rng = np.random.default_rng(9)
