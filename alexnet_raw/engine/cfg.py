@@ -30,6 +30,9 @@ cuda-convnet's; floor is PyTorch's), `mode=original|inverted` on hs layers (defa
 mask at training, multiply by keep at test), `imgSize` and `channels` on the data layer (without
 `imgSize` the size comes from the data, as in cuda-convnet: engine/model.py, Model.size_to).
 
+`gpu=` names a layer's logical device, or (cuda-convnet2) a list of distinct devices: one data-
+parallel replica on each (engine/graph.py has the rules and the placement).
+
 Every error names the file, the section and the key.
 """
 
@@ -68,7 +71,7 @@ class LayerSpec:
     name: str
     type: str
     inputs: list
-    gpu: int | None = None
+    gpu: int | tuple | None = None  # one logical device, or a tuple of them: data-parallel replicas
     neuron: tuple | None = None  # (name, a, b) of alexnet_raw.ops.neuron; None: the identity
 
 
@@ -537,12 +540,15 @@ def _neuron(s):
 
 
 def _devices(s):
-    """The layer's `gpu=` (one logical device), None when absent; cuda-convnet2's lists are refused."""
+    """The layer's `gpu=`: one logical device (an int), cuda-convnet2's list of distinct devices (a
+    tuple: data-parallel replicas, one per device), or None when absent."""
     text = s.raw("gpu")
-    if text is not None and "," in text:
-        raise s.error("gpu", f"a list of devices ({text}: data-parallel replicas, cuda-convnet2's) is not "
-                             "supported yet; give one device")
-    return s.number("gpu")
+    if text is None or "," not in text:
+        return s.number("gpu")
+    devices = tuple(s.numbers("gpu", len(text.split(","))))
+    if len(set(devices)) != len(devices):
+        raise s.error("gpu", f"the replicas of a layer must be on distinct devices, got {text}")
+    return devices
 
 
 def _layer(file, name, values, known_layers, dtype):

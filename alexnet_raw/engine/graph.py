@@ -4,6 +4,15 @@ Placement follows the original: a layer runs on the logical device its `gpu=` na
 on the device of its first input; data layers live on the host and are copied to every device that
 reads them. With single_device=True everything runs on device 0.
 
+Data-parallel replicas (cuda-convnet2's `gpu=0,1,...`): a layer with R replicas runs R copies of
+itself, replica r on the r-th device of its list, each on rows [N*r // R, N*(r+1) // R) of a batch
+of N images (weights replicated; a layer without `gpu=` takes its first input's replicas). The
+rules are cuda-convnet2's: the replica counts of a layer and of each input divide each other, the
+inputs of a layer have equal counts, a pass layer has its inputs' count, and the devices of one
+layer are distinct. Where counts differ, a replica gathers the rows of several producer replicas
+(4 -> 1: the hybrid's conv-to-fc edge) or takes its rows from one (1 -> 4). single_device=True
+keeps the replicas (and so the same sums in the same order) on device 0.
+
 Shapes are per image: (channels, height, width) for image layers, (features,) after an fc layer.
 Output sizes follow each layer's rule: cuda-convnet's ceil rule (conv: 1 + ceil((2*pad + in - f) /
 stride); pool: ceil((in - size) / stride) + 1) or PyTorch's floor rule.
@@ -21,6 +30,8 @@ from ..ops import pool_geometry
 from . import cfg
 
 HOST = "host"
+# what crosses devices in a training step, by kind (graph.split_report, Model.traffic_kinds)
+TRAFFIC_KINDS = ("activations", "activation_gradients", "gradient_sums", "weight_broadcasts")
 
 
 class ShapeError(ValueError):
@@ -75,15 +86,30 @@ def concat_shape(shapes):
     return (sum(math.prod(s) for s in shapes),)
 
 
+def replica_rows(batch: int, count: int, r: int):
+    """Rows [a, b) of a batch of `batch` images that replica r of `count` computes."""
+    return batch * r // count, batch * (r + 1) // count
+
+
 @dataclasses.dataclass
 class Node:
     spec: cfg.LayerSpec
-    device: object  # int logical device, or HOST for data layers
+    device: object  # int logical device (of replica 0), or HOST for data layers
     consumers: list = dataclasses.field(default_factory=list)
+    replicas: tuple = ()  # the logical device of each replica ((device,) without replicas; (HOST,) for data)
+
+    def __post_init__(self):
+        if not self.replicas:
+            self.replicas = (self.device,)
 
     @property
     def name(self):
         return self.spec.name
+
+    @property
+    def count(self) -> int:
+        """Its number of replicas (1 without cuda-convnet2's gpu lists, and for data layers)."""
+        return len(self.replicas)
 
 
 class Graph:
@@ -92,19 +118,20 @@ class Graph:
         self.nodes = {}
         for spec in layers:
             if isinstance(spec, cfg.DataSpec):
-                device = HOST
-            elif single_device:
-                device = 0
+                replicas = (HOST,)
             elif spec.gpu is not None:
-                device = spec.gpu
+                replicas = spec.gpu if isinstance(spec.gpu, tuple) else (spec.gpu,)
             else:
                 first = self.nodes[spec.inputs[0]]
-                device = 0 if first.device == HOST else first.device
-            self.nodes[spec.name] = Node(spec, device)
+                replicas = (0,) if first.device == HOST else first.replicas
+            if single_device and replicas != (HOST,):
+                replicas = (0,) * len(replicas)
+            self.nodes[spec.name] = Node(spec, replicas[0], replicas=replicas)
+            self._check_replicas(self.nodes[spec.name])
             for i in spec.inputs:
                 self.nodes[i].consumers.append(spec.name)
         self.order = list(self.nodes)
-        self.devices = sorted({n.device for n in self.nodes.values() if n.device != HOST})
+        self.devices = sorted({d for n in self.nodes.values() for d in n.replicas if d != HOST})
         data = [n for n in self.nodes.values() if isinstance(n.spec, cfg.DataSpec)]
         self.image_input = next((n.name for n in data if n.spec.data_idx == 0), None)
         self.label_input = next((n.name for n in data if n.spec.data_idx == 1), None)
@@ -126,6 +153,36 @@ class Graph:
         self.softmax = softmaxes[0].name
         self.logits = self.nodes[self.softmax].spec.inputs[0]
         self._check_channels_statically()
+
+    def _check_replicas(self, node):
+        """cuda-convnet2's rules for the replica counts of a layer and its inputs."""
+        spec, count = node.spec, node.count
+        counts = {i: self.nodes[i].count for i in spec.inputs if self.nodes[i].device != HOST}
+        for i, c in counts.items():
+            if count % c and c % count:
+                raise cfg.CfgError(self.source, spec.name, "gpu",
+                                   f"{count} replicas cannot take input {i}'s {c}: replica counts of consecutive "
+                                   "layers must divide each other")
+        if len(set(counts.values())) > 1:
+            raise cfg.CfgError(self.source, spec.name, "inputs",
+                               "the inputs of a layer must have equal replica counts, got "
+                               + ", ".join(f"{i} {c}" for i, c in counts.items()))
+        if isinstance(spec, cfg.PassSpec) and counts and count != next(iter(counts.values())):
+            raise cfg.CfgError(self.source, spec.name, "gpu",
+                               f"a pass layer has as many replicas as its inputs ({next(iter(counts.values()))}), "
+                               f"got {count}")
+
+    def row_pieces(self, producer, batch, rows):
+        """[(replica j of `producer`, first row, end row)]: the producer replicas holding rows [a, b)
+        of a batch, in row order (one for a data layer: replica 0, the host's whole batch)."""
+        node = self.nodes[producer]
+        a, b = rows
+        pieces = []
+        for j in range(node.count):
+            lo, hi = replica_rows(batch, node.count, j)
+            if max(lo, a) < min(hi, b):
+                pieces.append((j, max(lo, a), min(hi, b)))
+        return pieces
 
     # ------------------------------------------------------------------------------------------
     def _check_channels_statically(self):
@@ -260,68 +317,164 @@ class Graph:
         """{layer: its weights and biases, in elements} for the layers with parameters."""
         return {name: sum(math.prod(w) for w in ws) + math.prod(b) for name, (ws, b) in self.weight_shapes(shapes).items()}
 
+    def _layer_order(self):
+        return [n for n in self.order
+                if not isinstance(self.nodes[n].spec, (cfg.DataSpec, cfg.SoftmaxSpec, cfg.CostSpec))]
+
+    def representative_batch(self) -> int:
+        """The smallest batch every layer's replicas split evenly (the lcm of the replica counts)."""
+        return math.lcm(*(n.count for n in self.nodes.values()))
+
+    def step_copies(self, batch):
+        """Every copy between devices in a training step of `batch` images, as the model makes them
+        (engine/model.py: one copy of each producer's rows per device, each consumer's gradient sent
+        back, the replicas' weight gradients summed on replica 0's device and its weights sent back
+        out): dicts {kind (model.TRAFFIC_KINDS), src (a layer, or "loss"), src_device, dst_device,
+        consumers, rows (None: the layer's parameters)}."""
+        plan, placed = [], {}
+
+        def place(producer, device, rows, consumer):
+            key = (producer, device, rows)
+            if key in placed:
+                for rec in placed[key]:
+                    rec["consumers"].append(consumer)
+                return
+            placed[key] = []
+            for j, lo, hi in self.row_pieces(producer, batch, rows):
+                home = self.nodes[producer].replicas[j]
+                if home != device:
+                    rec = dict(kind="activations", src=producer, src_device=home, dst_device=device,
+                               consumers=[consumer], rows=hi - lo)
+                    plan.append(rec)
+                    placed[key].append(rec)
+
+        layers = self._layer_order()
+        for name in layers:
+            node = self.nodes[name]
+            for r, device in enumerate(node.replicas):
+                for p in node.spec.inputs:
+                    place(p, device, replica_rows(batch, node.count, r), name)
+        logits = self.nodes[self.logits]
+        place(self.logits, logits.device, (0, batch), self.softmax)
+        if self.label_input is not None:
+            place(self.label_input, logits.device, (0, batch), self.cost or self.softmax)
+            for r, device in enumerate(logits.replicas):
+                if device != logits.device:  # each classifier replica's labels, and its loss sent back
+                    a, b = replica_rows(batch, logits.count, r)
+                    plan.append(dict(kind="activations", src=self.label_input, src_device=logits.device,
+                                     dst_device=device, consumers=[self.cost or self.softmax], rows=b - a))
+                    plan.append(dict(kind="activations", src="loss", src_device=device, dst_device=logits.device,
+                                     consumers=[self.cost or self.softmax], rows=None))
+        for name in reversed(layers):
+            node = self.nodes[name]
+            for r, device in enumerate(node.replicas):
+                for p in node.spec.inputs:
+                    if self.nodes[p].device == HOST:
+                        continue
+                    for j, lo, hi in self.row_pieces(p, batch, replica_rows(batch, node.count, r)):
+                        home = self.nodes[p].replicas[j]
+                        if home != device:
+                            plan.append(dict(kind="activation_gradients", src=p, src_device=device,
+                                             dst_device=home, consumers=[name], rows=hi - lo))
+        for name in layers:
+            node = self.nodes[name]
+            if not isinstance(node.spec, (cfg.ConvSpec, cfg.FcSpec)):
+                continue
+            for device in node.replicas[1:]:
+                if device != node.device:
+                    plan.append(dict(kind="gradient_sums", src=name, src_device=device, dst_device=node.device,
+                                     consumers=[name], rows=None))
+                    plan.append(dict(kind="weight_broadcasts", src=name, src_device=node.device, dst_device=device,
+                                     consumers=[name], rows=None))
+        return plan
+
+    def copy_bytes(self, rec, shapes, itemsize, parameter_counts=None):
+        """The bytes of one record of step_copies."""
+        if rec["src"] == "loss":
+            return itemsize
+        if rec["rows"] is None:
+            return parameter_counts[rec["src"]] * itemsize
+        if rec["src"] == self.label_input:
+            return rec["rows"] * 8  # int64 class indices
+        return rec["rows"] * math.prod(shapes[rec["src"]]) * itemsize
+
+    def transfers(self):
+        """[(producer, destination device, [consumers there])]: every activation copy between
+        devices (at the representative batch), one entry per producer and device."""
+        edges = {}
+        for rec in self.step_copies(self.representative_batch()):
+            if rec["kind"] == "activations" and rec["src"] != "loss":
+                consumers = edges.setdefault((rec["src"], rec["dst_device"]), [])
+                consumers += [c for c in rec["consumers"] if c not in consumers]
+        return [(p, d, c) for (p, d), c in edges.items()]
+
     def activation_counts(self, shapes):
-        """{device: {layer or "copy of <producer>": elements per image}}: the outputs of the layers
-        on each device and the copies of the remote inputs it receives."""
+        """{device: {layer or "copy of <producer>": elements per image of the batch}}: the outputs
+        of the layers (their replicas' share of the rows) on each device and the copies of remote
+        rows it receives."""
         out = {d: {} for d in self.devices}
         for name in self.order:
             node = self.nodes[name]
-            if node.device != HOST:
-                out[node.device][name] = math.prod(shapes[name]) if shapes[name] else 0
-        for producer, device, _ in self.transfers():
-            out[device][f"copy of {producer}"] = math.prod(shapes[producer]) if shapes[producer] else 0
+            if node.device == HOST:
+                continue
+            per_image = math.prod(shapes[name]) if shapes[name] else 0
+            for device in node.replicas:
+                out[device][name] = out[device].get(name, 0) + per_image / node.count
+        batch = self.representative_batch()
+        for rec in self.step_copies(batch):
+            if rec["kind"] == "activations" and rec["src"] not in ("loss", self.label_input):
+                per_image = math.prod(shapes[rec["src"]]) if shapes[rec["src"]] else 0
+                key = f"copy of {rec['src']}"
+                out[rec["dst_device"]][key] = out[rec["dst_device"]].get(key, 0) + per_image * rec["rows"] / batch
         return out
 
-    def transfers(self):
-        """[(producer, destination device, [consumers on it])]: every copy between devices."""
-        result = []
-        for name in self.order:
-            node = self.nodes[name]
-            by_device = {}
-            for consumer in node.consumers:
-                d = self.nodes[consumer].device
-                if d != node.device:
-                    by_device.setdefault(d, []).append(consumer)
-            for d, consumers in by_device.items():
-                result.append((name, d, consumers))
-        return result
-
     def split_report(self, batch_size: int, image_size=None, itemsize: int = 4):
-        """Bytes on every cross-device edge per training step, and memory per device."""
+        """Bytes on every cross-device edge per training step (activations forward, their gradients
+        backward), the step's bytes of each kind (with the replicas' gradient sums and weight
+        broadcasts), and memory per device."""
         image_size = image_size or self.default_image_size()
         if image_size is None:
             raise ShapeError(f"{self.source}: its data layer sets no imgSize; give the image size of the data")
         shapes = self.shapes(image_size)
-        edges = []
-        for producer, device, consumers in self.transfers():
-            per_image = math.prod(shapes[producer]) if shapes[producer] else 1
-            is_data = self.nodes[producer].device == HOST
-            label = producer == self.label_input
-            forward = batch_size * per_image * (8 if label else itemsize)
-            edges.append({
-                "src": producer,
-                "dst": ",".join(consumers),
-                "src_device": self.nodes[producer].device,
-                "dst_device": device,
-                "forward_bytes": forward,
-                # each consumer sends its gradient back (summed on the producer's device, in the
-                # backward order, as the original did)
-                "backward_bytes": 0 if is_data else len(consumers) * batch_size * per_image * itemsize,
-            })
         counts = self.parameter_counts(shapes)
+        plan = self.step_copies(batch_size)
+        edges, kinds = {}, {}
+        for rec in plan:
+            nbytes = self.copy_bytes(rec, shapes, itemsize, counts)
+            kinds[rec["kind"]] = kinds.get(rec["kind"], 0) + nbytes
+            if rec["kind"] not in ("activations", "activation_gradients") or rec["src"] == "loss":
+                continue
+            forward = rec["kind"] == "activations"
+            remote = rec["dst_device"] if forward else rec["src_device"]
+            edge = edges.setdefault((rec["src"], remote), {
+                "src": rec["src"], "dst": [], "src_device": [], "dst_device": remote,
+                "forward_bytes": 0, "backward_bytes": 0})
+            edge["forward_bytes" if forward else "backward_bytes"] += nbytes
+            edge["dst"] += [c for c in rec["consumers"] if c not in edge["dst"]]
+            home = rec["src_device"] if forward else rec["dst_device"]
+            edge["src_device"] += [] if home in edge["src_device"] else [home]
+        for edge in edges.values():
+            edge["dst"] = ",".join(edge["dst"])
+            # the producer's device, or (rows of several replicas) the list of the devices they come from
+            edge["src_device"] = edge["src_device"][0] if len(edge["src_device"]) == 1 else edge["src_device"]
         activations = self.activation_counts(shapes)
         devices = []
         for d in self.devices:
-            params = sum(n for name, n in counts.items() if self.nodes[name].device == d)
-            local = [n for n in self.order if self.nodes[n].device == d]
+            masters = sum(n for name, n in counts.items() if self.nodes[name].device == d)
+            replicas = sum(n for name, n in counts.items()
+                           for r, dev in enumerate(self.nodes[name].replicas) if r and dev == d != self.nodes[name].device)
+            local = [n for n in self.order if d in self.nodes[n].replicas]
             devices.append({
                 "device": d,
                 "layers": local,
-                "parameters": params,
-                "parameter_bytes": params * itemsize,
-                "gradient_bytes": params * itemsize,
-                "momentum_bytes": params * itemsize,
-                # outputs and their gradients of the layers here, plus the copies of remote inputs
-                "activation_bytes": 2 * batch_size * sum(activations[d].values()) * itemsize,
+                "parameters": masters,  # the copies each step updates (replica 0's)
+                "replica_parameters": replicas,  # copies of other devices' weights (data-parallel replicas)
+                "parameter_bytes": (masters + replicas) * itemsize,
+                "gradient_bytes": (masters + replicas) * itemsize,
+                "momentum_bytes": masters * itemsize,
+                # outputs and their gradients of the layers here, plus the copies of remote rows
+                "activation_bytes": math.ceil(2 * batch_size * sum(activations[d].values()) * itemsize),
             })
-        return {"batch_size": batch_size, "image_size": image_size, "edges": edges, "devices": devices}
+        return {"batch_size": batch_size, "image_size": image_size, "edges": list(edges.values()),
+                "bytes_by_kind": {k: kinds.get(k, 0) for k in TRAFFIC_KINDS}, "devices": devices,
+                "replicas": {n: list(self.nodes[n].replicas) for n in self.order if self.nodes[n].count > 1}}

@@ -160,8 +160,12 @@ class SameMapNorm(CrossMapNorm):  # rnorm
 class Dropout(Layer):  # hs, dropout, dropout2 (cfg.HsSpec); `index` numbers them for their random streams
     index = 0  # enable=false: the input passes through, or is scaled by keep (dropout2); the index still counts
 
-    def _args(self, ctx):
-        return dict(p=1.0 - self.spec.keep, seed=ctx.seed, offset=ctx.dropout_offset(self.index), mode=self.spec.mode)
+    def _args(self, ctx, x):
+        """The mask's stream: (seed, offset) of this layer and step; start: where this replica's rows
+        begin in the batch (data-parallel replicas draw the whole batch's mask, slice by slice)."""
+        start = ctx.row_start * (x.size // x.shape[0]) if x.shape[0] else 0
+        return dict(p=1.0 - self.spec.keep, seed=ctx.seed, offset=ctx.dropout_offset(self.index), mode=self.spec.mode,
+                    start=start)
 
     def _scaled_by_keep(self, x):
         return F.dropout(x, p=1.0 - self.spec.keep, training=False, mode="original")  # x * keep
@@ -171,14 +175,14 @@ class Dropout(Layer):  # hs, dropout, dropout2 (cfg.HsSpec); `index` numbers the
             return self._scaled_by_keep(xs[0]) if self.spec.scales_when_disabled else xs[0].copy()
         if not ctx.train:
             return F.dropout(xs[0], p=1.0 - self.spec.keep, training=False, mode=self.spec.mode)
-        return F.dropout(xs[0], training=True, **self._args(ctx))
+        return F.dropout(xs[0], training=True, **self._args(ctx, xs[0]))
 
     def compute_backward(self, grad, xs, out, ctx, needs):
         if not needs[0]:
             return [None]
         if not self.spec.enabled:
             return [self._scaled_by_keep(grad) if self.spec.scales_when_disabled else grad]
-        return [F.dropout_backward(grad, **self._args(ctx))]
+        return [F.dropout_backward(grad, **self._args(ctx, grad))]
 
 
 class NeuronOnly(Layer):  # type=neuron: Layer.forward applies the neuron to the input as it is

@@ -13,6 +13,11 @@ Conventions:
 - A layer whose params file sets updatePeriod = P > 1 (cuda-convnet2's) is updated after every P-th
   minibatch (step counts k with (k + 1) % P == 0) with the mean of the P minibatches' gradients,
   summed in an accumulator in step order; in between, its weights and momentum stay as they are.
+- Data-parallel replicas (cuda-convnet2's gpu=0,1,...: engine/graph.py): replica r of a layer
+  computes its rows of the batch with its own copy of the weights; after backward the replicas'
+  weight gradients are summed on replica 0's device in replica order, step() updates replica 0's
+  weights and copies them to the replicas on other devices. Every such copy is counted
+  (self.traffic_kinds). With single_device=True the replicas run on device 0 with the same sums.
 - Dropout masks come from (seed, offset) with offset = step * (number of hs layers) + index of the
   hs layer: every (layer, step) draws its own mask, the same on every backend.
 """
@@ -30,6 +35,7 @@ from .devices import Devices
 from .parameters import ParameterBlock
 
 NETWORKS_DIR = Path(__file__).parent / "networks"
+TRAFFIC_KINDS = graph_mod.TRAFFIC_KINDS
 NETWORKS = {
     "krizhevsky2012": ("krizhevsky2012/layers-145.cfg", "krizhevsky2012/layer-params-145.cfg"),
     "torchvision": ("torchvision.cfg", "torchvision-params.cfg"),
@@ -63,11 +69,15 @@ def network_image_size(name, layer_specs=None):
 
 
 class _StepContext:
-    def __init__(self, seed, step, dropout_layers, train):
+    def __init__(self, seed, step, dropout_layers, train, row_start=0):
         self.seed, self.step, self.dropout_layers, self.train = seed, step, dropout_layers, train
+        self.row_start = row_start  # the first batch row this replica computes (its dropout mask's place)
 
     def dropout_offset(self, index):
         return self.step * self.dropout_layers + index
+
+    def for_rows(self, row_start):
+        return _StepContext(self.seed, self.step, self.dropout_layers, self.train, row_start)
 
 
 class Model:
@@ -135,7 +145,7 @@ class Model:
         self.lr_scale = lambda epoch: 1.0  # the trainer may set a schedule: epoch -> factor on eps
         self._layer_specs = layer_specs
         self._last = None
-        self.traffic = {}
+        self._reset_traffic()
         # the input size: given, else the data layer's imgSize, else the first batch's (size_to)
         self.image_size = None
         self.shapes = None
@@ -209,9 +219,9 @@ class Model:
             for layer, elements in counts.items():
                 if batch is None:  # parameters, gradients, momentum (and an accumulator for updatePeriod > 1)
                     copies = 3 + (self._update_period(layer) > 1)
-                    needs[layer] = (copies * params.get(layer, 0) + 2 * elements) * itemsize
-                else:
-                    needs[layer] = batch * elements * itemsize * (2 if train else 1)
+                    needs[layer] = math.ceil((copies * params.get(layer, 0) + 2 * elements) * itemsize)
+                else:  # elements per image of the batch (a replica's share of the rows)
+                    needs[layer] = math.ceil(batch * elements * itemsize * (2 if train else 1))
         for key, (where, device, needs) in groups.items():
             extra = 0
             if batch is None and not self.devices.on_gpu and params:
@@ -245,18 +255,29 @@ class Model:
                 block = self.blocks[self.graph.nodes[name].device]
                 for key in [k for k in block.shapes if k.startswith(f"{name}.")]:
                     self.accumulated[key] = self.devices.zeros(block.device, block.shapes[key], self.dtype)
-        self.layers = []
+        self.layers = []  # replica 0 of every layer, in order
+        self.replicas = {}  # layer -> [its replicas' Layer objects]
+        self.replica_params, self.replica_grads = {}, {}  # (layer, r >= 1) -> {key: array on its device}
         dropout_index = 0
         for name in self.graph.order:
             node = self.graph.nodes[name]
             if isinstance(node.spec, (cfg.DataSpec, cfg.SoftmaxSpec, cfg.CostSpec)):
                 continue
             block = self.blocks[node.device]
-            layer = layers_mod.make_layer(node.spec, node.device, block.params, block.grads)
-            if isinstance(layer, layers_mod.Dropout):
-                layer.index = dropout_index
+            replicas = [layers_mod.make_layer(node.spec, node.device, block.params, block.grads)]
+            keys = [k for k in block.shapes if k.startswith(f"{name}.")] if name in weight_shapes else []
+            for r, device in enumerate(node.replicas[1:], 1):
+                params = ({k: block.params[k] for k in keys} if device == node.device  # one device: shared weights
+                          else {k: self.devices.zeros(device, block.shapes[k], self.dtype) for k in keys})
+                grads = {k: self.devices.zeros(device, block.shapes[k], self.dtype) for k in keys}
+                self.replica_params[(name, r)], self.replica_grads[(name, r)] = params, grads
+                replicas.append(layers_mod.make_layer(node.spec, device, params, grads))
+            if isinstance(replicas[0], layers_mod.Dropout):
+                for layer in replicas:
+                    layer.index = dropout_index
                 dropout_index += 1
-            self.layers.append(layer)
+            self.layers.append(replicas[0])
+            self.replicas[name] = replicas
         self.dropout_layers = dropout_index
         self._initialise(weight_shapes)
 
@@ -308,6 +329,8 @@ class Model:
             value = np.asarray(_to_numpy(state[key]), dtype=self.dtype)
             with self.devices.context(block.device):
                 target[...] = self.devices.xp.asarray(value)
+        if not momentum:
+            self._broadcast_weights(count=False)
 
     def load_momentum_state_dict(self, state):
         self.load_state_dict(state, momentum=True)
@@ -422,40 +445,73 @@ class Model:
     def _count(self, src, device, direction, nbytes):
         entry = self.traffic.setdefault((src, device), {"forward_bytes": 0, "backward_bytes": 0})
         entry[f"{direction}_bytes"] += nbytes
+        self.traffic_kinds["activations" if direction == "forward" else "activation_gradients"] += nbytes
+
+    def _reset_traffic(self):
+        self.traffic = {}  # (producer, destination device) -> bytes of a step's activation copies
+        self.traffic_kinds = {kind: 0 for kind in TRAFFIC_KINDS}
+
+    def _check_replica_batch(self, n):
+        most = max(node.count for node in self.graph.nodes.values())
+        if n < most:
+            raise ValueError(f"{self.source} has layers of {most} data-parallel replicas, each computing a slice of "
+                             f"the batch: a batch needs at least {most} images, got {n}")
 
     def forward(self, x, train=False):
         """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
         draws dropout masks; train=False is the cfg's test behaviour."""
         self._check_images(x)
-        self.check_memory(batch=x.shape[0], train=bool(train))
+        n = int(x.shape[0])
+        self._check_replica_batch(n)
+        self.check_memory(batch=n, train=bool(train))
         self.devices.synchronize()  # a previous forward's copies across GPUs (eval loops call no backward)
         ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
-        self.traffic = {}
-        outputs = {}  # (layer name, device) -> output there
-        image = self.graph.image_input
-        for device in self.graph.devices:
-            if any(self.graph.nodes[c].device == device for c in self.graph.nodes[image].consumers):
-                outputs[(image, device)] = self.devices.receive(device, x)  # a device batch stays on the device
-                self._count(image, device, "forward", x.nbytes)
+        self._reset_traffic()
+        produced = {(self.graph.image_input, 0): x}  # (layer, replica) -> that replica's rows of its output
+        placed = {}  # (producer, device, rows) -> those rows of its output on that device
         inputs_of = {}
         for layer in self.layers:
-            xs = [self._input(p, layer.device, outputs) for p in layer.spec.inputs]
-            with self.devices.context(layer.device):
-                outputs[(layer.name, layer.device)] = layer.forward(xs, ctx)
-            inputs_of[layer.name] = xs
+            node = self.graph.nodes[layer.name]
+            for r, replica in enumerate(self.replicas[layer.name]):
+                rows, device = graph_mod.replica_rows(n, node.count, r), node.replicas[r]
+                xs = [self._rows_on(p, device, rows, n, produced, placed) for p in layer.spec.inputs]
+                with self.devices.context(device):
+                    produced[(layer.name, r)] = replica.forward(xs, ctx.for_rows(rows[0]))
+                inputs_of[(layer.name, r)] = xs
         logits_node = self.graph.nodes[self.graph.logits]
-        logits = outputs[(self.graph.logits, logits_node.device)]
-        self._last = (ctx, outputs, inputs_of) if train else None
+        logits = self._rows_on(self.graph.logits, logits_node.device, (0, n), n, produced, placed)
+        self._last = (ctx, produced, inputs_of, n) if train else None
         return logits
 
-    def _input(self, producer, device, outputs):
-        key = (producer, device)
-        if key not in outputs:
-            src_device = self.graph.nodes[producer].device
-            src = outputs[(producer, src_device)]
-            outputs[key] = self.devices.copy(src, device, src_device)
-            self._count(producer, device, "forward", src.nbytes)
-        return outputs[key]
+    def _rows_on(self, producer, device, rows, n, produced, placed):
+        """Rows [a, b) of `producer`'s output on `device`: its replicas' pieces, copied over where
+        they are elsewhere (counted) and joined in row order; each (producer, device, rows) once."""
+        key = (producer, device, rows)
+        if key in placed:
+            return placed[key]
+        node = self.graph.nodes[producer]
+        parts = []
+        for j, lo, hi in self.graph.row_pieces(producer, n, rows):
+            src, (a, b) = produced[(producer, j)], graph_mod.replica_rows(n, node.count, j)
+            if (lo, hi) != (a, b):
+                src = src[lo - a:hi - a]  # whole rows of a C-contiguous array: contiguous
+            home = node.replicas[j]
+            if home == graph_mod.HOST:
+                part = self.devices.receive(device, src)  # a device batch stays on the device
+                self._count(producer, device, "forward", src.nbytes)
+            elif home != device:
+                part = self.devices.copy(src, device, home)
+                self._count(producer, device, "forward", src.nbytes)
+            else:
+                part = src
+            parts.append(part)
+        if len(parts) == 1:
+            out = parts[0]
+        else:  # the rows of several replicas, one after the other
+            with self.devices.context(device):
+                out = F.concat([p.reshape(1, -1) for p in parts]).reshape((rows[1] - rows[0],) + parts[0].shape[1:])
+        placed[key] = out
+        return out
 
     def backward(self, labels):
         """Mean log loss of the last forward(train=True) against `labels` (N,) class indices (NumPy,
@@ -466,37 +522,111 @@ class Model:
         range gives a NaN loss: the kernels never read outside a row)."""
         if self._last is None:
             raise RuntimeError("backward() needs a forward(x, train=True) first (and one backward per forward)")
-        ctx, outputs, inputs_of = self._last
-        logits_device = self.graph.nodes[self.graph.logits].device
-        logits = outputs[(self.graph.logits, logits_device)]
-        labels = self._labels(labels, logits.shape[0], logits_device)
-        with self.devices.context(logits_device):  # labels were checked by _labels, without a wait
-            loss = F.cross_entropy(logits, labels, validate_target=False)
-            grads = {self.graph.logits: F.cross_entropy_backward(logits, labels, validate_target=False)}
+        ctx, produced, inputs_of, n = self._last
+        grads = {}  # (layer, replica) -> gradient of that replica's rows of its output
+        loss = self._loss_and_gradients(labels, n, produced, grads)
         for layer in reversed(self.layers):
-            grad = grads.pop(layer.name, None)
-            if grad is None:
-                raise RuntimeError(f"layer {layer.name} does not reach the cost layer")
-            xs = inputs_of[layer.name]
+            node = self.graph.nodes[layer.name]
             needs = [self.graph.nodes[p].device != graph_mod.HOST for p in layer.spec.inputs]
-            with self.devices.context(layer.device):
-                out = outputs[(layer.name, layer.device)]
-                grads_in = layer.backward(grad, xs, out, ctx, needs)
-            for producer, g in zip(layer.spec.inputs, grads_in):
-                if g is None:
-                    continue
-                home = self.graph.nodes[producer].device
-                if home != layer.device:
-                    g = self.devices.copy(g, home, layer.device)
-                    self._count(producer, layer.device, "backward", g.nbytes)
-                if producer in grads:
-                    with self.devices.context(home):
-                        F.accumulate(grads[producer], g)
-                else:
-                    grads[producer] = g
+            for r, replica in enumerate(self.replicas[layer.name]):
+                grad = grads.pop((layer.name, r), None)
+                if grad is None:
+                    raise RuntimeError(f"layer {layer.name} does not reach the cost layer")
+                rows, device = graph_mod.replica_rows(n, node.count, r), node.replicas[r]
+                with self.devices.context(device):
+                    grads_in = replica.backward(grad, inputs_of[(layer.name, r)], produced[(layer.name, r)],
+                                                ctx.for_rows(rows[0]), needs)
+                for producer, g in zip(layer.spec.inputs, grads_in):
+                    if g is not None:
+                        self._send_gradient(producer, g, rows, device, n, grads)
+        self._sum_replica_gradients()
         self._last = None
         self.devices.synchronize()  # copies across GPUs done: their source arrays may be freed
         return loss
+
+    def _loss_and_gradients(self, labels, n, produced, grads):
+        """The mean loss (on the classifier's device) and each classifier replica's gradient of it
+        (its rows' cross-entropy gradient, weighted by its share of the batch when there are several)."""
+        node = self.graph.nodes[self.graph.logits]
+        home = node.device
+        labels = self._labels(labels, n, home)  # checked without a wait
+        if node.count == 1:
+            logits = produced[(self.graph.logits, 0)]
+            with self.devices.context(home):
+                grads[(self.graph.logits, 0)] = F.cross_entropy_backward(logits, labels, validate_target=False)
+                return F.cross_entropy(logits, labels, validate_target=False)
+        losses, shares = [], []
+        for r in range(node.count):
+            (a, b), device = graph_mod.replica_rows(n, node.count, r), node.replicas[r]
+            mine = labels[a:b]
+            if device != home:
+                mine = self.devices.copy(mine, device, home)
+                self._count(self.graph.label_input or "labels", device, "forward", mine.nbytes)
+            logits, share = produced[(self.graph.logits, r)], (b - a) / n
+            with self.devices.context(device):
+                g = F.cross_entropy_backward(logits, mine, validate_target=False)
+                grads[(self.graph.logits, r)] = F.eltwise_sum([g], [share])  # of the whole batch's mean
+                loss = F.cross_entropy(logits, mine, validate_target=False)
+            if device != home:
+                loss = self.devices.copy(loss, home, device)
+                self.traffic_kinds["activations"] += loss.nbytes  # the step's "loss" record
+            losses.append(loss)
+            shares.append(share)
+        with self.devices.context(home):
+            return F.eltwise_sum(losses, shares)
+
+    def _send_gradient(self, producer, g, rows, device, n, grads):
+        """Add the gradient `g` of rows [a, b) of `producer`'s output (computed on `device`) to the
+        gradients of the producer replicas holding those rows, on their devices (copies counted)."""
+        node = self.graph.nodes[producer]
+        for j, lo, hi in self.graph.row_pieces(producer, n, rows):
+            piece = g if (lo, hi) == rows else g[lo - rows[0]:hi - rows[0]]
+            home = node.replicas[j]
+            if home != device:
+                piece = self.devices.copy(piece, home, device)
+                self._count(producer, device, "backward", piece.nbytes)
+            a, b = graph_mod.replica_rows(n, node.count, j)
+            key = (producer, j)
+            with self.devices.context(home):
+                if (lo, hi) == (a, b) and key not in grads:
+                    grads[key] = piece
+                elif (lo, hi) == (a, b):
+                    F.accumulate(grads[key], piece)
+                else:  # part of the replica's rows: into that part of its gradient
+                    if key not in grads:
+                        grads[key] = self.devices.zeros(home, (b - a,) + tuple(piece.shape[1:]), self.dtype)
+                    F.accumulate(grads[key][lo - a:hi - a], piece)
+
+    def _sum_replica_gradients(self):
+        """Each replicated layer's weight gradients: replica 0's plus the others', in replica order,
+        on replica 0's device (the copies counted as gradient sums)."""
+        for (name, r), grads in self.replica_grads.items():
+            node = self.graph.nodes[name]
+            block, device = self.blocks[node.device], node.replicas[r]
+            for key, g in grads.items():
+                if device != node.device:
+                    g = self.devices.copy(g, node.device, device)
+                    self.traffic_kinds["gradient_sums"] += g.nbytes
+                with self.devices.context(node.device):
+                    F.accumulate(block.grads[key], g)
+
+    def _broadcast_weights(self, count=True, layer=None):
+        """Replica 0's weights to the replicas on other devices (after an update of `layer`, or of
+        every layer after a load)."""
+        for (name, r), params in self.replica_params.items():
+            if layer is not None and name != layer:
+                continue
+            node = self.graph.nodes[name]
+            device = node.replicas[r]
+            if device == node.device:
+                continue  # shares replica 0's arrays
+            block = self.blocks[node.device]
+            for key, target in params.items():
+                copied = self.devices.copy(block.params[key], device, node.device)
+                with self.devices.context(device):
+                    target[...] = copied
+                if count:
+                    self.traffic_kinds["weight_broadcasts"] += copied.nbytes
 
     def _labels(self, labels, n, device):
         if self.devices.on_gpu and isinstance(labels, self.devices.xp.ndarray):
@@ -556,6 +686,7 @@ class Model:
                 key = keys[-1]
                 F.sgd_update(block.params[key], grads[key], block.momentum[key], lr=eps_b * scale,
                              momentum=learn.mom_b, weight_decay=0.0, batch_size=period)
+            self._broadcast_weights(layer=layer.name)
         self.steps += 1
 
     @property

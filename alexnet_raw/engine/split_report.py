@@ -2,9 +2,11 @@
 
     alexnet-raw split [--network NAME | --cfg LAYERS PARAMS] [--batch-size N] [--png FILE] [--json FILE]
 
-Prints the placement of every layer, a table of the cross-device copies of one training step
-(bytes forward and backward on each edge) and memory per device, and draws the towers and their
-cross-device edges as a PNG. Needs no kernels and no GPU: the numbers come from the layer file.
+Prints the placement of every layer (data-parallel replica r > 0 of a layer as name[r]), a table of
+the cross-device copies of one training step (bytes forward and backward on each edge; an edge fed
+by several replicas lists their devices), the replicas' weight-gradient sums and weight broadcasts,
+and memory per device, and draws the towers and their cross-device edges as a PNG (each layer at
+its replica 0). Needs no kernels and no GPU: the numbers come from the layer file.
 """
 
 from __future__ import annotations
@@ -34,22 +36,31 @@ def _mib(n):
 def format_report(g, report) -> str:
     lines = [f"network {g.source}: {len(g.devices)} device(s), batch {report['batch_size']}, "
              f"{report['image_size']}x{report['image_size']} images", ""]
-    for d in g.devices:
-        names = [n for n in g.order if g.nodes[n].device == d]
+    for d in g.devices:  # a data-parallel replica r > 0 of a layer shows as name[r]
+        names = [n + (f"[{r}]" if r else "") for n in g.order for r, dev in enumerate(g.nodes[n].replicas) if dev == d]
         lines.append(f"device {d}: {', '.join(names)}")
+    if report.get("replicas"):
+        lines.append("data-parallel replicas: " + ", ".join(
+            f"{n} on {','.join(map(str, devs))}" for n, devs in report["replicas"].items()))
     lines += ["", f"{'edge':40s} {'devices':>9s} {'forward MiB':>12s} {'backward MiB':>12s}"]
     total_f = total_b = 0
     for e in report["edges"]:
         what = f"{e['src']} -> {e['dst']}"
-        lines.append(f"{what:40s} {str(e['src_device']) + '->' + str(e['dst_device']):>9s} "
+        src = e["src_device"] if not isinstance(e["src_device"], list) else ",".join(map(str, e["src_device"]))
+        lines.append(f"{what:40s} {str(src) + '->' + str(e['dst_device']):>9s} "
                      f"{_mib(e['forward_bytes']):>12s} {_mib(e['backward_bytes']):>12s}")
         total_f += e["forward_bytes"]
         total_b += e["backward_bytes"]
     lines.append(f"{'total per step':40s} {'':9s} {_mib(total_f):>12s} {_mib(total_b):>12s}")
-    lines += ["", f"{'device':>6s} {'parameters':>12s} {'param MiB':>10s} {'activation MiB':>15s}"]
+    kinds = report.get("bytes_by_kind", {})
+    if kinds.get("gradient_sums") or kinds.get("weight_broadcasts"):
+        lines.append(f"{'replicas: weight gradients summed':40s} {'':9s} {_mib(kinds['gradient_sums']):>12s}")
+        lines.append(f"{'replicas: updated weights sent out':40s} {'':9s} {_mib(kinds['weight_broadcasts']):>12s}")
+    lines.append(f"{'all copies of a step':40s} {'':9s} {_mib(sum(kinds.values())):>12s}")
+    lines += ["", f"{'device':>6s} {'parameters':>12s} {'replica copies':>15s} {'param MiB':>10s} {'activation MiB':>15s}"]
     for d in report["devices"]:
-        lines.append(f"{d['device']:>6} {d['parameters']:>12,d} {_mib(d['parameter_bytes'])} "
-                     f"{_mib(d['activation_bytes']):>15s}")
+        lines.append(f"{d['device']:>6} {d['parameters']:>12,d} {d.get('replica_parameters', 0):>15,d} "
+                     f"{_mib(d['parameter_bytes'])} {_mib(d['activation_bytes']):>15s}")
     lines.append("(parameter gradients and momentum take as much again as the parameters, each)")
     return "\n".join(lines)
 

@@ -219,7 +219,7 @@ class LayerRun:
 
 
 class _Ctx:
-    seed, step, dropout_layers, train = 0, 0, 1, True
+    seed, step, dropout_layers, train, row_start = 0, 0, 1, True, 0
 
     def dropout_offset(self, index):
         return index

@@ -21,11 +21,11 @@ HERE = Path(__file__).resolve().parent
 REFERENCE_DIRS = [HERE / d for d in ("cuda-convnet", "cuda-convnet2", "cuda-convnet-2012")]
 REFERENCE_PAIRS = sorted((p, p.with_name("layer-params" + p.name[len("layers"):]))
                          for d in REFERENCE_DIRS for p in d.glob("layers*.cfg"))
-# The files that load today; the others use what the layer-files issue has still to add (gpu lists,
-# cuda-convnet's randSparse) and must be refused naming that.
+# The files that load today; the others use what the layer-files issue has still to add (cuda-convnet's
+# randSparse) and must be refused naming that.
 LOADING = {"layers-18pct.cfg", "layers-145.cfg", "layers-145-half.cfg", "layers-147.cfg", "layers-148.cfg",
            "layers-150.cfg", "layers-imagenet-2gpu-model.cfg", "layers-conv-local-13pct.cfg",
-           "layers-cifar10-11pct.cfg"}
+           "layers-cifar10-11pct.cfg", "layers-imagenet-2gpu-data.cfg", "layers-imagenet-4gpu-data-model.cfg"}
 NOT_YET_TYPES = set()
 
 # one section of every supported layer type
@@ -299,7 +299,6 @@ def test_bookkeeping_keys_are_accepted(write_cfg):
     ("layers", "pool1", "start=1"),  # a positive start (a negative one is implemented)
     ("layers", "conv1", "sharedBiases=0"),
     ("layers", "conv1", "randSparse=true"),
-    ("layers", "conv1", "gpu=0,1"),  # cuda-convnet2's data-parallel replicas
 ])
 def test_bookkeeping_keys_at_values_not_implemented_are_refused_by_name(write_cfg, where, section, line):
     key, value = line.split("=")

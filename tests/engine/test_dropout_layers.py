@@ -69,9 +69,9 @@ def drop_output(model, x, train):
     """The dropout layer's output (before its relu) and the mask ratio, from a forward pass."""
     model.forward(x, train=train)
     if train:
-        _, _, inputs_of = model._last
+        inputs_of = model._last[2]
         layer = next(layer for layer in model.layers if layer.name == "drop")
-        return layer.pre_neuron, inputs_of["drop"][0]
+        return layer.pre_neuron, inputs_of[("drop", 0)][0]
     model._last = None
     return None, None
 

@@ -42,3 +42,21 @@ def test_split_reports_bad_files_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.cfg: [conv] type: unsupported layer type 'deconv'" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_split_of_the_hybrid_shows_replicas_and_their_weight_traffic(tmp_path, capsys):
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent / "cuda-convnet2"
+    files = [str(here / f"{kind}-imagenet-4gpu-data-model.cfg") for kind in ("layers", "layer-params")]
+    js = tmp_path / "h.json"
+    assert split.main(["--cfg", *files, "--image-size", "224", "--png", str(tmp_path / "h.png"), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "device 3: conv1[3], rnorm1[3]" in out and "data-parallel replicas: conv1 on 0,1,2,3" in out
+    line = next(l for l in out.splitlines() if l.startswith("pool3 -> fc1024b"))
+    mib = 3 * 32 * 256 * 6 * 6 * 4 / 2**20  # the three other replicas' 32 rows of pool3, to device 1
+    assert line.split()[-3:] == ["0,2,3->1", f"{mib:.2f}", f"{mib:.2f}"]
+    report = json.loads(js.read_text())
+    kinds = report["bytes_by_kind"]
+    assert kinds["gradient_sums"] == kinds["weight_broadcasts"] > 0
+    assert "replicas: weight gradients summed" in out
