@@ -6,14 +6,9 @@ import pytest
 from reference_runs import RUNS, reference_files
 
 from alexnet_raw.engine import cfg
+from cfg_texts import DATA
 
-MINIMAL = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
+MINIMAL = DATA + """
 [conv1]
 type=conv
 inputs=data

@@ -13,16 +13,11 @@ import reference_model
 from alexnet_raw import Model
 from alexnet_raw.engine import cfg
 from reference_model import close
+from cfg_texts import DATA
 
 CONVNET2 = Path(__file__).resolve().parent / "cuda-convnet2"
 
-LAYERS = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
+LAYERS = DATA + """
 [fc1]
 type=fc
 inputs=data

@@ -11,35 +11,11 @@ import pytest
 import reference_model
 from alexnet_raw import Model
 from alexnet_raw.engine import cfg
+from cfg_texts import DATA, classifier, conv_of_images
 
 # two conv towers of different widths (concat, pass) or equal widths (eltsum, eltmax), joined, then
 # a conv on the joined maps and an fc fed by the join and by one tower directly
-LAYERS = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
-[conva]
-type=conv
-inputs=data
-channels=3
-filters=4
-filterSize=3
-padding=1
-initW=0.3
-neuron=relu
-gpu=0
-[convb]
-type=conv
-inputs=data
-channels=3
-filters={width_b}
-filterSize=3
-padding=1
-initW=0.3
-gpu=1
+LAYERS = DATA + conv_of_images("conva", extra="neuron=relu\ngpu=0") + conv_of_images("convb", "{width_b}", "gpu=1") + """
 [join]
 type={kind}
 inputs=conva,convb
@@ -57,13 +33,7 @@ type=fc
 inputs=conv2,join
 outputs=5
 initW=0.1,0.1
-[probs]
-type=softmax
-inputs=fc
-[logprob]
-type=cost.logreg
-inputs=labels,probs
-"""
+""" + classifier("fc")
 PARAMS = """
 [conva]
 epsW=0.1

@@ -13,6 +13,7 @@ import pytest
 import reference_model
 from alexnet_raw import Model
 from alexnet_raw.engine import cfg, graph
+from cfg_texts import DATA, classifier, conv_of_images
 
 HERE = Path(__file__).resolve().parent
 FILES = {
@@ -36,22 +37,7 @@ def test_cuda_convnet_local_files_train_a_step_as_torch(name):
     reference_model.assert_train_step_matches(model, x, labels)
 
 
-LAYERS = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
-[conv1]
-type=conv
-inputs=data
-channels=3
-filters=4
-filterSize=3
-padding=1
-initW=0.3
-neuron=relu
+LAYERS = DATA + conv_of_images() + """
 [local2]
 type=local
 inputs=conv1,data
@@ -70,13 +56,7 @@ type=fc
 inputs=local2
 outputs=3
 initW=0.1
-[probs]
-type=softmax
-inputs=fc
-[logprob]
-type=cost.logreg
-inputs=labels,probs
-"""
+""" + classifier("fc")
 PARAMS = """
 [conv1]
 epsW=0.1

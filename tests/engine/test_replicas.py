@@ -15,26 +15,11 @@ import reference_model
 from alexnet_raw import Model
 from alexnet_raw.engine import cfg
 from alexnet_raw.engine.split_report import load_graph
+from cfg_texts import DATA, classifier, conv_of_images
 
 CONVNET2 = Path(__file__).resolve().parent / "cuda-convnet2"
 
-DATA_PARALLEL = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
-[conv1]
-type=conv
-inputs=data
-channels=3
-filters=4
-filterSize=3
-padding=1
-initW=0.3
-neuron=relu
-gpu=0,1
+DATA_PARALLEL = DATA + conv_of_images(extra="neuron=relu\ngpu=0,1") + """
 [pool1]
 type=pool
 pool=max
@@ -55,13 +40,7 @@ type=fc
 inputs=drop1
 outputs=3
 initW=0.2
-[probs]
-type=softmax
-inputs=fc2
-[logprob]
-type=cost.logreg
-inputs=labels,probs
-"""
+""" + classifier("fc2")
 DATA_PARALLEL_PARAMS = """
 [conv1]
 epsW=0.1
@@ -84,23 +63,7 @@ keep=0.6
 
 # Krizhevsky 2014's hybrid in small (layers-imagenet-4gpu-data-model.cfg's plan): convolutions over
 # 4 replicas, one fc layer per device on the whole batch, pass layers concatenating the four
-HYBRID = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
-[conv1]
-type=conv
-inputs=data
-channels=3
-filters=4
-filterSize=3
-padding=1
-initW=0.3
-neuron=relu
-gpu=0,1,2,3
+HYBRID = DATA + conv_of_images(extra="neuron=relu\ngpu=0,1,2,3") + """
 [pool1]
 type=pool
 pool=max
@@ -139,14 +102,7 @@ type=fc
 inputs=join
 outputs=3
 initW=0.2
-[probs]
-type=softmax
-inputs=out
-[logprob]
-type=cost.logreg
-inputs=labels,probs
-gpu=0
-"""
+""" + classifier("out", "gpu=0")
 HYBRID_PARAMS = "".join(f"""
 [{name}]
 epsW=0.1

@@ -10,35 +10,15 @@ import pytest
 from alexnet_raw import Model
 from alexnet_raw.engine import cfg
 from alexnet_raw.training import checkpoint
+from cfg_texts import DATA, classifier, conv_of_images
 
-LAYERS = """
-[data]
-type=data
-dataIdx=0
-[labels]
-type=data
-dataIdx=1
-[conv1]
-type=conv
-inputs=data
-channels=3
-filters=4
-filterSize=3
-padding=1
-initW=0.3
-neuron=relu
+LAYERS = DATA + conv_of_images() + """
 [fc1]
 type=fc
 inputs=conv1
 outputs=5
 initW=0.1
-[probs]
-type=softmax
-inputs=fc1
-[logprob]
-type=cost.logreg
-inputs=labels,probs
-"""
+""" + classifier("fc1")
 PARAMS = """
 [conv1]
 epsW=0.1
