@@ -14,6 +14,7 @@ holding NaN as wrong."""
 # one import line per op module (keep sorted)
 from .ops.accumulate import accumulate  # noqa: F401
 from .ops.avg_pool2d import avg_pool2d, avg_pool2d_backward, convnet_avg_pool2d, convnet_avg_pool2d_backward  # noqa: F401
+from .ops.channel_gather import channel_gather, channel_gather_backward  # noqa: F401
 from .ops.concat import concat, concat_backward  # noqa: F401
 from .ops.conv2d import conv2d, conv2d_backward  # noqa: F401
 from .ops.softmax_cross_entropy import cross_entropy, cross_entropy_backward, softmax, topk_correct  # noqa: F401

@@ -203,6 +203,13 @@ def eltwise_max(xs):
     return EltwiseMax.apply(*xs)
 
 
+def channel_gather(x, index):
+    """cuda-convnet's random sparse connectivity: x[:, index] (index_select; its autograd sums the
+    gradients of a channel taken several times)."""
+    torch = _torch()
+    return torch.index_select(x, 1, torch.as_tensor(np.asarray(index, dtype=np.int64)))
+
+
 def concat(xs):
     """cuda-convnet2's concat (and pass of several inputs): torch.cat along axis 1."""
     return _torch().cat(xs, dim=1)

@@ -93,6 +93,14 @@ class ConvSpec(LayerSpec):
     init_w: list = dataclasses.field(default_factory=list)
     init_b: float = 0.0
     size_rule: str = "ceil"
+    # cuda-convnet's randSparse, per input: filter group g reads filter_channels[i] channels of a random
+    # list (Model.filter_conns) instead of channels g*C/groups ..; False: the contiguous ranges
+    rand_sparse: list = dataclasses.field(default_factory=list)
+    filter_channels: list = dataclasses.field(default_factory=list)  # per input: channels one filter reads
+
+    def __post_init__(self):
+        self.rand_sparse = self.rand_sparse or [False] * len(self.channels)
+        self.filter_channels = self.filter_channels or [c // g for c, g in zip(self.channels, self.groups)]
 
 
 @dataclasses.dataclass
@@ -352,8 +360,6 @@ IGNORED = {
 # Keys that change what is computed, accepted at the value(s) implemented here: (test, the values, what others mean).
 ONLY = {
     "sharedBiases": (lambda v: v, "1", "one bias per filter and output position (unshared biases) is not implemented"),
-    "randSparse": (lambda v: not v, "0", "random sparse connectivity between filter groups and channels is not "
-                                         "implemented"),
     "start": (lambda v: v <= 0, "0 or negative (the first window begins before the image)",
               "pooling windows from a positive offset (pixels before it never pooled) are not implemented"),
     "wball": (lambda v: v == 0, "0", "cuda-convnet2's wball > 0, a hard bound on the norm of each filter's weights "
@@ -361,7 +367,7 @@ ONLY = {
     "coeff": (lambda v: v == 1, "1", "a cost scaled by coeff is not implemented"),
 }
 
-_PER_INPUT = ("wball", "randSparse")  # of the IGNORED and ONLY keys, those with one value per input
+_PER_INPUT = ("wball",)  # of the IGNORED and ONLY keys, those with one value per input
 
 _BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False, "off": False}
 
@@ -641,14 +647,25 @@ def _conv_like(s, common, n, cls):
                                  f"{' and '.join(f'{f} x {g}' for f, g in zip(per_group, groups))}")
     if totals[0] > INT_MAX:
         raise s.error("filters", f"filters x groups = {totals[0]} is past the kernels' 32-bit indices")
-    for i, (c, g) in enumerate(zip(channels, groups)):
-        if c % g:
-            raise s.error("groups", f"groups={g} must divide channels={c} (input {i})")
-    for i, (fc, c, g) in enumerate(zip(s.numbers("filterChannels", n, None), channels, groups)):
-        if fc is not None and fc != c // g:
-            raise s.error("filterChannels", f"filterChannels={fc} (input {i}) differs from channels / groups = {c // g}: "
-                                            "each group reading its own subset of the channels is cuda-convnet's "
-                                            "random sparse connectivity (randSparse), which is not implemented")
+    sparse = s.numbers("randSparse", n, False)
+    filter_channels = []
+    for i, (fc, c, g, rand) in enumerate(zip(s.numbers("filterChannels", n, None), channels, groups, sparse)):
+        if not rand:
+            if c % g:
+                raise s.error("groups", f"groups={g} must divide channels={c} (input {i})")
+            if fc is not None and fc != c // g:
+                raise s.error("filterChannels", f"filterChannels={fc} (input {i}) differs from channels / groups = "
+                                                f"{c // g}: a group reading its own subset of the channels is "
+                                                "cuda-convnet's random sparse connectivity; set randSparse=1")
+            filter_channels.append(c // g)
+            continue
+        fc = c // g if fc is None else fc  # cuda-convnet's rules for randSparse (layer.py)
+        if g == 1:
+            raise s.error("randSparse", f"random sparse connectivity needs groups > 1 (input {i} has groups=1)")
+        if c % fc or (g * fc) % c:
+            raise s.error("filterChannels", f"filterChannels={fc} (input {i}) must divide channels={c}, and "
+                                            f"channels must divide groups x filterChannels = {g * fc}")
+        filter_channels.append(fc)
     extra = dict(modules_x=s.number("modulesX", 0)) if cls is LocalSpec else {}
     return cls(
         **common,
@@ -661,6 +678,8 @@ def _conv_like(s, common, n, cls):
         init_w=s.numbers("initW", n, 0.01),
         init_b=s.number("initB", 0.0),
         size_rule=s.choice("sizeRule", ("ceil", "floor"), "ceil"),
+        rand_sparse=sparse,
+        filter_channels=filter_channels,
         **extra,
     )
 

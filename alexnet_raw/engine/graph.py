@@ -198,7 +198,7 @@ class Graph:
                     if have is not None and have != ch:
                         raise cfg.CfgError(self.source, name, "channels",
                                            f"input {i} ({inp}) has {have} channels but channels={ch}")
-                    if ch % g:
+                    if ch % g and not spec.rand_sparse[i]:
                         raise cfg.CfgError(self.source, name, "groups", f"groups={g} must divide channels={ch}")
                 declared[name] = spec.filters
             elif isinstance(spec, (cfg.PoolSpec, cfg.NormSpec)):
@@ -303,10 +303,10 @@ class Graph:
             spec = self.nodes[name].spec
             if isinstance(spec, cfg.LocalSpec):  # a filter bank per output position, a bias per filter and position
                 _, oh, ow = shapes[name]
-                ws = [(oh, ow, spec.filters, ch // g, f, f) for ch, g, f in zip(spec.channels, spec.groups, spec.filter_size)]
+                ws = [(oh, ow, spec.filters, fc, f, f) for fc, f in zip(spec.filter_channels, spec.filter_size)]
                 out[name] = (ws, (spec.filters, oh, ow))
             elif isinstance(spec, cfg.ConvSpec):
-                ws = [(spec.filters, ch // g, f, f) for ch, g, f in zip(spec.channels, spec.groups, spec.filter_size)]
+                ws = [(spec.filters, fc, f, f) for fc, f in zip(spec.filter_channels, spec.filter_size)]
                 out[name] = (ws, (spec.filters,))
             elif isinstance(spec, cfg.FcSpec):
                 ws = [(spec.outputs, math.prod(shapes[i])) for i in spec.inputs]  # Python ints: no overflow

@@ -45,49 +45,42 @@ def _store(target, value):
 
 
 class Conv(Layer):
+    op_name = "conv2d"  # F.conv2d and F.conv2d_backward (looked up at each call)
+    # cuda-convnet's randSparse: {input: the channels its filter groups read, in group order} (the
+    # model draws them: Model.filter_conns); such an input is gathered first (F.channel_gather)
+    filter_conns = {}
+
     def _args(self, i):
         s = self.spec
         return dict(stride=s.stride[i], padding=s.padding[i], groups=s.groups[i], ceil_mode=s.size_rule == "ceil")
+
+    def _gathered(self, i, x):
+        return F.channel_gather(x, self.filter_conns[i]) if i in self.filter_conns else x
 
     def compute(self, xs, ctx):
         out = None
         for i, x in enumerate(xs):
             bias = self.params[f"{self.name}.biases"] if i == 0 else None
-            y = F.conv2d(x, _weights(self, i), bias, **self._args(i))
+            y = getattr(F, self.op_name)(self._gathered(i, x), _weights(self, i), bias, **self._args(i))
             out = y if out is None else F.accumulate(out, y)
         return out
 
     def compute_backward(self, grad, xs, out, ctx, needs):
         grads_in = []
         for i, x in enumerate(xs):
-            gi, gw, gb = F.conv2d_backward(grad, x, _weights(self, i), bias=i == 0, input_grad=bool(needs[i]),
-                                           **self._args(i))
+            gi, gw, gb = getattr(F, f"{self.op_name}_backward")(grad, self._gathered(i, x), _weights(self, i),
+                                                                bias=i == 0, input_grad=bool(needs[i]), **self._args(i))
             _store(self.grads[f"{self.name}.weights.{i}"], gw)
             if i == 0:
                 _store(self.grads[f"{self.name}.biases"], gb)
+            if gi is not None and i in self.filter_conns:
+                gi = F.channel_gather_backward(gi, self.filter_conns[i], x.shape[1])
             grads_in.append(gi)
         return grads_in
 
 
 class Local(Conv):  # cuda-convnet's local: Conv's sum over inputs with unshared filters (F.local)
-    def compute(self, xs, ctx):
-        out = None
-        for i, x in enumerate(xs):
-            bias = self.params[f"{self.name}.biases"] if i == 0 else None
-            y = F.local(x, _weights(self, i), bias, **self._args(i))
-            out = y if out is None else F.accumulate(out, y)
-        return out
-
-    def compute_backward(self, grad, xs, out, ctx, needs):
-        grads_in = []
-        for i, x in enumerate(xs):
-            gi, gw, gb = F.local_backward(grad, x, _weights(self, i), bias=i == 0, input_grad=bool(needs[i]),
-                                          **self._args(i))
-            _store(self.grads[f"{self.name}.weights.{i}"], gw)
-            if i == 0:
-                _store(self.grads[f"{self.name}.biases"], gb)
-            grads_in.append(gi)
-        return grads_in
+    op_name = "local"
 
 
 class Fc(Layer):

@@ -258,6 +258,7 @@ class Model:
         self.layers = []  # replica 0 of every layer, in order
         self.replicas = {}  # layer -> [its replicas' Layer objects]
         self.replica_params, self.replica_grads = {}, {}  # (layer, r >= 1) -> {key: array on its device}
+        self.filter_conns = {}  # layer -> {randSparse input: the channels its groups read} (_filter_conns)
         dropout_index = 0
         for name in self.graph.order:
             node = self.graph.nodes[name]
@@ -276,10 +277,29 @@ class Model:
                 for layer in replicas:
                     layer.index = dropout_index
                 dropout_index += 1
+            if isinstance(node.spec, cfg.ConvSpec) and any(node.spec.rand_sparse):
+                conns = self._filter_conns(name)
+                for layer in replicas:
+                    layer.filter_conns = conns
             self.layers.append(replicas[0])
             self.replicas[name] = replicas
         self.dropout_layers = dropout_index
         self._initialise(weight_shapes)
+
+    def _filter_conns(self, name):
+        """cuda-convnet's random sparse connectivity of a layer: for each randSparse input, the
+        channels its filter groups read, group g the g-th run of filterChannels (cuda-convnet's
+        gen_rand_conns: groups x filterChannels / channels random permutations of the channels, one
+        after the other), drawn from the model's seed and the layer's place in the file."""
+        spec, position = self.graph.nodes[name].spec, self.graph.order.index(name)
+        conns = {}
+        for i, (sparse, c, g, fc) in enumerate(zip(spec.rand_sparse, spec.channels, spec.groups,
+                                                   spec.filter_channels)):
+            if sparse:
+                rng = np.random.default_rng((self.seed, position, i))
+                conns[i] = np.concatenate([rng.permutation(c) for _ in range(g * fc // c)]).astype(np.int64)
+        self.filter_conns[name] = conns
+        return conns
 
     def _initialise(self, weight_shapes):
         """Gaussian weights of standard deviation initW, constant biases initB, drawn in layer

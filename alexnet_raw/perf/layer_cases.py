@@ -254,7 +254,8 @@ recording = backends.recording  # the recording backend: ops record their launch
 
 def _extras(batch, dtype):
     """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, the
-    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), average pooling and the
+    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), cuda-convnet's channel gather
+    (randSparse), average pooling and the
     locally connected layer (no shipped network uses these two: recorded at cuda-convnet's CIFAR
     pool shape and cuda-convnet2's CIFAR local3)."""
     classes, hidden = 1000, 4096
@@ -284,6 +285,9 @@ def _extras(batch, dtype):
                                                     for text in NEURON_EXAMPLES]),
         ("concat of four fc outputs (cuda-convnet2's hybrid: pass1a of layers-imagenet-4gpu-data-model)", lambda: (
             F.concat([h, h, h, h]), F.concat_backward(np.empty((batch, 4 * hidden), dtype), [hidden] * 4))),
+        ("channel gather of 64 maps into 2 groups of 32 (cuda-convnet's randSparse)", lambda: (
+            F.channel_gather(maps, np.arange(64) % 32), F.channel_gather_backward(
+                np.empty((batch, 64, 32, 32), dtype), np.arange(64) % 32, 32))),
         ("eltsum and eltmax of two fc outputs (cuda-convnet2's joins of towers)", lambda: (
             F.eltwise_sum([h, g], [0.5, 2.0]), F.eltwise_sum_backward(g, [0.5, 2.0]),
             F.eltwise_max([h, g]), F.eltwise_max_backward(g, [h, g], h))),

@@ -21,6 +21,8 @@ def forward(model, params, x, train, step=None):
         if isinstance(spec, (cfg.DataSpec, cfg.SoftmaxSpec, cfg.CostSpec)):
             continue
         xs = [out[i] for i in spec.inputs]
+        conns = model.filter_conns.get(name, {})  # cuda-convnet's randSparse: the channels each group reads
+        xs = [reference.channel_gather(xi, conns[i]) if i in conns else xi for i, xi in enumerate(xs)]
         if isinstance(spec, cfg.LocalSpec):
             y = sum(reference.local(xi, params[f"{name}.weights.{i}"], None, spec.stride[i], spec.padding[i],
                                     spec.groups[i], ceil_mode=spec.size_rule == "ceil")

@@ -98,7 +98,8 @@ def test_conv_filters_count_per_group_as_in_cuda_convnet(write_cfg):
     ("3,3", "2,1", "", "filters", "every input must give the same number of filters (filters x groups), got 3 x 2 and 3 x 1"),
     ("2,6", "3,1", "", "groups", "groups=3 must divide channels=4"),
     ("3,6", "2,1", "filterChannels=1,3", "filterChannels", "random sparse connectivity"),
-    ("3,6", "2,1", "randSparse=true", "randSparse", "not implemented"),
+    ("3,6", "2,1", "randSparse=true", "randSparse", "random sparse connectivity needs groups > 1 (input 1"),
+    ("3,6", "2,1", "randSparse=1,0\nfilterChannels=3,3", "filterChannels", "must divide channels=4"),
     ("3,6", "2,1", "sharedBiases=1", "sharedBiases", "not a key of a local layer"),
 ])
 def test_bad_local_layers_name_file_section_and_key(write_cfg, filters, groups, extra, key, message):
@@ -114,3 +115,32 @@ def test_modules_x_must_be_the_computed_count(write_cfg):
     lp, pp = write_cfg(LAYERS.format(filters="3,6", groups="2,1", extra="modulesX=4"), PARAMS)
     with pytest.raises(graph.ShapeError, match=r"\[local2\] modulesX=4 but the windows give 3 output positions"):
         Model.from_cfg(lp, pp, dtype=np.float64, image_size=7)
+
+
+GC = (HERE / "cuda-convnet" / "layers.gc.cfg", HERE / "cuda-convnet" / "layer-params.gc.cfg")
+
+
+def test_cuda_convnets_gradient_check_file_with_random_sparse_groups_trains_as_torch():
+    """layers.gc.cfg: a local layer of 2 groups with randSparse (each group reads 8 of the 16
+    channels, a random permutation's halves), a pool starting before the image, an fc of two
+    inputs; at CIFAR's 32 x 32, one float64 step as PyTorch (the reference gathers the same channels)."""
+    model = Model.from_cfg(*GC, seed=6, dtype=np.float64, image_size=32)
+    conns = model.filter_conns["local32"][0]
+    assert sorted(conns) == list(range(16))  # one permutation: groups x filterChannels = channels
+    assert model.state_dict()["local32.weights.0"].shape[-3:] == (8, 5, 5)
+    rng = np.random.default_rng(4)
+    x, labels = rng.standard_normal((2, 3, 32, 32)), rng.integers(0, 10, 2)
+    reference_model.assert_train_step_matches(model, x, labels)
+    again = Model.from_cfg(*GC, seed=6, dtype=np.float64, image_size=32)
+    assert np.array_equal(again.filter_conns["local32"][0], conns)  # drawn from the seed: checkpoints rebuild it
+
+
+def test_random_sparse_groups_that_share_channels_train_as_torch(write_cfg):
+    # 4 groups x 2 filter channels of 4 channels: 2 permutations, every channel read by 2 groups
+    lp, pp = write_cfg(LAYERS.format(filters="2,8", groups="4,1", extra="randSparse=1,0\nfilterChannels=2,3"), PARAMS)
+    model = Model.from_cfg(lp, pp, seed=4, dtype=np.float64, image_size=7)
+    conns = model.filter_conns["local2"]
+    assert list(conns) == [0] and len(conns[0]) == 8 and sorted(conns[0]) == sorted(list(range(4)) * 2)
+    assert model.state_dict()["local2.weights.0"].shape == (3, 3, 8, 2, 3, 3)
+    rng = np.random.default_rng(1)
+    reference_model.assert_train_step_matches(model, rng.standard_normal((2, 3, 7, 7)), rng.integers(0, 3, 2))
