@@ -25,6 +25,7 @@ from .ops.local import local, local_backward  # noqa: F401
 from .ops.local_response_norm import local_response_norm, local_response_norm_backward  # noqa: F401
 from .ops.max_pool2d import convnet_max_pool2d, convnet_max_pool2d_backward, max_pool2d, max_pool2d_backward  # noqa: F401
 from .ops.neuron import neuron, neuron_backward, parse_neuron  # noqa: F401
+from .ops.norm_constraint import constrain_norms  # noqa: F401
 from .ops.relu import relu, relu_backward  # noqa: F401
 from .ops.same_map_norm import same_map_norm, same_map_norm_backward  # noqa: F401
 from .ops.sgd_update import sgd_update  # noqa: F401

@@ -203,6 +203,18 @@ def eltwise_max(xs):
     return EltwiseMax.apply(*xs)
 
 
+def norm_constraint(w, bound, mode="hard", row_dims=1):
+    """cuda-convnet2's wball on a tensor: each row (the first row_dims dimensions) scaled to norm
+    bound ("hard"; zero rows kept) or, where longer, down to it ("max")."""
+    torch = _torch()
+    rows = w.reshape(int(np.prod(w.shape[:row_dims])), -1)
+    norm = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    scale = torch.where(norm > 0, bound / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.ones_like(norm))
+    if mode == "max":
+        scale = torch.where(norm > bound, scale, torch.ones_like(norm))
+    return (rows * scale).reshape(w.shape)
+
+
 def channel_gather(x, index):
     """cuda-convnet's random sparse connectivity: x[:, index] (index_select; its autograd sums the
     gradients of a channel taken several times)."""

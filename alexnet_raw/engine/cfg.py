@@ -18,8 +18,9 @@ Strict, in one table (KEYS): every key a section may hold, by layer type and fil
 holds and the range its meaning allows. A key that is not in it is an error naming the file, the
 section, the key and the closest known key. Keys the original uses for bookkeeping are accepted
 and ignored (IGNORED, a reason each); keys that change what a layer computes are accepted only at
-the value this engine implements (ONLY, e.g. sharedBiases=1, wball=0); updatePeriod (an update every
-that many minibatches, gradients accumulated in between) is implemented;
+the value this engine implements (ONLY, e.g. sharedBiases=1); updatePeriod (an update every that many
+minibatches, gradients accumulated in between) and wball (a bound on each filter's norm after an
+update) are implemented;
 `enable` on hs layers (either file) is implemented: enable=false passes the input through.
 Every number must be finite in the model's dtype (the `dtype` the readers are given: float32
 unless said otherwise), a nonzero one must not round to zero in it, and integers (sizes, counts,
@@ -210,12 +211,20 @@ class LearnSpec:
     eps_w_schedules: list = None
     eps_b_schedule: object = None
     update_period: int = 1  # cuda-convnet2's updatePeriod: an update every that many minibatches (0 in the file: 1)
+    wball: list = None  # per input: cuda-convnet2's bound on each filter's norm after an update (0: none)
 
     def __post_init__(self):
         if self.eps_w_schedules is None:
             self.eps_w_schedules = [param_schedules.constant(e) for e in self.eps_w]
         if self.eps_b_schedule is None:
             self.eps_b_schedule = param_schedules.constant(self.eps_b)
+        if self.wball is None:
+            self.wball = [0.0] * len(self.eps_w)
+
+    def norm_bound(self, i):
+        """The wball of input i's weights where cuda-convnet2 applies it (a bound > 0 on weights that
+        learn: a base epsW > 0), else None."""
+        return self.wball[i] if self.wball[i] > 0 and self.eps_w[i] > 0 else None
 
     def rates(self, progress: float = 0.0):
         """([epsW per input], epsB) at `progress` (the share of the run's steps done, 0 to 1)."""
@@ -362,12 +371,10 @@ ONLY = {
     "sharedBiases": (lambda v: v, "1", "one bias per filter and output position (unshared biases) is not implemented"),
     "start": (lambda v: v <= 0, "0 or negative (the first window begins before the image)",
               "pooling windows from a positive offset (pixels before it never pooled) are not implemented"),
-    "wball": (lambda v: v == 0, "0", "cuda-convnet2's wball > 0, a hard bound on the norm of each filter's weights "
-                                     "after every update, is not implemented"),
     "coeff": (lambda v: v == 1, "1", "a cost scaled by coeff is not implemented"),
 }
 
-_PER_INPUT = ("wball",)  # of the IGNORED and ONLY keys, those with one value per input
+_PER_INPUT = ()  # of the IGNORED and ONLY keys, those with one value per input
 
 _BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False, "off": False}
 
@@ -749,6 +756,7 @@ def _params(sections, path, layers, dtype) -> dict:
                 eps_w_schedules=eps_w,
                 eps_b_schedule=eps_b,
                 update_period=max(1, s.number("updatePeriod", 1)),
+                wball=s.numbers("wball", n, 0.0),
             )
         elif isinstance(spec, NormSpec):
             spec.scale = s.number("scale", required=True)

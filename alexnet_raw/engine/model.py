@@ -13,6 +13,9 @@ Conventions:
 - A layer whose params file sets updatePeriod = P > 1 (cuda-convnet2's) is updated after every P-th
   minibatch (step counts k with (k + 1) % P == 0) with the mean of the P minibatches' gradients,
   summed in an accumulator in step order; in between, its weights and momentum stay as they are.
+- wball > 0 (cuda-convnet2's): after an update, each filter's weights (conv: a filter; fc: an
+  output's; local: a filter at one position) are scaled to norm wball (conv, fc) or, where longer,
+  down to it (local), as its HardWeightConstraintOperator and kNormalizeLCWeights do.
 - Data-parallel replicas (cuda-convnet2's gpu=0,1,...: engine/graph.py): replica r of a layer
   computes its rows of the batch with its own copy of the weights; after backward the replicas'
   weight gradients are summed on replica 0's device in replica order, step() updates replica 0's
@@ -703,6 +706,11 @@ class Model:
                 for i, key in enumerate(keys[:-1]):
                     F.sgd_update(block.params[key], grads[key], block.momentum[key], lr=eps_w[i] * scale,
                                  momentum=learn.mom_w[i], weight_decay=learn.wc[i], batch_size=period)
+                    bound = learn.norm_bound(i)
+                    if bound is not None:  # cuda-convnet2's wball: hard on conv and fc filters, a maximum on local ones
+                        local = isinstance(layer.spec, cfg.LocalSpec)
+                        F.constrain_norms(block.params[key], bound, mode="max" if local else "hard",
+                                          row_dims=3 if local else 1)
                 key = keys[-1]
                 F.sgd_update(block.params[key], grads[key], block.momentum[key], lr=eps_b * scale,
                              momentum=learn.mom_b, weight_decay=0.0, batch_size=period)

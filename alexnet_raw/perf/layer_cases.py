@@ -254,8 +254,8 @@ recording = backends.recording  # the recording backend: ops record their launch
 
 def _extras(batch, dtype):
     """Kernels outside the layers: loss, predictions, the update, accumulation, dropout, relu, the
-    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), cuda-convnet's channel gather
-    (randSparse), average pooling and the
+    other neurons, the joins of cuda-convnet2 (concat, eltsum, eltmax), its wball norm bound,
+    cuda-convnet's channel gather (randSparse), average pooling and the
     locally connected layer (no shipped network uses these two: recorded at cuda-convnet's CIFAR
     pool shape and cuda-convnet2's CIFAR local3)."""
     classes, hidden = 1000, 4096
@@ -285,6 +285,8 @@ def _extras(batch, dtype):
                                                     for text in NEURON_EXAMPLES]),
         ("concat of four fc outputs (cuda-convnet2's hybrid: pass1a of layers-imagenet-4gpu-data-model)", lambda: (
             F.concat([h, h, h, h]), F.concat_backward(np.empty((batch, 4 * hidden), dtype), [hidden] * 4))),
+        ("wball on fc7's weights (cuda-convnet2's norm bound, both modes)", lambda: (
+            F.constrain_norms(w, 1.0), F.constrain_norms(w, 1.0, mode="max"))),
         ("channel gather of 64 maps into 2 groups of 32 (cuda-convnet's randSparse)", lambda: (
             F.channel_gather(maps, np.arange(64) % 32), F.channel_gather_backward(
                 np.empty((batch, 64, 32, 32), dtype), np.arange(64) % 32, 32))),

@@ -95,6 +95,10 @@ def train_step(model, state, momentum, x, labels, epoch_scale=1.0, progress=0.0)
         else:
             eps, mom, wc = eps_b * epoch_scale, learn.mom_b, 0.0
         w, inc = reference.cuda_convnet_update(p.detach(), p.grad, torch.from_numpy(momentum[key]), eps, mom, wc)
+        bound = learn.norm_bound(i) if kind == "weights" else None
+        if bound is not None:  # wball: hard on conv and fc filters, a maximum on local ones
+            local = isinstance(model.graph.nodes[layer].spec, cfg.LocalSpec)
+            w = reference.norm_constraint(w, bound, "max" if local else "hard", 3 if local else 1)
         new_momentum[key], new_params[key] = inc.numpy(), w.numpy()
     grads = {k: p.grad.numpy() for k, p in params.items()}
     return float(loss.detach()), logits.detach().numpy(), grads, new_params, new_momentum

@@ -295,7 +295,6 @@ def test_bookkeeping_keys_are_accepted(write_cfg):
 
 
 @pytest.mark.parametrize("where, section, line", [
-    ("params", "conv1", "wball=0.5"),  # a max-norm constraint
     ("params", "logprob", "coeff=2"),
     ("layers", "pool1", "start=1"),  # a positive start (a negative one is implemented)
     ("layers", "conv1", "sharedBiases=0"),
