@@ -25,9 +25,12 @@
 #include "common.cuh"
 
 // One dimension of a window: [lo, hi) clipped to the image; returns its extent before clipping,
-// cut at the end of the padding (PyTorch's pool_size factor).
+// cut at the end of the padding (PyTorch's pool_size factor). A negative pad is cuda-convnet's
+// positive start (ops/pool_geometry.convnet_geometry): windows from pixel -pad, the end of the image
+// their limit.
 __device__ __forceinline__ int avg_pool_span(int start, int kernel, int size, int pad, int& lo, int& hi) {
-  const int padded_end = start + kernel < size + pad ? start + kernel : size + pad;
+  const int limit = pad > 0 ? size + pad : size;
+  const int padded_end = start + kernel < limit ? start + kernel : limit;
   lo = start > 0 ? start : 0;
   hi = padded_end < size ? padded_end : size;
   return padded_end - start;
@@ -71,6 +74,10 @@ __global__ void avg_pool2d_backward(T* __restrict__ grad_x, const T* __restrict_
     const T* __restrict__ grad_plane = grad_y + (t / H) * OH * OW;
     // windows containing (y, x): oy*sh - ph <= y < oy*sh - ph + kh, i.e. yp - kh < oy*sh <= yp
     const int yp = y + ph, xp = x + pw;
+    if (yp < 0 || xp < 0) {  // before a positive start (negative pad): in no window
+      grad_x[i] = T(0);
+      continue;
+    }
     const int oy0 = yp < kh ? 0 : (yp - kh) / sh + 1, ox0 = xp < kw ? 0 : (xp - kw) / sw + 1;
     const int oy1 = yp / sh < OH - 1 ? yp / sh : OH - 1, ox1 = xp / sw < OW - 1 ? xp / sw : OW - 1;
     T acc = T(0);

@@ -7,7 +7,7 @@ per input; `epsB`, `momB`) and the normalisation constants (`scale`, `pow`, `min
 `epsB` may be cuda-convnet2's schedules over the run (`dexp[base=0.02;tgtFactor=250;numSteps=4]`,
 `linear[...]`, `exp[...]`, `const[...]`: engine/param_schedules.py).
 
-Supported layer types: data, conv, local (locally connected: unshared filters), pool (max and avg; cuda-convnet's start, 0 or negative, and
+Supported layer types: data, conv, local (locally connected: unshared filters), pool (max and avg; cuda-convnet's start, negative, 0 or positive, and
 outputsX), cmrnorm, rnorm, fc, hs, cuda-convnet2's dropout and dropout2 (keep/enable in the params
 file), pass and concat (several inputs: their features concatenated), eltsum (coeffs in the params
 file) and eltmax, neuron (a layer that only applies its neuron), softmax, cost.logreg; on any layer
@@ -117,14 +117,14 @@ class PoolSpec(LayerSpec):
     pool: str = "max"  # "avg": the mean of the window's pixels inside the image, as cuda-convnet's AvgPooler
     size: int = 0
     stride: int = 0
-    start: int = 0  # the first window's first pixel: 0 or negative (before the image)
+    start: int = 0  # the first window's first pixel: negative (before the image), 0, or positive (pixels before never pooled)
     outputs_x: int = 0  # the file's outputsX: 0 = computed
     channels: int | None = None
     size_rule: str = "ceil"
 
     @property
     def uses_convnet_geometry(self) -> bool:
-        """A start before the image: windows from `start` (ops/pool_geometry.convnet_geometry)."""
+        """A start other than 0: windows from `start` (ops/pool_geometry.convnet_geometry)."""
         return self.start != 0
 
 
@@ -369,8 +369,6 @@ IGNORED = {
 # Keys that change what is computed, accepted at the value(s) implemented here: (test, the values, what others mean).
 ONLY = {
     "sharedBiases": (lambda v: v, "1", "one bias per filter and output position (unshared biases) is not implemented"),
-    "start": (lambda v: v <= 0, "0 or negative (the first window begins before the image)",
-              "pooling windows from a positive offset (pixels before it never pooled) are not implemented"),
     "coeff": (lambda v: v == 1, "1", "a cost scaled by coeff is not implemented"),
 }
 

@@ -55,6 +55,8 @@ def convnet_pool_size(size: int, spec) -> int:
     if spec.size > size:
         raise ShapeError(f"a {spec.size}-wide pooling window does not fit {size} pixels")
     fit = pool_geometry.convnet_output_size(size, spec.size, spec.stride, spec.start)
+    if fit < 1:
+        raise ShapeError(f"a {spec.size}-wide pooling window from start {spec.start} does not fit {size} pixels")
     if spec.outputs_x > fit:
         raise ShapeError(f"outputsX={spec.outputs_x} but only {fit} windows of {spec.size} at stride {spec.stride} "
                          f"from start {spec.start} begin inside {size} pixels")

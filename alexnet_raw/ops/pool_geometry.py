@@ -80,9 +80,6 @@ def convnet_geometry(input, size, stride, start=0, outputs=0):
     stride = _checks.integer(stride, "stride", minimum=1)
     start = _checks.integer(start, "start", minimum=1 - size)
     outputs = _checks.integer(outputs, "outputs", minimum=0)
-    if start > 0:
-        raise ValueError(f"start must be 0 or negative (windows from before the image), got {start}: a positive "
-                         "start (pixels before it never pooled) is not supported")
     _, _, H, W = input.shape
     if H < 1 or W < 1:
         raise ValueError(f"input must have non-empty planes (N, C, H, W) with H, W >= 1, got shape {input.shape}")

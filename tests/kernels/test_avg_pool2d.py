@@ -193,10 +193,10 @@ def test_rejects_bad_input(backend):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, size, stride, start, outputs", [
     ((2, 3, 8, 8), 3, 2, -2, 0), ((2, 3, 9, 7), 3, 2, -1, 0), ((1, 2, 13, 13), 3, 2, 0, 5),
-    ((1, 2, 10, 10), 4, 3, -3, 0)])
+    ((1, 2, 10, 10), 4, 3, -3, 0), ((2, 3, 9, 8), 3, 2, 1, 0), ((1, 2, 11, 11), 2, 3, 2, 2)])
 def test_convnet_pool_geometry_matches_torch(backend, under_schedules, dtype, shape, size, stride, start, outputs):
     """cuda-convnet's pool=avg layer (F.convnet_avg_pool2d): the mean of each window's pixels inside
-    the image, windows from a negative start."""
+    the image, windows from a negative start, or from a positive one (pixels before it never pooled)."""
     x = np.random.default_rng(6).standard_normal(shape).astype(dtype)
     pool = lambda t: torch_reference.convnet_pool2d(t, "avg", size, stride, start, outputs)  # noqa: E731
     ref_y, _ = torch_reference.forward_backward(pool, [x])
