@@ -369,7 +369,6 @@ IGNORED = {
 # Keys that change what is computed, accepted at the value(s) implemented here: (test, the values, what others mean).
 ONLY = {
     "sharedBiases": (lambda v: v, "1", "one bias per filter and output position (unshared biases) is not implemented"),
-    "coeff": (lambda v: v == 1, "1", "a cost scaled by coeff is not implemented"),
 }
 
 _PER_INPUT = ()  # of the IGNORED and ONLY keys, those with one value per input

@@ -538,7 +538,8 @@ class Model:
 
     def backward(self, labels):
         """Mean log loss of the last forward(train=True) against `labels` (N,) class indices (NumPy,
-        or on a GPU also CuPy); leaves the gradient of that mean in every parameter's gradient view.
+        or on a GPU also CuPy), times the cost layer's coeff (1 unless the params file sets one);
+        leaves the gradient of that in every parameter's gradient view.
         Returns the loss as a 0-d array on the classifier's device (NumPy on the CPU runtime):
         float(loss) reads it, which on a GPU waits for the step. Nothing here waits for the GPU;
         host labels are range-checked on the host, device labels are not read back (one out of
@@ -569,15 +570,21 @@ class Model:
 
     def _loss_and_gradients(self, labels, n, produced, grads):
         """The mean loss (on the classifier's device) and each classifier replica's gradient of it
-        (its rows' cross-entropy gradient, weighted by its share of the batch when there are several)."""
+        (its rows' cross-entropy gradient, weighted by its share of the batch when there are several),
+        both times the cost layer's coeff (cuda-convnet's weight of a cost; 1 unless the files say)."""
         node = self.graph.nodes[self.graph.logits]
         home = node.device
+        coeff = self.graph.nodes[self.graph.cost].spec.coeff if self.graph.cost is not None else 1.0
         labels = self._labels(labels, n, home)  # checked without a wait
         if node.count == 1:
             logits = produced[(self.graph.logits, 0)]
             with self.devices.context(home):
-                grads[(self.graph.logits, 0)] = F.cross_entropy_backward(logits, labels, validate_target=False)
-                return F.cross_entropy(logits, labels, validate_target=False)
+                g = F.cross_entropy_backward(logits, labels, validate_target=False)
+                loss = F.cross_entropy(logits, labels, validate_target=False)
+                if coeff != 1:
+                    g, loss = F.eltwise_sum([g], [coeff]), F.eltwise_sum([loss], [coeff])
+                grads[(self.graph.logits, 0)] = g
+                return loss
         losses, shares = [], []
         for r in range(node.count):
             (a, b), device = graph_mod.replica_rows(n, node.count, r), node.replicas[r]
@@ -585,7 +592,7 @@ class Model:
             if device != home:
                 mine = self.devices.copy(mine, device, home)
                 self._count(self.graph.label_input or "labels", device, "forward", mine.nbytes)
-            logits, share = produced[(self.graph.logits, r)], (b - a) / n
+            logits, share = produced[(self.graph.logits, r)], coeff * (b - a) / n
             with self.devices.context(device):
                 g = F.cross_entropy_backward(logits, mine, validate_target=False)
                 grads[(self.graph.logits, r)] = F.eltwise_sum([g], [share])  # of the whole batch's mean

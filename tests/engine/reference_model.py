@@ -83,6 +83,8 @@ def train_step(model, state, momentum, x, labels, epoch_scale=1.0, progress=0.0)
     params = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in state.items()}
     logits = forward(model, params, torch.from_numpy(x), train=True)
     loss = reference.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)))
+    if model.graph.cost is not None:  # cuda-convnet's weight of the cost
+        loss = loss * model.graph.nodes[model.graph.cost].spec.coeff
     loss.backward()
     new_params, new_momentum = {}, {}
     for key, p in params.items():

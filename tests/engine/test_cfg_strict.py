@@ -295,7 +295,6 @@ def test_bookkeeping_keys_are_accepted(write_cfg):
 
 
 @pytest.mark.parametrize("where, section, line", [
-    ("params", "logprob", "coeff=2"),
     ("layers", "conv1", "sharedBiases=0"),
 ])
 def test_bookkeeping_keys_at_values_not_implemented_are_refused_by_name(write_cfg, where, section, line):

@@ -1,9 +1,11 @@
-"""cuda-convnet2's wball (engine/model.py's step): after an update, each filter of a conv layer and
+"""cuda-convnet2's wball (engine/model.py's step) and the cost's coeff: after an update, each filter of a conv layer and
 each output of an fc layer is scaled to norm wball (HardWeightConstraintOperator), each filter at
 each position of a local layer down to it where longer (kNormalizeLCWeights); weights with a base
-epsW of 0 are left alone. A network with all three trains a float64 step as the torch reference."""
+epsW of 0 are left alone. A network with all three trains a float64 step as the torch reference.
+The cost's coeff weights the loss and its gradient."""
 
 import numpy as np
+import pytest
 
 import reference_model
 from alexnet_raw import Model
@@ -57,3 +59,18 @@ def test_wball_bounds_filters_after_the_update_as_torch(write_cfg):
     clipped = np.isclose(local, 0.9, rtol=1e-12)
     assert local.max() <= 0.9 * (1 + 1e-12) and clipped.any() and (local < 0.85).any()  # a maximum, not a sphere
     np.testing.assert_array_equal(state["fc3.weights.1"], before["fc3.weights.1"])
+
+
+def test_the_costs_coeff_weights_loss_and_gradients_as_torch(write_cfg):
+    lp, pp = write_cfg(LAYERS, PARAMS + "[logprob]\ncoeff=0.25\n")
+    model = Model.from_cfg(lp, pp, seed=2, dtype=np.float64, image_size=7)
+    plain = Model.from_cfg(*write_cfg(LAYERS, PARAMS), seed=2, dtype=np.float64, image_size=7)
+    rng = np.random.default_rng(5)
+    x, labels = rng.standard_normal((2, 3, 7, 7)), rng.integers(0, 3, 2)
+    model.forward(x, train=True)
+    plain.forward(x, train=True)
+    assert float(model.backward(labels)) == pytest.approx(0.25 * float(plain.backward(labels)), rel=1e-14)
+    for key, g in plain.gradient_dict().items():
+        np.testing.assert_allclose(model.gradient_dict()[key], 0.25 * g, rtol=1e-13, atol=1e-300)
+    model = Model.from_cfg(lp, pp, seed=2, dtype=np.float64, image_size=7)
+    reference_model.assert_train_step_matches(model, x, labels)
