@@ -26,7 +26,8 @@ ALEXNET_RAW_TEST_EXT_SANITIZED=1 .venv/bin/python -P -m pytest -n "$WORKERS" --d
 # sanitized extension (emu_ext: the same kernel sources as the JIT and the GPU paths), in the CPU
 # runtime through tests/emu; one thread schedule (overruns do not depend on it; the first pass
 # checks the schedules). ALEXNET_RAW_BACKEND=emu_ext: the kernel tests that take the default backend
-# run on the sanitized extension too (else the JIT would compile every kernel file again under ASan)
-ALEXNET_RAW_BACKEND=emu_ext ALEXNET_RAW_TEST_BACKENDS=emu_ext ALEXNET_RAW_TEST_SCHEDULES=1 \
+# run on the sanitized extension too (else the JIT would compile every kernel file again under ASan);
+# ALEXNET_RAW_PROPERTY_EXAMPLES: the argument-check property test, 500 examples in the first pass, 100 here
+ALEXNET_RAW_BACKEND=emu_ext ALEXNET_RAW_TEST_BACKENDS=emu_ext ALEXNET_RAW_TEST_SCHEDULES=1 ALEXNET_RAW_PROPERTY_EXAMPLES=100 \
   .venv/bin/python -P -m alexnet_raw.emu.sanitized --build-ext build/asan -- \
   .venv/bin/python -P -m pytest -n "$WORKERS" --dist worksteal --durations=10 -q -m "not fullsize" tests/kernels tests/emu

@@ -7,6 +7,7 @@ op's arrays) or return what the kernel tests' reference returns for that call; a
 exception, a NumPy warning, or a result off the reference fails. On the CPU runtime (`emu`), small
 shapes, a bounded number of examples."""
 
+import os
 import re
 import warnings
 
@@ -147,7 +148,13 @@ def names_an_argument(error, case, name):
     return any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", str(error)) for w in words)
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, database=None,
+# ALEXNET_RAW_PROPERTY_EXAMPLES: fewer examples in scripts/test.sh's sanitizer pass (the argument
+# checks are Python, run in full by the first pass; the sanitizer pass looks for overruns, which the
+# random shapes of the kernel tests reach)
+EXAMPLES = int(os.environ.get("ALEXNET_RAW_PROPERTY_EXAMPLES", "500"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_bad_arguments_give_a_clear_error_or_the_reference_result(data):
