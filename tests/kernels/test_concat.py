@@ -7,6 +7,8 @@ import pytest
 from alexnet_raw import functional as F
 from alexnet_raw.checks import torch_reference
 
+from central_differences import numeric_gradient
+
 CASES = [  # the inputs' shapes
     [(2, 3, 5, 7), (2, 1, 5, 7)],
     [(1, 64, 6, 6), (1, 32, 6, 6), (1, 0, 6, 6), (1, 5, 6, 6)],  # an empty input too
@@ -32,6 +34,17 @@ def test_concat_matches_torch(backend, under_schedules, dtype, shapes):
     for ours, theirs in zip(grads, ref_grads):
         assert ours.shape == theirs.shape
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_concat_gradient_check_float64(backend):
+    rng = np.random.default_rng(9)
+    xs = [rng.standard_normal((2, k, 3)) for k in (2, 1, 3)]
+    g = rng.standard_normal((2, 6, 3))
+    grads = F.concat_backward(g, [2, 1, 3])
+    for i, x in enumerate(xs):
+        def joined(v, i=i):
+            return F.concat([v if j == i else other for j, other in enumerate(xs)])
+        np.testing.assert_allclose(grads[i], numeric_gradient(joined, x, g), rtol=1e-8, atol=1e-9)
 
 
 def test_concat_of_strided_inputs(backend):
