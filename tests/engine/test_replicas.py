@@ -231,3 +231,25 @@ def test_cuda_convnet2s_replicated_files_train_as_torch_and_as_one_device(name):
         runs.append((float(loss), model.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(runs[0][1][k].tobytes() == runs[1][1][k].tobytes() for k in runs[0][1])
+
+
+@pytest.mark.parametrize("gpus, backend, overlap", [(2, "cupy", False), (4, "cuda", True), (1, "cupy", True)])
+def test_the_hybrid_on_simulated_gpus_is_bit_identical_to_the_cpu_runtime(write_cfg, gpus, backend, overlap):
+    """The replicas' GPU path on the CuPy stand-in: rows copied between GPUs, gathered on the
+    destination, gradients sent back, weight gradients summed and weights broadcast, all queued on
+    streams; logical devices 0-3 on gpus physical ones (d % gpus), as towers are placed."""
+    from gpu_paths import strict_standin
+
+    def train(model):
+        losses = [float(model.train_step(*batch(step))[0]) for step in range(2)]
+        return losses, model.state_dict(), dict(model.traffic_kinds)
+
+    cpu = train(model_of(write_cfg, "hybrid"))
+    with strict_standin(gpus, seed=gpus):
+        lp, pp = write_cfg(*NETWORKS["hybrid"])
+        model = Model.from_cfg(lp, pp, seed=8, dtype=np.float64, image_size=6, backend=backend,
+                               overlap_transfers=overlap)
+        assert model.devices.on_gpu and model.devices.physical == {d: d % gpus for d in range(4)}
+        gpu = train(model)
+    assert gpu[0] == cpu[0] and gpu[2] == cpu[2]
+    assert all(gpu[1][k].tobytes() == cpu[1][k].tobytes() for k in cpu[1])
