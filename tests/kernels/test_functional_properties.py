@@ -29,8 +29,10 @@ class Tagged(np.ndarray):
 
 @pytest.fixture(autouse=True, scope="module")
 def on_the_cpu_runtime():
+    """The CPU runtime's JIT, or the extension's CPU path where that is the path under test
+    (scripts/test.sh's sanitizer pass: ALEXNET_RAW_TEST_BACKENDS=emu_ext, a sanitized build)."""
     old = backends.current_backends()[0]
-    backends.set_backend("emu")
+    backends.set_backend("emu_ext" if os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").strip() == "emu_ext" else "emu")
     yield
     backends.set_backend(old)
 
