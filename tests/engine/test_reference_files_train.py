@@ -1,10 +1,8 @@
-"""The reference layer files not trained elsewhere in the tests (#145 at 224 x 224:
-test_full_networks.py; cuda-convnet2's files: test_dropout_layers.py, test_local_layers.py,
-test_replicas.py) each train a float64 step as the PyTorch model composed from torch ops: every
-gradient, updated parameter and momentum. cuda-convnet's CIFAR file at its 24 x 24 crops; the 2012
-ImageNet runs at 67 x 67 (72 for #147, whose last pool needs 2 x 2): small inputs their layers
-take (1 x 1 after pool3; at 224 x 224 a float64 step costs about a minute on the CPU runtime, which
-#145's own test pays once)."""
+"""The reference layer files not trained elsewhere in the tests (#145: test_full_networks.py;
+cuda-convnet2's files: test_dropout_layers.py, test_local_layers.py, test_replicas.py) each train a
+float64 step as the PyTorch model composed from torch ops: every gradient, updated parameter and
+momentum, at their data's size: cuda-convnet's CIFAR file at its 24 x 24 crops, the 2012 ImageNet
+runs at 224 x 224 (10 to 20 s each on the CPU runtime)."""
 
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from reference_runs import reference_files
 CONVNET = Path(__file__).resolve().parent / "cuda-convnet"
 FILES = {
     "18pct": ((CONVNET / "layers-18pct.cfg", CONVNET / "layer-params-18pct.cfg"), 24),
-    **{run: (reference_files(run), 72 if run == "147" else 67) for run in ("145-half", "147", "148", "150")},
+    **{run: (reference_files(run), 224) for run in ("145-half", "147", "148", "150")},
 }
 
 

@@ -216,17 +216,15 @@ def test_cuda_convnet2s_replicated_files_report_their_traffic(name, replicated, 
 
 @pytest.mark.parametrize("name", ["2gpu-data", "4gpu-data-model"])
 def test_cuda_convnet2s_replicated_files_train_as_torch_and_as_one_device(name):
-    """The files themselves, at 67 x 67 (the smallest input their layers take: 1 x 1 after pool3;
-    224 x 224 costs minutes on the CPU runtime) and 4 images (one per replica of the hybrid)."""
+    """The files themselves at their data's 224 x 224, with 4 images (one per replica of the hybrid)."""
     files = tuple(CONVNET2 / f"{kind}-imagenet-{name}.cfg" for kind in ("layers", "layer-params"))
-    model = Model.from_cfg(*files, seed=3, dtype=np.float64, image_size=67)
-    assert model.shapes["pool3"] == (256, 1, 1)
+    model = Model.from_cfg(*files, seed=3, dtype=np.float64, image_size=224)
     rng = np.random.default_rng(2)
-    x, labels = rng.standard_normal((4, 3, 67, 67)), rng.integers(0, model.num_classes, 4)
+    x, labels = rng.standard_normal((4, 3, 224, 224)), rng.integers(0, model.num_classes, 4)
     reference_model.assert_train_step_matches(model, x, labels, progress=0.3)
     runs = []
     for single in (False, True):
-        model = Model.from_cfg(*files, seed=3, dtype=np.float32, image_size=67, single_device=single)
+        model = Model.from_cfg(*files, seed=3, dtype=np.float32, image_size=224, single_device=single)
         loss, _ = model.train_step(x.astype(np.float32), labels)
         runs.append((float(loss), model.state_dict()))
     assert runs[0][0] == runs[1][0]

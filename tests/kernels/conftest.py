@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import cupy_standin
+from backend_choice import cpu_backends_under_test, wanted_backends
 from alexnet_raw.runtime import backends
 from alexnet_raw import emu
 from alexnet_raw import functional as functional_ops
@@ -32,14 +33,13 @@ SCHEDULES = (("forward", 0), ("random", 20261125))
 # launch code) gets the full-size layers (backend_dtype) and is held bit-identical to cupy on every
 # op by tests/runtime/test_gpu_backends.py. On a real GPU both paths take every test.
 DEFAULT_GPU_PATHS = backends.GPU_BACKENDS if GPU_KIND == "gpu" else ("cupy",)
-_wanted = [b.strip() for b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").split(",") if b.strip()]
+_wanted = wanted_backends()
 # ALEXNET_RAW_TEST_EXT_SANITIZED=1 (scripts/test.sh's first pass): the extension's CPU path runs the
 # general kernel tests in the sanitizer pass only (the same tests under AddressSanitizer/UBSan, one
 # thread schedule: the JIT path checks both schedules of the same kernel code here), and here the
 # full-size layers, which that pass leaves out
 _EXT_SANITIZED = os.environ.get("ALEXNET_RAW_TEST_EXT_SANITIZED", "0") == "1"
-BACKEND_PARAMS = [b for b in backends.CPU_BACKENDS
-                  if (not _wanted or b in _wanted) and not (_EXT_SANITIZED and b == "emu_ext")] + [
+BACKEND_PARAMS = [b for b in cpu_backends_under_test() if not (_EXT_SANITIZED and b == "emu_ext")] + [
     f"{b}-{GPU_KIND}" for b in backends.GPU_BACKENDS if (b in _wanted if _wanted else b in DEFAULT_GPU_PATHS)]
 # ALEXNET_RAW_TEST_SCHEDULES=1: one thread schedule only (the sanitizer pass: an overrun does not
 # depend on the order of a block's threads, a race does, and the first pass checks that)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import functional_cases
+from backend_choice import wanted_backends
 from alexnet_raw.runtime import backends
 
 CASES = {np.dtype(d): functional_cases.by_name(d) for d in (np.float32, np.float64)}
@@ -32,7 +33,7 @@ def on_the_cpu_runtime():
     """The CPU runtime's JIT, or the extension's CPU path where that is the path under test
     (scripts/test.sh's sanitizer pass: ALEXNET_RAW_TEST_BACKENDS=emu_ext, a sanitized build)."""
     old = backends.current_backends()[0]
-    backends.set_backend("emu_ext" if os.environ.get("ALEXNET_RAW_TEST_BACKENDS", "").strip() == "emu_ext" else "emu")
+    backends.set_backend("emu_ext" if wanted_backends() == ["emu_ext"] else "emu")
     yield
     backends.set_backend(old)
 

@@ -4,7 +4,6 @@ transposition of the GEMM, random shapes, non-finite values, a float64 central-d
 bad input."""
 
 import contextlib
-import os
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import layer_checks
+from backend_choice import cpu_backends_under_test
 from central_differences import directional_derivative, numeric_gradient
 
 from alexnet_raw.runtime import backends
@@ -135,8 +135,7 @@ def _misaligned(a):
     return out
 
 
-@pytest.mark.parametrize("cpu_backend", [b for b in backends.CPU_BACKENDS
-                                         if b in os.environ.get("ALEXNET_RAW_TEST_BACKENDS", b)])
+@pytest.mark.parametrize("cpu_backend", cpu_backends_under_test())
 @pytest.mark.parametrize("kernel", [(128, 128, 4), (128, 64, 4), (64, 128, 4)])
 def test_version_4_takes_its_scalar_loop_for_a_misaligned_operand(under_schedules, cpu_backend, kernel):
     # leading dimensions that allow 16-byte loads, but operands 4 bytes off a 16-byte boundary: every
