@@ -31,6 +31,7 @@ import sys
 INT32_MAX = 2**31 - 1  # sizes and counts reach the kernels as C ints
 SEED_MAX = 2**63 - 1  # what Model and the data order accept (a non-negative int64)
 MAX_WORKERS = 64  # background data threads; each holds a batch in memory, more only costs memory
+MAX_SHARDS = 30000  # shards of a batch: each is an MPI tag 1000 + s, and MPI guarantees tags up to 32767
 
 
 class UserError(Exception):
@@ -134,6 +135,7 @@ positive_int = Integer(1)
 non_negative_int = Integer(0)
 seed = Integer(0, SEED_MAX)
 workers = Integer(0, MAX_WORKERS)
+shards = Integer(1, MAX_SHARDS)
 positive_real = Real(0.0, lo_open=True)
 fraction = Real(0.0, 1.0, lo_open=True)  # (0, 1]: a learning-rate factor
 positive_int_list = IntegerList(1)

@@ -20,7 +20,13 @@ any number of workers.
 
 Unreadable images (a corrupt JPEG in a big folder) do not stop a run: the image is left out of its
 batch with a warning naming the file, and recorded in `skipped` as (dataset index, message) for the latest pass; a
-batch in which every image fails is not yielded at all."""
+batch in which every image fails is not yielded at all.
+
+Shards (data-parallel training across processes, alexnet_raw.distributed): with
+shard_rows=f, where f(n) gives the row ranges [(a, b), ...] (contiguous, in order) of a batch of n
+rows that this process computes, only those rows of every batch are read and built, and every
+batch is yielded as (x, labels, counts), counts the rows of each range that were readable (so
+the processes can agree on the global batch), even when none was."""
 
 from __future__ import annotations
 
@@ -53,8 +59,9 @@ class Batches:
     counting `start`)."""
 
     def __init__(self, ds, batch_size, preprocess, stats=None, train=False, seed=0, epoch=0, start=0,
-                 workers=2, drop_last=False, views=1, prefetch=2):
+                 workers=2, drop_last=False, views=1, prefetch=2, shard_rows=None):
         self.ds = ds
+        self.shard_rows = shard_rows
         self.batch_size = _nonnegative_int("batch_size", batch_size)
         if self.batch_size == 0:
             raise DataError("Batches batch_size=0; expected at least 1")
@@ -98,8 +105,13 @@ class Batches:
         return p.test_input(image, self.stats)
 
     def build(self, k):
-        """Batch k as (x, labels, failures), synchronously; failures: [(index, message)]."""
+        """Batch k as (x, labels, failures), synchronously; failures: [(index, message)]; with
+        shard_rows, (x, labels, failures, counts) of this process's rows."""
         idx = self.indices(k)
+        ranges = None
+        if self.shard_rows is not None:
+            ranges = list(self.shard_rows(len(idx)))
+            idx = idx[ranges[0][0]:ranges[-1][1]]
         c = self.preprocess.crop_size
         s = self.preprocess.image_size if self.views == 10 else c
         x = np.empty((len(idx), 3, s, s), np.float32)
@@ -114,16 +126,22 @@ class Batches:
         labels = np.ascontiguousarray(self.ds.labels[idx[keep]], dtype=np.int64)
         if self.views == 10:
             x = ten_views(x, c)
-        return x, labels, failures
+        if ranges is None:
+            return x, labels, failures
+        kept = np.asarray(keep, dtype=np.int64) + ranges[0][0]  # the batch rows that were read
+        counts = [int(np.count_nonzero((kept >= a) & (kept < b))) for a, b in ranges]
+        return x, labels, failures, counts
 
     def __iter__(self):
         self.skipped = []
-        for x, labels, failures in ordered_map(self.build, range(self.start, len(self)),
-                                               workers=self.workers, ahead=self.prefetch):
+        for built in ordered_map(self.build, range(self.start, len(self)), workers=self.workers, ahead=self.prefetch):
+            x, labels, failures = built[:3]
             for i, message in failures:
                 warnings.warn(f"skipped an unreadable image: {message}", stacklevel=2)
                 self.skipped.append((i, message))
-            if len(labels):
+            if self.shard_rows is not None:
+                yield x, labels, built[3]
+            elif len(labels):
                 yield x, labels
 
 

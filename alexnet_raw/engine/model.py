@@ -80,7 +80,8 @@ class _StepContext:
         return self.step * self.dropout_layers + index
 
     def for_rows(self, row_start):
-        return _StepContext(self.seed, self.step, self.dropout_layers, self.train, row_start)
+        """The context of rows starting at `row_start` of this context's rows."""
+        return _StepContext(self.seed, self.step, self.dropout_layers, self.train, self.row_start + row_start)
 
 
 class Model:
@@ -480,15 +481,19 @@ class Model:
             raise ValueError(f"{self.source} has layers of {most} data-parallel replicas, each computing a slice of "
                              f"the batch: a batch needs at least {most} images, got {n}")
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, row_start=0):
         """Logits (N, classes) on the classifier's device. train=True keeps what backward needs and
-        draws dropout masks; train=False is the cfg's test behaviour."""
+        draws dropout masks; train=False is the cfg's test behaviour. row_start: where x's rows
+        begin in the global batch they are part of (a shard of a data-parallel step across
+        processes: alexnet_raw.distributed): dropout masks are drawn for those rows of the step's."""
+        if isinstance(row_start, bool) or not isinstance(row_start, (int, np.integer)) or row_start < 0:
+            raise ValueError(f"row_start must be a non-negative int (a batch row), got {row_start!r}")
         self._check_images(x)
         n = int(x.shape[0])
         self._check_replica_batch(n)
         self.check_memory(batch=n, train=bool(train))
         self.devices.synchronize()  # a previous forward's copies across GPUs (eval loops call no backward)
-        ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train))
+        ctx = _StepContext(self.seed, self.steps, self.dropout_layers, bool(train), int(row_start))
         self._reset_traffic()
         produced = {(self.graph.image_input, 0): x}  # (layer, replica) -> that replica's rows of its output
         placed = {}  # (producer, device, rows) -> those rows of its output on that device
@@ -536,19 +541,23 @@ class Model:
         placed[key] = out
         return out
 
-    def backward(self, labels):
+    def backward(self, labels, loss_scale=1.0):
         """Mean log loss of the last forward(train=True) against `labels` (N,) class indices (NumPy,
-        or on a GPU also CuPy), times the cost layer's coeff (1 unless the params file sets one);
-        leaves the gradient of that in every parameter's gradient view.
+        or on a GPU also CuPy), times the cost layer's coeff (1 unless the params file sets one)
+        and loss_scale (a shard's share of a global batch: alexnet_raw.distributed); leaves the
+        gradient of that in every parameter's gradient view.
         Returns the loss as a 0-d array on the classifier's device (NumPy on the CPU runtime):
         float(loss) reads it, which on a GPU waits for the step. Nothing here waits for the GPU;
         host labels are range-checked on the host, device labels are not read back (one out of
         range gives a NaN loss: the kernels never read outside a row)."""
         if self._last is None:
             raise RuntimeError("backward() needs a forward(x, train=True) first (and one backward per forward)")
+        if not isinstance(loss_scale, (float, int, np.floating)) or isinstance(loss_scale, bool) \
+                or not 0.0 < float(loss_scale) <= 1.0:
+            raise ValueError(f"loss_scale must be a number in (0, 1] (a share of the batch), got {loss_scale!r}")
         ctx, produced, inputs_of, n = self._last
         grads = {}  # (layer, replica) -> gradient of that replica's rows of its output
-        loss = self._loss_and_gradients(labels, n, produced, grads)
+        loss = self._loss_and_gradients(labels, n, produced, grads, float(loss_scale))
         for layer in reversed(self.layers):
             node = self.graph.nodes[layer.name]
             needs = [self.graph.nodes[p].device != graph_mod.HOST for p in layer.spec.inputs]
@@ -568,13 +577,15 @@ class Model:
         self.devices.synchronize()  # copies across GPUs done: their source arrays may be freed
         return loss
 
-    def _loss_and_gradients(self, labels, n, produced, grads):
+    def _loss_and_gradients(self, labels, n, produced, grads, scale=1.0):
         """The mean loss (on the classifier's device) and each classifier replica's gradient of it
         (its rows' cross-entropy gradient, weighted by its share of the batch when there are several),
-        both times the cost layer's coeff (cuda-convnet's weight of a cost; 1 unless the files say)."""
+        both times the cost layer's coeff (cuda-convnet's weight of a cost; 1 unless the files say)
+        and `scale`."""
         node = self.graph.nodes[self.graph.logits]
         home = node.device
         coeff = self.graph.nodes[self.graph.cost].spec.coeff if self.graph.cost is not None else 1.0
+        coeff *= scale
         labels = self._labels(labels, n, home)  # checked without a wait
         if node.count == 1:
             logits = produced[(self.graph.logits, 0)]

@@ -43,6 +43,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,8 @@ from . import checkpoint as ck, divergence, rundir, runlog
 from .. import cli_types
 from .lr_schedules import PlateauSchedule, StepSchedule
 from ..engine import param_schedules
+from ..distributed import world as world_mod
+from ..distributed.world import DEFAULT_TIMEOUT as DEFAULT_PEER_TIMEOUT, TIMEOUT_VARIABLE as PEER_TIMEOUT_VARIABLE
 
 # Defaults of `alexnet-raw train` with no arguments (mini on the digits, a few minutes on 2 cores).
 DEFAULT_DATA = "digits"
@@ -84,21 +87,25 @@ class StopRequest:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, always_defer=False):
         self.requested = False
         self.signum = None  # the latest of SIGNALS received
         self._in_step = False
+        # always_defer: never raise from the handler, only note the request (a run over several
+        # processes: the ranks agree at a step boundary to stop together, alexnet_raw.distributed)
+        self.always_defer = always_defer
+        self.agreed = False  # set by alexnet_raw.distributed when the ranks agreed to stop
         self._previous = {}
 
-    def _interrupt(self):
+    def interrupt(self):
         return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
     def _handler(self, signum, frame):
         self.signum = signum
-        if self._in_step:
+        if self._in_step or self.always_defer:
             self.requested = True
         else:
-            raise self._interrupt()
+            raise self.interrupt()
 
     @contextlib.contextmanager
     def installed(self):
@@ -120,8 +127,8 @@ class StopRequest:
             yield
         finally:
             self._in_step = False
-        if self.requested:
-            raise self._interrupt()
+        if self.requested and not self.always_defer:
+            raise self.interrupt()
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +198,13 @@ def build_parser():
     ap.add_argument("--import-torchvision", metavar="FILE.pth", default=None,
                     help="start from a torchvision AlexNet state_dict (with --network torchvision)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
+    ap.add_argument("--shards", type=cli_types.shards, default=None, metavar="S",
+                    help="compute every batch as S shards whose gradients are summed in shard order (default: the "
+                         "number of processes, with --resume the checkpoint's); on the CPU runtime any number of "
+                         "processes up to S trains bit-identically with the same S")
+    ap.add_argument("--peer-timeout", type=cli_types.positive_real, default=None, metavar="SECONDS",
+                    help=f"under MPI: how long a rank waits for another before it stops every rank (default "
+                         f"{DEFAULT_PEER_TIMEOUT:g}, or ${PEER_TIMEOUT_VARIABLE})")
     return ap
 
 
@@ -198,16 +212,21 @@ def build_parser():
 class Run:
     """Everything a training run holds; `training_state()` is what its checkpoint stores."""
 
-    def __init__(self, args):
+    def __init__(self, args, world=None):
         from .. import data
 
         self.data_module = data
         self.args = args
+        # the processes of this run: one (MPI never imported), or the ranks an MPI launcher started;
+        # rank 0 alone writes the run directory (checkpoints, metrics, curves) and prints
+        self.world = world if world is not None else world_mod.current(args.peer_timeout)
+        self.writer = self.world.rank == 0
         self.out = _out_dir(args)
-        rundir.check_writable(self.out)  # before any data is read or the network built
         self.lock = rundir.RunLock(self.out)
-        if self.out.is_dir():
-            self.lock.acquire()  # a new directory is locked by run_training once it creates it
+        if self.writer:
+            rundir.check_writable(self.out)  # before any data is read or the network built
+            if self.out.is_dir():
+                self.lock.acquire()  # a new directory is locked by run_training once it creates it
         self.resumed = None
         self.saved_at = None  # (epoch, step) of the last checkpoint this run wrote or resumed from
         try:
@@ -220,6 +239,37 @@ class Run:
             raise
         self.checkpoint_path = self.out / ck.FILENAME
         self.model.lr_scale = self.schedule.factor
+        try:
+            self._distribute()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _distribute(self):
+        """The shards of every batch over the processes (alexnet_raw.distributed), and the start-up
+        check that every rank runs the same code, network files, data and settings."""
+        from ..distributed import fingerprint
+        from ..distributed.shards import ShardPlan
+        from ..distributed.step import ShardedStep
+
+        world = self.world
+        if self.shards < world.size:
+            stored = " (the checkpoint's; pass --shards to change it)" if self.resumed and not self.args.shards else ""
+            raise TrainError(f"{self.shards} shard{'s' if self.shards > 1 else ''}{stored} cannot be spread over "
+                             f"{world.size} processes: pass --shards N with N >= {world.size}")
+        if self.batch_size < self.shards:
+            raise TrainError(f"--batch-size {self.batch_size} cannot be cut into {self.shards} shards: expected a "
+                             f"batch size of at least {self.shards}")
+        self.plan = ShardPlan(self.shards, world.size, world.rank)
+        self.sharded_steps = 0  # steps of the current epoch in this session (metrics: bytes per step)
+        self.sharded = ShardedStep(self.model, world, self.plan) if self.shards > 1 or world.size > 1 else None
+        if world.size > 1:
+            settings = {"batch_size": self.batch_size, "shards": self.shards, "seed": self.seed,
+                        "dtype": self.model.dtype.name, "image_size": self.image_size, "crop_size": self.crop_size,
+                        "epochs": self.epochs, "epoch": self.epoch, "step": self.step, "steps": self.model.steps,
+                        "schedule": self.schedule.state_dict()}
+            fingerprint.check_identical(world, fingerprint.fingerprint(self.model, self.train_set, self.test_set,
+                                                                       self.image_size, settings))
 
     # -- set-up ----------------------------------------------------------------------------
     def _open_data(self, source):
@@ -276,6 +326,7 @@ class Run:
             self.schedule = StepSchedule(DEFAULT_LR_STEPS if args.lr_steps is None else args.lr_steps, gamma)
         self.epoch, self.step, self.metrics = 0, 0, []
         self.partial = _empty_partial()
+        self.shards = args.shards or self.world.size
 
     def _size_model(self, requested):
         """The network's input size: its files' (imgSize, a shipped network's), else --image-size,
@@ -342,16 +393,22 @@ class Run:
         self.epoch, self.step, self.metrics = int(t["epoch"]), int(t["step"]), list(t["metrics"])
         self.partial = dict(t["partial"])
         self.saved_at = (self.epoch, self.step)
+        # the shards the run computes its batches as (1 for runs written before they were recorded):
+        # kept on any number of processes, so that resuming elsewhere continues bit-identically
+        self.shards = args.shards or int(t.get("shards", 1))
 
     # -- state -----------------------------------------------------------------------------
     def training_state(self):
         return {"epoch": self.epoch, "step": self.step, "epochs": self.epochs, "batch_size": self.batch_size,
                 "schedule": self.schedule.state_dict(), "class_names": self.class_names,
                 "data": _source_for_record(self.source), "image_size": self.image_size, "crop_size": self.crop_size,
-                "metrics": self.metrics, "partial": self.partial}
+                "metrics": self.metrics, "partial": self.partial, "shards": self.shards,
+                "processes": self.world.size}
 
     def save(self):
-        ck.save_checkpoint(self.checkpoint_path, self.model, self.training_state(), self.statistics.to_dict())
+        """The checkpoint, written by rank 0 (every rank holds the same state)."""
+        if self.writer:
+            ck.save_checkpoint(self.checkpoint_path, self.model, self.training_state(), self.statistics.to_dict())
         self.saved_at = (self.epoch, self.step)
 
     def last_good_checkpoint(self):
@@ -363,7 +420,7 @@ class Run:
         return f"the last good checkpoint {self.checkpoint_path} ({where}) is kept"
 
     def keep_epoch_copy(self, keep):
-        if keep <= 0:
+        if keep <= 0 or not self.writer:
             return
         ck.keep_copy(self.checkpoint_path, self.out / f"checkpoint-epoch{self.epoch}.safetensors")
         for old in self.out.glob("checkpoint-epoch*.safetensors"):
@@ -389,7 +446,22 @@ class Run:
         return (f"{name}: {m.parameter_count():,} parameters, {m.image_size}x{m.image_size} inputs, "
                 f"{m.dtype.name}, backend {m.devices.backend}; data {self.source}: {len(self.train_set)} train / "
                 f"{len(self.test_set)} test images, {len(self.class_names)} classes; batch {self.batch_size}, "
-                f"seed {self.seed}; out {self.out}")
+                f"seed {self.seed}; {self.world.describe()}, {self.shards} shard{'s' if self.shards > 1 else ''} "
+                f"per batch; out {self.out}")
+
+    def distribution_record(self):
+        """What metrics.jsonl says of the processes: their number, the batch's shards, the bytes of
+        the gradient summed across shards per step and the gradient bytes each rank sent per step."""
+        if self.sharded is None:
+            return {"processes": 1, "shards": 1, "allreduce_bytes_per_step": 0, "sent_bytes_per_step": [0]}
+        steps = max(self.sharded_steps, 1)
+        sent = self.world.allgather(self.sharded.reducer.bytes_sent // steps, "the traffic count")
+        return {"processes": self.world.size, "shards": self.shards,
+                "allreduce_bytes_per_step": self.sharded.allreduce_bytes, "sent_bytes_per_step": sent}
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 def _empty_partial():
@@ -453,38 +525,55 @@ def evaluate_test(run):
 
 def run_training(run, progress=True, keep=2, log=print):
     """Train until run.epochs; returns 0, or EXIT_INTERRUPTED (EXIT_TERMINATED) after saving on
-    Ctrl-C (SIGTERM). NonFiniteError when training diverges (nothing is saved then)."""
-    run.out.mkdir(parents=True, exist_ok=True)
-    run.lock.acquire()
+    Ctrl-C (SIGTERM). NonFiniteError when training diverges (nothing is saved then). Over several
+    processes every rank runs this; rank 0 alone writes and logs."""
+    from ..distributed import training as sharded_training
+
+    if not run.writer:
+        log = _silent
+    if run.writer:
+        run.out.mkdir(parents=True, exist_ok=True)
+        run.lock.acquire()
     metrics_path, curves_path = run.out / "metrics.jsonl", run.out / "curves.png"
     if run.resumed:
-        runlog.write_metrics(metrics_path, run.metrics)  # exactly what the checkpoint knows
+        if run.writer:
+            runlog.write_metrics(metrics_path, run.metrics)  # exactly what the checkpoint knows
         log(f"resuming {run.resumed} at epoch {run.epoch + 1}, batch {run.step}")
     log(run.describe())
-    stop = StopRequest()
+    # over several processes a signal is only noted, and the ranks agree at a step boundary to stop
+    stop = StopRequest(always_defer=run.world.size > 1)
     with stop.installed():
         try:
             while run.epoch < run.epochs:
                 epoch_started = time.perf_counter()
                 lr_scale = float(run.schedule.factor(run.epoch))
-                train_epoch(run, stop, progress)
-                top1, top5 = evaluate_test(run)
+                if run.sharded is None:
+                    train_epoch(run, stop, progress)
+                    top1, top5 = evaluate_test(run)
+                else:
+                    sharded_training.train_epoch(run, stop, progress)
+                    top1, top5 = sharded_training.evaluate(run, stop)
                 p = run.partial
                 with stop.critical():
                     record = {"epoch": run.epoch + 1, "train_loss": p["loss_sum"] / max(p["batches"], 1),
                               "train_top1": p["correct"] / max(p["seen"], 1), "test_top1": top1,
                               "test_top5": top5, "images_per_second": p["seen"] / max(p["seconds"], 1e-9),
-                              "lr_scale": lr_scale, "seconds": time.perf_counter() - epoch_started}
+                              "lr_scale": lr_scale, "seconds": time.perf_counter() - epoch_started,
+                              **run.distribution_record()}
                     run.schedule.observe(run.epoch, 1.0 - top1)
                     run.metrics.append(record)
                     run.epoch, run.step, run.partial = run.epoch + 1, 0, _empty_partial()
                 run.save()
                 run.keep_epoch_copy(keep)
-                runlog.append_metrics(metrics_path, record)
-                runlog.plot_curves(run.metrics, curves_path, title=f"{run.network_label()} on {_data_name(run.source)}")
+                if run.writer:
+                    runlog.append_metrics(metrics_path, record)
+                    runlog.plot_curves(run.metrics, curves_path,
+                                       title=f"{run.network_label()} on {_data_name(run.source)}")
                 log(f"epoch {record['epoch']}/{run.epochs}: loss {record['train_loss']:.4f}, train top-1 "
                     f"{record['train_top1']:.4f}, test top-1 {top1:.4f}, top-5 {top5:.4f}, "
                     f"{record['images_per_second']:.0f} img/s, lr x{lr_scale:g}, {record['seconds']:.1f} s")
+                if stop.agreed:  # the ranks agreed, at the evaluation's exchange, to stop here
+                    raise stop.interrupt()
         except KeyboardInterrupt as e:
             run.save()
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
@@ -504,6 +593,9 @@ def run_training(run, progress=True, keep=2, log=print):
 PROG = "alexnet-raw train"
 
 
+ABORT_GRACE_SECONDS = 1.0  # a failing rank waits this long before it ends the job (MPI_Abort)
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -511,21 +603,43 @@ def main(argv=None) -> int:
         ap.error("argument --lr-gamma: expected a number in (0, 1) with --plateau (1 would never lower the "
                  "rate), got '1'")
     try:
-        run = Run(args)
+        world = world_mod.current(args.peer_timeout)
+    except world_mod.DistributedError as e:
+        return cli_types.fail(PROG, e, 2)
+    if world.size == 1:
+        return _train(args, world, PROG)
+    # one of several ranks: a failure here (a rank that cannot go on, or that another left waiting)
+    # ends every rank through the launcher, after a moment for the others to say theirs
+    try:
+        status = _train(args, world, f"{PROG} (rank {world.rank})")
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    if status not in (0, EXIT_INTERRUPTED, EXIT_TERMINATED):
+        time.sleep(ABORT_GRACE_SECONDS)
+        world.abort(status)
+    return status
+
+
+def _train(args, world, prog) -> int:
+    try:
+        run = Run(args, world)
         try:
             return run_training(run, progress=not args.no_progress, keep=args.keep)
         finally:
             run.lock.release()
     except ck.CheckpointWriteError as e:  # the disk gave out mid-run: the run failed
-        return cli_types.fail(PROG, e, 1)
-    except (TrainError, ck.CheckpointError, rundir.RunDirError) as e:
-        return cli_types.fail(PROG, e, 2)
+        return cli_types.fail(prog, e, 1)
+    except world_mod.PeerTimeout as e:  # another rank died or hangs
+        return cli_types.fail(prog, e, 1)
+    except (TrainError, ck.CheckpointError, rundir.RunDirError, world_mod.DistributedError) as e:
+        return cli_types.fail(prog, e, 2)
     except divergence.NonFiniteError as e:
-        return cli_types.fail(PROG, e, EXIT_DIVERGED)
+        return cli_types.fail(prog, e, EXIT_DIVERGED)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        return cli_types.fail(PROG, e, 2)
+        return cli_types.fail(prog, e, 2)
     except OSError as e:  # a write failing mid-run (the directory was checked before it started)
-        return cli_types.fail(PROG, e, 1)
+        return cli_types.fail(prog, e, 1)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C/SIGTERM while saving
         print("\ninterrupted; any checkpoint written before is intact", file=sys.stderr)
         return exit_status(e)
