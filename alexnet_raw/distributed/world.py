@@ -109,9 +109,14 @@ class MpiWorld:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.timeout = timeout
         self.bytes_sent = 0  # payload bytes this rank has sent (arrays and objects)
+        # where every rank runs: a launcher that reports a failed process by host and pid (MPICH's
+        # "BAD TERMINATION ... PID n RUNNING AT host") is read against this line of rank 0's log
+        self.places = self.allgather(host_and_pid(), "the start-up: every rank's host and pid")
 
     def describe(self):
-        return f"{self.size} MPI processes ({self.MPI.Get_library_version().splitlines()[0].strip()})"
+        ranks = ", ".join(f"rank {r} on {place}" for r, place in enumerate(self.places))
+        library = " ".join(self.MPI.Get_library_version().splitlines()[0].split())
+        return f"{self.size} MPI processes ({library}; {ranks})"
 
     def _wait(self, requests, peers, what):
         """Wait for every request, polling until the deadline; PeerTimeout names the peers whose

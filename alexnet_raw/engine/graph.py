@@ -430,10 +430,16 @@ class Graph:
                 out[rec["dst_device"]][key] = out[rec["dst_device"]].get(key, 0) + per_image * rec["rows"] / batch
         return out
 
-    def split_report(self, batch_size: int, image_size=None, itemsize: int = 4):
+    def split_report(self, batch_size: int, image_size=None, itemsize: int = 4, processes: int = 1, shards=None):
         """Bytes on every cross-device edge per training step (activations forward, their gradients
         backward), the step's bytes of each kind (with the replicas' gradient sums and weight
-        broadcasts), and memory per device."""
+        broadcasts), and memory per device; with processes > 1 or shards > 1 (data parallelism
+        across MPI processes, alexnet_raw.distributed) also the bytes of the gradient summed across
+        the shards and the gradient bytes each rank sends per step."""
+        from ..distributed.shards import ShardPlan, sent_bytes
+
+        shards = processes if shards is None else shards
+        ShardPlan(shards, processes, 0)  # ValueError for counts that do not fit
         image_size = image_size or self.default_image_size()
         if image_size is None:
             raise ShapeError(f"{self.source}: its data layer sets no imgSize; give the image size of the data")
@@ -477,6 +483,12 @@ class Graph:
                 # outputs and their gradients of the layers here, plus the copies of remote rows
                 "activation_bytes": math.ceil(2 * batch_size * sum(activations[d].values()) * itemsize),
             })
+        elements = sum(counts.values())
+        sharded = shards > 1 or processes > 1
+        distributed = {"processes": processes, "shards": shards,
+                       "allreduce_bytes_per_step": elements * itemsize if sharded else 0,
+                       "sent_bytes_per_step": sent_bytes(elements, itemsize, shards, processes) if sharded else [0]}
         return {"batch_size": batch_size, "image_size": image_size, "edges": list(edges.values()),
+                "distributed": distributed,
                 "bytes_by_kind": {k: kinds.get(k, 0) for k in TRAFFIC_KINDS}, "devices": devices,
                 "replicas": {n: list(self.nodes[n].replicas) for n in self.order if self.nodes[n].count > 1}}

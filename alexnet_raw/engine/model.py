@@ -756,12 +756,13 @@ class Model:
             return F.softmax(logits)
 
     # ------------------------------------------------------------------------------------------
-    def split_report(self, batch_size):
-        """Bytes on every cross-device edge per training step, and memory per device."""
+    def split_report(self, batch_size, processes=1, shards=None):
+        """Bytes on every cross-device edge per training step, and memory per device; with
+        processes/shards (alexnet_raw.distributed) the gradient bytes summed and sent per rank."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self._require_size("split_report")
-        return self.graph.split_report(int(batch_size), self.image_size, self.dtype.itemsize)
+        return self.graph.split_report(int(batch_size), self.image_size, self.dtype.itemsize, processes, shards)
 
     def parameter_count(self):
         self._require_size("parameter_count")

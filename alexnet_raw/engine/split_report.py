@@ -1,12 +1,16 @@
 """Where each layer of a network runs and what crosses between devices per training step.
 
     alexnet-raw split [--network NAME | --cfg LAYERS PARAMS] [--batch-size N] [--png FILE] [--json FILE]
+                      [--processes N [--shards S]]
 
 Prints the placement of every layer (data-parallel replica r > 0 of a layer as name[r]), a table of
 the cross-device copies of one training step (bytes forward and backward on each edge; an edge fed
 by several replicas lists their devices), the replicas' weight-gradient sums and weight broadcasts,
 and memory per device, and draws the towers and their cross-device edges as a PNG (each layer at
-its replica 0). Needs no kernels and no GPU: the numbers come from the layer file.
+its replica 0). With --processes N (data parallelism across N MPI processes, each holding the
+whole placement: `mpirun -n N alexnet-raw train`), also the gradient all-reduced per step and the
+bytes each rank sends for it (S shards, default N: alexnet_raw/distributed/shards.py). Needs no
+kernels and no GPU: the numbers come from the layer file.
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ def format_report(g, report) -> str:
         lines.append(f"{d['device']:>6} {d['parameters']:>12,d} {d.get('replica_parameters', 0):>15,d} "
                      f"{_mib(d['parameter_bytes'])} {_mib(d['activation_bytes']):>15s}")
     lines.append("(parameter gradients and momentum take as much again as the parameters, each)")
+    dist = report.get("distributed", {"processes": 1, "shards": 1})
+    if dist["processes"] > 1 or dist["shards"] > 1:
+        lines += ["", f"across {dist['processes']} process(es), {dist['shards']} shard(s) per batch: the gradient "
+                      f"summed per step {_mib(dist['allreduce_bytes_per_step']).strip()} MiB; sent per rank (MiB): "
+                  + ", ".join(f"rank {r} {_mib(b).strip()}" for r, b in enumerate(dist["sent_bytes_per_step"]))]
     return "\n".join(lines)
 
 
@@ -133,6 +142,10 @@ def build_parser():
     ap.add_argument("--png", type=cli_types.output_file, default=None,
                     help="diagram file (default split-<network>.png)")
     ap.add_argument("--json", type=cli_types.output_file, default=None, help="also write the report as JSON")
+    ap.add_argument("--processes", type=cli_types.positive_int, default=1,
+                    help="MPI processes training the network data-parallel, each with this placement (default 1)")
+    ap.add_argument("--shards", type=cli_types.shards, default=None,
+                    help="shards per batch (default: --processes; at least --processes)")
     return ap
 
 
@@ -144,7 +157,11 @@ def main(argv=None) -> int:
         if size is None:
             return cli_types.fail(PROG, f"{args.cfg[0]} sets no image size (no imgSize on its data layer, as in "
                                         "cuda-convnet's files, where the data provider gives it): pass --image-size N")
-        report = g.split_report(args.batch_size, size)
+        shards = args.shards or args.processes
+        if shards < args.processes:
+            return cli_types.fail(PROG, f"--shards {shards} cannot be spread over --processes {args.processes}: "
+                                        f"expected at least {args.processes} shards")
+        report = g.split_report(args.batch_size, size, processes=args.processes, shards=shards)
     except (cfg.CfgError, graph_mod.ShapeError) as e:
         return cli_types.fail(PROG, e)
     print(format_report(g, report))
