@@ -43,7 +43,7 @@ def test_every_kernel_file_states_what_it_computes_layout_and_tiling():
 
 
 ROOT_MODULES = {"__init__.py", "functional.py", "cli.py", "cli_types.py"}
-SUBPACKAGES = {"checks", "data", "emu", "engine", "ops", "perf", "runtime", "training"}
+SUBPACKAGES = {"checks", "data", "distributed", "emu", "engine", "ops", "perf", "runtime", "training"}
 
 
 def test_the_package_root_holds_only_the_public_surface_and_named_folders():

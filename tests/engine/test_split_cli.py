@@ -60,3 +60,28 @@ def test_split_of_the_hybrid_shows_replicas_and_their_weight_traffic(tmp_path, c
     kinds = report["bytes_by_kind"]
     assert kinds["gradient_sums"] == kinds["weight_broadcasts"] > 0
     assert "replicas: weight gradients summed" in out
+
+
+def test_split_across_processes_gives_the_gradient_bytes_each_rank_sends(tmp_path, capsys):
+    from alexnet_raw.distributed.shards import sent_bytes
+    from alexnet_raw.engine.split_report import load_graph
+
+    js = tmp_path / "p.json"
+    assert split.main(["--processes", "2", "--png", str(tmp_path / "p.png"), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(js.read_text())["distributed"]
+    g, size = load_graph("krizhevsky2012")
+    elements = sum(g.parameter_counts(g.shapes(size)).values())  # run #145: 60,965,224 parameters
+    assert elements == 60_965_224
+    assert report == {"processes": 2, "shards": 2, "allreduce_bytes_per_step": 4 * elements,
+                      "sent_bytes_per_step": sent_bytes(elements, 4, 2, 2)}
+    # one shard per rank: each sends half the gradient twice (reduce-scatter, all-gather)
+    assert report["sent_bytes_per_step"] == [4 * elements, 4 * elements]
+    assert f"the gradient summed per step {4 * elements / 2**20:.2f} MiB" in out
+    # with no --processes: nothing crosses processes
+    assert split.main(["--png", str(tmp_path / "q.png"), "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["distributed"]["sent_bytes_per_step"] == [0]
+    assert "shard(s) per batch" not in capsys.readouterr().out
+    # fewer shards than processes cannot be spread
+    assert split.main(["--processes", "3", "--shards", "2", "--png", str(tmp_path / "r.png")]) == 2
+    assert "--shards 2 cannot be spread over --processes 3" in capsys.readouterr().err
