@@ -122,3 +122,44 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert len(list(b1)) == 5 and len(b1) == 6
+
+
+def test_shard_rows_build_only_those_rows_of_each_batch_as_the_whole_batch_has_them(small):
+    """What a process of a data-parallel run reads (alexnet_raw.distributed): its rows of every
+    global batch, with the augmentation of the whole batch's (drawn per image), and the count of
+    each of its shards' rows, the tail batch included."""
+    ds, pre, stats = small
+    whole = epoch(ds, pre, stats, batch_size=7, train=True, seed=4)
+    ranges = lambda n: [(n // 3, n // 2), (n // 2, n)]  # noqa: E731  two shards: the rows from n/3 on
+    part = epoch(ds, pre, stats, batch_size=7, train=True, seed=4, shard_rows=ranges)
+    assert len(part) == len(whole) == 6
+    for (x, y), (px, py, counts) in zip(whole, part):
+        n = len(y)
+        assert counts == [b - a for a, b in ranges(n)]
+        np.testing.assert_array_equal(px, x[n // 3:])
+        np.testing.assert_array_equal(py, y[n // 3:])
+
+
+def test_shard_rows_count_unreadable_images_per_shard_and_yield_every_batch(tmp_path):
+    rng = np.random.default_rng(3)
+    for k in range(6):
+        write_image(tmp_path / f"train/c{k % 2}/{k}.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    ds = data.open_dataset(tmp_path, "train")
+    bad = ds.paths.index((tmp_path / "train/c1/3.png").as_posix())
+    (tmp_path / "train/c1/3.png").write_bytes(b"broken")
+    pre = Preprocess(8, 6)
+    halves = lambda n: [(0, n // 2), (n // 2, n)]  # noqa: E731
+    b = data.Batches(ds, 2, pre, train=False, workers=0, shard_rows=halves)
+    with pytest.warns(UserWarning, match="3.png"):
+        batches = list(b)
+    assert len(batches) == 3
+    counts = [c for _, _, c in batches]
+    broken_batch, broken_row = divmod(bad, 2)
+    expected = [[1, 1] for _ in range(3)]
+    expected[broken_batch][broken_row] = 0
+    assert counts == expected
+    assert [len(y) for _, y, _ in batches] == [sum(c) for c in expected]
+    # a batch none of whose rows could be read is yielded too (the processes agree on every batch)
+    single = data.Batches(ds, 1, pre, train=False, workers=0, shard_rows=lambda n: [(0, n)])
+    with pytest.warns(UserWarning, match="3.png"):
+        assert [c for _, _, c in single] == [[0] if k == bad else [1] for k in range(6)]

@@ -167,3 +167,18 @@ def test_ranks_given_different_network_files_are_refused_at_start_up(cifar, tmp_
     assert done.returncode != 0
     assert "rank 1's network files differ from rank 0's" in done.stderr, done.stderr[-3000:]
     assert not (out / "checkpoint.safetensors").exists()
+
+
+def test_a_launch_without_mpi4py_is_refused_saying_what_to_install(cifar, tmp_path):
+    import os
+
+    blocker = tmp_path / "no-mpi4py" / "mpi4py"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('mpi4py is not installed here')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(blocker.parent), env.get("PYTHONPATH")) if p)
+    done = run(2, train_args(cifar, tmp_path / "run", "--epochs", 1), env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("started as one of 2 MPI processes, but mpi4py is not installed: "
+                             "pip install \".[distributed]\"") == 2, done.stderr
+    assert not (tmp_path / "run").exists()
