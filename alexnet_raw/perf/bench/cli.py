@@ -27,7 +27,8 @@ def build_parser():
                       help="the default without a GPU: batch sizes 1,2,4, 3 repeats, training step at 1,2")
     size.add_argument("--full", action="store_true", help="more batch sizes (CPU: up to 16; GPU: 1 to 256) and repeats")
     ap.add_argument("--batch", type=cli_types.positive_int_list, help="batch sizes, e.g. 1,2,4")
-    ap.add_argument("--network", action="append", choices=layer_cases.NETWORKS, help="repeatable; default both")
+    ap.add_argument("--network", action="append", choices=sorted(set(layer_cases.NETWORKS) | set(PROCESS_NETWORKS)),
+                    help="repeatable; default both of the layer benchmark's (mini: with --processes only)")
     ap.add_argument("--layer", action="append", help="only these layers (e.g. conv1, pool1a); repeatable")
     ap.add_argument("--repeats", type=cli_types.positive_int,
                     help="timed repeats per measurement (default: 3 quick, 5 full on the CPU, 10 on a GPU)")
@@ -35,11 +36,48 @@ def build_parser():
     ap.add_argument("--no-train-step", action="store_true", help="skip the whole training step")
     cli_types.backend_option(ap, "--cpu-backend", names=backends.CPU_BACKENDS, action="append",
                              help="CPU runtime path(s) to time (default emu)")
+    ap.add_argument("--processes", type=cli_types.positive_int_list, default=None, metavar="P1,P2",
+                    help="instead of the layers: images/s of a data-parallel training step on these numbers of MPI "
+                         f"processes and the scaling efficiency (--network: one of {', '.join(PROCESS_NETWORKS)}, "
+                         f"default {PROCESS_DEFAULTS[0]}; --batch: the global batch, default {PROCESS_DEFAULTS[1]})")
     return ap
+
+
+PROCESS_NETWORKS = ("mini", "krizhevsky2012", "torchvision")
+PROCESS_DEFAULTS = ("mini", 32)  # network, global batch of `bench --processes`
+
+
+def _main_processes(args) -> int:
+    from .processes import ProcessBenchError, format_markdown as processes_markdown, run_processes, \
+        write_outputs as write_processes
+
+    networks = args.network or [PROCESS_DEFAULTS[0]]
+    if len(networks) != 1 or networks[0] not in PROCESS_NETWORKS:
+        return cli_types.fail(PROG, f"--processes times one network: expected one --network of "
+                                    f"{', '.join(PROCESS_NETWORKS)}, got {networks}")
+    if args.batch is not None and len(args.batch) != 1:
+        return cli_types.fail(PROG, f"--processes takes one global --batch, got {','.join(map(str, args.batch))}")
+    if gpu_available():
+        print("GPU found, but the NCCL path of the gradient all-reduce is not built yet: timing the CPU runtime")
+    print("CPU figures: the CPU runtime, every process on as many threads (of this machine's cores).")
+    try:
+        result = run_processes(args.processes, networks[0], args.batch[0] if args.batch else PROCESS_DEFAULTS[1],
+                               args.warmup, args.repeats or 3)
+    except ProcessBenchError as e:
+        return cli_types.fail(PROG, e, 1)
+    paths = write_processes(result, args.out)
+    print(processes_markdown(result))
+    print(f"wrote {paths['json']}, {paths['md']}")
+    return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.processes:
+        return _main_processes(args)
+    if set(args.network or ()) - set(layer_cases.NETWORKS):
+        return cli_types.fail(PROG, f"the layer benchmark times {', '.join(layer_cases.NETWORKS)}; "
+                                    "--network mini is for --processes")
     on_gpu = gpu_available()
     if args.full:
         batches, repeats, train_batches = (GPU_BATCHES if on_gpu else FULL_CPU_BATCHES), 10 if on_gpu else 5, \

@@ -1,0 +1,59 @@
+"""One process of `alexnet-raw bench --processes`: timed data-parallel training steps.
+
+    mpiexec -n P python -m alexnet_raw.perf.bench.process_worker NETWORK BATCH WARMUP REPEATS
+
+Every rank builds the same global batch (random images and labels from a fixed seed), computes its
+shard of it (P shards, one per process: alexnet_raw.distributed) and sums the gradients across the
+processes, as `mpirun -n P alexnet-raw train` does; with P = 1, the plain Model.train_step (what
+`alexnet-raw train` runs in one process). A step's time is the slowest rank's, from a common start
+(an exchange with every rank). Rank 0 prints one JSON line: the step seconds and the gradient bytes
+each rank sent per step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    from ...distributed import world as world_mod
+    from ...distributed.shards import ShardPlan
+    from ...distributed.step import ShardedStep
+    from ...engine.model import Model
+
+    network, batch, warmup, repeats = (argv if argv is not None else sys.argv[1:])[:4]
+    batch, warmup, repeats = int(batch), int(warmup), int(repeats)
+    world = world_mod.current()
+    model = Model.named(network)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, model.input_channels, model.image_size, model.image_size)).astype(np.float32)
+    labels = rng.integers(0, model.num_classes, batch)
+    plan = ShardPlan(world.size, world.size, world.rank)
+    step = ShardedStep(model, world, plan) if world.size > 1 else None
+    counts = [b - a for a, b in (plan.shard_rows(batch, s) for s in range(plan.shards))]
+    a, b = plan.my_rows(batch)
+    mine = [(np.ascontiguousarray(x[a:b]), labels[a:b])]
+    seconds = []
+    for r in range(warmup + repeats):
+        world.allgather(None, "the start of a timed step")
+        started = time.perf_counter()
+        if step is None:
+            model.train_step(x, labels)
+        else:
+            step.train_step(mine, counts, f"timed step {r + 1}")
+        took = max(world.allgather(time.perf_counter() - started, "the step times"))
+        if r >= warmup:
+            seconds.append(took)
+    sent = world.allgather(step.reducer.bytes_sent // (warmup + repeats) if step else 0, "the traffic count")
+    if world.rank == 0:
+        print(json.dumps({"processes": world.size, "step_seconds": seconds, "sent_bytes_per_step": sent,
+                          "world": world.describe()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
