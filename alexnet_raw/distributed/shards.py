@@ -81,6 +81,7 @@ class ShardReducer:
         self.world, self.plan, self.elements, self.dtype = world, plan, int(elements), np.dtype(dtype)
         self.segments = segments(self.elements, plan.processes)
         self.bytes_sent = 0
+        self.reduced_bytes = 0  # bytes of gradient summed (each parameter once per call)
 
     def sum_shards(self, grads, what="the gradient sum"):
         """grads: {shard: flat array (elements,)} for this rank's shards; returns the sum of every
@@ -92,6 +93,7 @@ class ShardReducer:
             if g.shape != (self.elements,) or g.dtype != self.dtype or not g.flags.c_contiguous:
                 raise ValueError(f"shard {s}'s gradient must be a contiguous ({self.elements},) {self.dtype} array, "
                                  f"got {g.shape} {g.dtype}")
+        self.reduced_bytes += self.elements * self.dtype.itemsize
         if plan.processes == 1:
             return fold([grads[s] for s in range(plan.shards)])
         a, b = self.segments[me]

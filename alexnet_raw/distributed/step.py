@@ -14,19 +14,42 @@ from __future__ import annotations
 import numpy as np
 
 from .shards import ShardReducer
+from .world import DistributedError
 
 
 class ShardedStep:
+    """On the CPU runtime (and on GPUs within one process) the shards' gradients are summed on the
+    host in shard order (shards.py); on GPUs across processes each process computes one shard and
+    NCCL sums the processes' gradients (nccl_reduce.py), overlapped with backward."""
+
     def __init__(self, model, world, plan):
         self.model, self.world, self.plan = model, world, plan
         self.blocks = [model.blocks[d] for d in model.graph.devices]
         self.elements = sum(b.size for b in self.blocks)
         self.reducer = ShardReducer(world, plan, self.elements, model.dtype)
+        self.nccl = None
+        if model.devices.on_gpu and world.size > 1:
+            if plan.shards != world.size:
+                raise DistributedError(f"on GPUs each of the {world.size} processes computes one shard of every batch "
+                                       f"(NCCL sums one gradient per process): pass --shards {world.size} (got "
+                                       f"{plan.shards}), or train on the CPU runtime for bit-identity across "
+                                       "process counts")
+            from .nccl_reduce import NcclReducer
 
-    @property
-    def allreduce_bytes(self):
-        """Bytes of the gradient summed across the shards every step (every parameter once)."""
-        return self.elements * self.model.dtype.itemsize
+            self.nccl = NcclReducer(model, world)
+        self.reset_counters()
+
+    def reset_counters(self):
+        self.reducer.bytes_sent = self.reducer.reduced_bytes = 0
+        if self.nccl is not None:
+            self.nccl.reduced_bytes = 0
+
+    def counters(self):
+        """(bytes of gradient all-reduced, gradient bytes this rank sent or None where NCCL sends
+        them) since reset_counters()."""
+        if self.nccl is not None:
+            return self.nccl.reduced_bytes, None
+        return self.reducer.reduced_bytes, self.reducer.bytes_sent
 
     def _flat_gradient(self):
         devices = self.model.devices
@@ -51,6 +74,8 @@ class ShardedStep:
         if n == 0:
             raise ValueError("a global batch with no rows")
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        if self.nccl is not None:
+            return self._nccl_step(shards[0], counts, starts, n, step_label, epoch, progress)
         grads, results = {}, {}
         for s, (x, labels) in zip(plan.mine, shards):
             if counts[s] != len(labels):
@@ -74,3 +99,31 @@ class ShardedStep:
         for s in range(plan.shards):  # in shard order: the same float on every rank
             loss += gathered[s][0]
         return loss, sum(hits for _, hits in gathered.values())
+
+    def _nccl_step(self, shard, counts, starts, n, step_label, epoch, progress):
+        from ..training.evaluate import count_correct
+
+        model, s = self.model, self.plan.rank  # one shard per process
+        x, labels = shard
+        if counts[s] == 0:  # no rows here this step: a zero gradient joins the sums
+            for block in self.blocks:
+                with model.devices.context(block.device):
+                    block.flat_grads.fill(0)
+            for layer in model.gradient_order():
+                self.nccl.layer_ready(layer)
+            result = (0.0, 0)
+        else:
+            if x.dtype != model.dtype:
+                x = x.astype(model.dtype)
+            logits = model.forward(x, train=True, row_start=int(starts[s]))
+            loss = model.backward(labels, loss_scale=counts[s] / n, on_gradients=self.nccl.layer_ready)
+            result = None
+        self.nccl.finish()
+        model.step(epoch, progress)
+        if result is None:
+            result = (float(loss), int(count_correct(model, logits, labels, 1)[0]))
+        said = self.world.allgather(result, f"the losses of {step_label}")
+        loss = 0.0
+        for part_loss, _ in said:  # in rank order: the same float on every rank
+            loss += part_loss
+        return loss, sum(hits for _, hits in said)

@@ -52,7 +52,8 @@ def train_epoch(run, stop, progress=True):
                disable=not progress or world.rank != 0, leave=False, dynamic_ncols=True, file=sys.stderr)
     session_images, started = 0, time.perf_counter()
     last = started
-    run.sharded.reducer.bytes_sent, run.sharded_steps = 0, 0  # this epoch's, for its metrics record
+    run.sharded.reset_counters()  # this epoch's, for its metrics record
+    run.sharded_steps = 0
     try:
         for x, labels, local_counts in batches:
             label = f"epoch {epoch + 1}, batch {run.step + 1}"

@@ -541,11 +541,13 @@ class Model:
         placed[key] = out
         return out
 
-    def backward(self, labels, loss_scale=1.0):
+    def backward(self, labels, loss_scale=1.0, on_gradients=None):
         """Mean log loss of the last forward(train=True) against `labels` (N,) class indices (NumPy,
         or on a GPU also CuPy), times the cost layer's coeff (1 unless the params file sets one)
         and loss_scale (a shard's share of a global batch: alexnet_raw.distributed); leaves the
-        gradient of that in every parameter's gradient view.
+        gradient of that in every parameter's gradient view. on_gradients(layer), if given, is
+        called as soon as a layer's weight gradients are complete (queued, on a GPU), in backward
+        order: what an all-reduce across processes overlaps with the rest of backward.
         Returns the loss as a 0-d array on the classifier's device (NumPy on the CPU runtime):
         float(loss) reads it, which on a GPU waits for the step. Nothing here waits for the GPU;
         host labels are range-checked on the host, device labels are not read back (one out of
@@ -572,10 +574,24 @@ class Model:
                 for producer, g in zip(layer.spec.inputs, grads_in):
                     if g is not None:
                         self._send_gradient(producer, g, rows, device, n, grads)
+            if on_gradients is not None and node.count == 1 and layer.name in self.learn:
+                on_gradients(layer.name)
         self._sum_replica_gradients()
+        if on_gradients is not None:  # replicated layers: complete once their replicas' sums are
+            for name in self.gradient_order()[len(self._unreplicated_learning()):]:
+                on_gradients(name)
         self._last = None
         self.devices.synchronize()  # copies across GPUs done: their source arrays may be freed
         return loss
+
+    def _unreplicated_learning(self):
+        return [l.name for l in reversed(self.layers) if self.graph.nodes[l.name].count == 1 and l.name in self.learn]
+
+    def gradient_order(self):
+        """The layers with weights in the order backward(on_gradients=) completes their gradients:
+        the unreplicated ones in backward order, then the replicated ones (after their sums)."""
+        return self._unreplicated_learning() + [l.name for l in reversed(self.layers)
+                                                if self.graph.nodes[l.name].count > 1 and l.name in self.learn]
 
     def _loss_and_gradients(self, labels, n, produced, grads, scale=1.0):
         """The mean loss (on the classifier's device) and each classifier replica's gradient of it

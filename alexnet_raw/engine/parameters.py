@@ -32,3 +32,13 @@ class ParameterBlock:
             key: flat[self.offsets[key]: self.offsets[key] + math.prod(shape)].reshape(shape)
             for key, shape in self.shapes.items()
         }
+
+    def layer_gradients(self, layer):
+        """The flat gradient of one layer's parameters (its keys are consecutive: one view), or None
+        for a layer with none on this device."""
+        keys = [k for k in self.shapes if k.startswith(f"{layer}.")]
+        if not keys:
+            return None
+        start = min(self.offsets[k] for k in keys)
+        end = max(self.offsets[k] + math.prod(self.shapes[k]) for k in keys)
+        return self.flat_grads[start:end]

@@ -451,13 +451,15 @@ class Run:
 
     def distribution_record(self):
         """What metrics.jsonl says of the processes: their number, the batch's shards, the bytes of
-        the gradient summed across shards per step and the gradient bytes each rank sent per step."""
+        the gradient summed across shards per step (measured: what was handed to the sum) and the
+        gradient bytes each rank sent per step (null where NCCL sends them)."""
         if self.sharded is None:
             return {"processes": 1, "shards": 1, "allreduce_bytes_per_step": 0, "sent_bytes_per_step": [0]}
         steps = max(self.sharded_steps, 1)
-        sent = self.world.allgather(self.sharded.reducer.bytes_sent // steps, "the traffic count")
-        return {"processes": self.world.size, "shards": self.shards,
-                "allreduce_bytes_per_step": self.sharded.allreduce_bytes, "sent_bytes_per_step": sent}
+        reduced, sent = self.sharded.counters()
+        sent = self.world.allgather(None if sent is None else sent // steps, "the traffic count")
+        return {"processes": self.world.size, "shards": self.shards, "allreduce_bytes_per_step": reduced // steps,
+                "sent_bytes_per_step": None if None in sent else sent}
 
 
 def _silent(*args, **kwargs):

@@ -16,7 +16,9 @@ What it mirrors (each from CuPy's documentation or source; see ../shared/notes/g
     that respects stream order, events and the legacy default stream, and is otherwise random:
     a missing synchronisation reads stale or unwritten (0xFF) memory;
   * RawModule / RawKernel (_raw.py) with CuPy's argument rules and its forced -ftz=true, compiled
-    and run by alexnet_raw's CPU runtime; and a stand-in for the nvcc extension (cuda_extension.py).
+    and run by alexnet_raw's CPU runtime; and a stand-in for the nvcc extension (cuda_extension.py);
+  * cupy.cuda.nccl (nccl.py): communicators between MPI processes whose collectives are queued on
+    streams and complete only when waited for.
 
 It is never a GPU: what `cupy.cuda.get_elapsed_time` returns is not GPU time, and alexnet-raw bench
 refuses to report timings when `cupy.IS_ALEXNET_RAW_STAND_IN` is set.
@@ -29,7 +31,7 @@ import sys
 
 import numpy as np
 
-from . import _memory, _runtime, _streams, _util, cuda  # noqa: F401
+from . import _memory, _runtime, _streams, _util, cuda, nccl  # noqa: F401
 from ._array import (array, asarray, ascontiguousarray, asnumpy, broadcast_to, copyto, empty, empty_like,  # noqa: F401
                      full, full_like, may_share_memory, ndarray, ones, ones_like, shares_memory, zeros, zeros_like)
 from ._math import UFUNCS, all, amax, amin, any, argmax, argmin, max, mean, min, prod, sum, where  # noqa: F401
@@ -44,7 +46,8 @@ for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64"
               "uint64", "bool_", "dtype", "nan", "inf", "newaxis"):
     globals()[_name] = getattr(np, _name)
 
-MODULES = ("cupy", "cupy.cuda", "cupy.cuda.runtime", "cupy.cuda.memory", "cupy._util", "alexnet_raw._cuda")
+MODULES = ("cupy", "cupy.cuda", "cupy.cuda.runtime", "cupy.cuda.memory", "cupy.cuda.nccl", "cupy._util",
+           "alexnet_raw._cuda")
 
 
 def sync_counts():
@@ -76,10 +79,12 @@ def installed(devices=1, memory_bytes=80 * 2**30, peer_access=True, seed=0):
     _runtime.reset(_runtime.Config(devices=devices, memory_bytes=memory_bytes, peer_access=peer_access, seed=seed))
     _streams.reset(seed)
     _memory.reset()
+    nccl._last_collective[0] = None
+    nccl.issued.clear()
     module = sys.modules[__name__]
     saved = {name: sys.modules.get(name) for name in MODULES}
     sys.modules.update({"cupy": module, "cupy.cuda": cuda, "cupy.cuda.runtime": cuda.runtime,
-                        "cupy.cuda.memory": cuda.memory, "cupy._util": _util,
+                        "cupy.cuda.memory": cuda.memory, "cupy.cuda.nccl": nccl, "cupy._util": _util,
                         "alexnet_raw._cuda": CudaExtensionStandIn()})
     backends.reset()
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import memory, runtime  # noqa: F401
+from . import memory, nccl, runtime  # noqa: F401
 from ._device import Device  # noqa: F401
 from ._memory import MemoryPointer  # noqa: F401
 from .memory import MemoryPool  # noqa: F401
