@@ -83,6 +83,7 @@ class LocalWorld:
     """One process: rank 0 of 1, nothing exchanged."""
 
     rank, size, timeout = 0, 1, None
+    local_rank = 0
     bytes_sent = 0
 
     def allgather(self, obj, what):
@@ -112,6 +113,12 @@ class MpiWorld:
         # where every rank runs: a launcher that reports a failed process by host and pid (MPICH's
         # "BAD TERMINATION ... PID n RUNNING AT host") is read against this line of rank 0's log
         self.places = self.allgather(host_and_pid(), "the start-up: every rank's host and pid")
+
+    @property
+    def local_rank(self):
+        """This rank's place among the ranks on its host (0 for the first there)."""
+        mine = self.places[self.rank].rsplit(" pid ", 1)[0]
+        return sum(1 for place in self.places[:self.rank] if place.rsplit(" pid ", 1)[0] == mine)
 
     def describe(self):
         ranks = ", ".join(f"rank {r} on {place}" for r, place in enumerate(self.places))

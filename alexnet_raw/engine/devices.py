@@ -21,6 +21,20 @@ from ..runtime import backends
 from .streams import Transfers
 
 
+_process_slot = 0  # this process's place among the processes sharing the node's GPUs (set_process_slot)
+
+
+def set_process_slot(slot):
+    """Models built from now on map logical device d to GPU (slot x D + d) % (number of GPUs), D the
+    number of logical devices: a process that is one of several on a node (alexnet_raw.distributed
+    sets its local rank) takes GPUs after those of the ranks before it there, so that with enough
+    GPUs every rank's devices are its own. Slot 0, the default, is d % (number of GPUs)."""
+    global _process_slot
+    if isinstance(slot, bool) or not isinstance(slot, int) or slot < 0:
+        raise ValueError(f"the process slot must be a non-negative int, got {slot!r}")
+    _process_slot = slot
+
+
 class Devices:
     def __init__(self, logical, backend=None, overlap=False):
         self.logical = list(logical)
@@ -38,7 +52,8 @@ class Devices:
 
             self.xp = cupy
             count = cupy.cuda.runtime.getDeviceCount()
-            self.physical = {d: d % count for d in self.logical}
+            first = _process_slot * len(self.logical)
+            self.physical = {d: (first + d) % count for d in self.logical}
             self._enable_peer_access(cupy)
             self.transfers = Transfers(cupy, self.physical, overlap=self.overlap)
         else:

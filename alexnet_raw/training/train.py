@@ -221,6 +221,10 @@ class Run:
         # rank 0 alone writes the run directory (checkpoints, metrics, curves) and prints
         self.world = world if world is not None else world_mod.current(args.peer_timeout)
         self.writer = self.world.rank == 0
+        if self.world.size > 1:  # on GPUs: this rank's devices after those of the ranks before it on its node
+            from ..engine.devices import set_process_slot
+
+            set_process_slot(self.world.local_rank)
         self.out = _out_dir(args)
         self.lock = rundir.RunLock(self.out)
         if self.writer:

@@ -1,4 +1,5 @@
-"""One rank of `mpiexec -n N python standin_rank.py TRAIN-ARGS...`: `alexnet-raw train` with the
+"""One rank of `mpiexec -n N python standin_rank.py TRAIN-ARGS...` (or `--bench-worker ARGS`: the
+worker of `alexnet-raw bench --processes`): `alexnet-raw train` with the
 CuPy stand-in installed (tests/cupy_standin: GPUs simulated on the CPU runtime, and its NCCL, whose
 collectives cross the MPI processes), ALEXNET_RAW_TEST_GPUS simulated GPUs per process (ALEXNET_RAW_TEST_SEED: the seed of the order in
 which it runs queued work that nothing orders). Writes the
@@ -19,9 +20,14 @@ def main():
 
     gpus, seed = int(os.environ.get("ALEXNET_RAW_TEST_GPUS", "1")), int(os.environ.get("ALEXNET_RAW_TEST_SEED", "0"))
     with strict_standin(gpus, seed=seed):  # seed: the stand-in's order of work that nothing orders
-        from alexnet_raw.training import train
+        if sys.argv[1:2] == ["--bench-worker"]:  # alexnet-raw bench --processes's worker instead
+            from alexnet_raw.perf.bench import process_worker
 
-        status = train.main(sys.argv[1:])
+            status = process_worker.main(sys.argv[2:])
+        else:
+            from alexnet_raw.training import train
+
+            status = train.main(sys.argv[1:])
         log = os.environ.get("ALEXNET_RAW_TEST_NCCL_LOG")
         if log:
             rank = os.environ.get("PMI_RANK", "0")

@@ -87,3 +87,25 @@ def test_a_bad_peer_timeout_is_refused_naming_the_variable_or_value(monkeypatch,
     monkeypatch.setenv(world_mod.TIMEOUT_VARIABLE, text)
     with pytest.raises(world_mod.DistributedError, match=message):
         world_mod.peer_timeout()
+
+
+def test_each_rank_on_a_node_takes_gpus_after_those_of_the_ranks_before_it():
+    """Logical device d of the process in slot k on GPU (k x D + d) % GPUs: with 4 GPUs, mini's two
+    towers of local rank 1 go to GPUs 2 and 3 (with 2 GPUs they wrap round to 0 and 1)."""
+    from types import SimpleNamespace
+
+    from alexnet_raw import Model
+    from alexnet_raw.engine import devices
+    from gpu_paths import strict_standin
+
+    places = ["nodeA pid 10", "nodeB pid 11", "nodeA pid 12", "nodeA pid 13"]
+    assert [world_mod.MpiWorld.local_rank.fget(SimpleNamespace(places=places, rank=r)) for r in range(4)] == [0, 0, 1, 2]
+    try:
+        for gpus, expected in ((4, {0: 2, 1: 3}), (2, {0: 0, 1: 1}), (3, {0: 2, 1: 0})):
+            with strict_standin(gpus):
+                devices.set_process_slot(1)
+                assert Model.named("mini", backend="cupy").devices.physical == expected
+    finally:
+        devices.set_process_slot(0)
+    with pytest.raises(ValueError, match="non-negative int"):
+        devices.set_process_slot(-1)

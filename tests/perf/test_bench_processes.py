@@ -41,3 +41,53 @@ def test_one_and_two_processes_are_measured_with_their_efficiency_and_bytes(tmp_
 def test_process_benchmarks_that_cannot_run_are_refused(argv, message, tmp_path, capsys):
     assert bench.main([*argv, "--out", str(tmp_path)]) in (1, 2)
     assert message in capsys.readouterr().err
+
+
+def test_the_bus_bandwidth_of_a_bucket_and_what_the_message_sizes_predict():
+    from alexnet_raw.perf.bench.processes import bus_bandwidth
+
+    buckets = [{"layer": "fc", "bytes": 8_000_000, "seconds": [0.002, 0.001, 0.003]},
+               {"layer": "conv", "bytes": 1_000_000, "seconds": [0.0005, 0.0005, 0.0005]}]
+    b = bus_bandwidth(buckets, 4)
+    assert b["factor"] == 1.5
+    assert b["rows"][0]["bus_gbps"] == pytest.approx(1.5 * 8e6 / 0.002 / 1e9)  # the median time: 2 ms
+    assert b["rows"][1]["bus_gbps"] == pytest.approx(1.5 * 1e6 / 0.0005 / 1e9)
+    assert b["best_bus_gbps"] == pytest.approx(6.0)
+    assert b["measured_seconds"] == pytest.approx(0.0025)
+    assert b["predicted_seconds"] == pytest.approx(1.5 * 9e6 / 6e9)
+    standin = bus_bandwidth(buckets, 4, stand_in=True)
+    assert "seconds" not in standin["rows"][0] and "not a GPU" in standin["note"]
+
+
+def test_the_gpu_branch_runs_on_the_stand_in_with_nccl_and_keeps_no_timing(tmp_path, monkeypatch):
+    """The worker of `bench --processes` under mpiexec with the CuPy stand-in and its NCCL (2
+    processes, 2 simulated GPUs each): every layer's all-reduce is run and sized, no time is kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from alexnet_raw.perf.bench import processes
+
+    tests = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, ALEXNET_RAW_TEST_GPUS="2")
+    command = [str(Path(sys.executable).parent / "mpiexec"), "-n", "2", sys.executable, "-P",
+               str(tests / "distributed" / "standin_rank.py"), "--bench-worker", "mini", "4", "0", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert figures["backend"] in ("cupy", "cuda") and figures["stand_in"] is True and figures["processes"] == 2
+    assert figures["sent_bytes_per_step"] is None  # NCCL's
+    mini = Model.named("mini")
+    layers = mini.gradient_order()
+    assert [b["layer"] for b in figures["buckets"]] == layers
+    assert [b["bytes"] for b in figures["buckets"]] == \
+        [4 * mini.blocks[mini.graph.nodes[n].device].layer_gradients(n).size for n in layers]
+    assert sum(b["bytes"] for b in figures["buckets"]) == 4 * mini.parameter_count()
+    monkeypatch.setattr(processes, "measure", lambda p, *a, **k: figures)
+    result = processes.run_processes([2], "mini", 4, 0, 2, log=lambda *a: None)
+    assert result["kind"] == "gpu-standin" and "not a GPU" in result["label"]
+    row = result["rows"][0]
+    assert row["step_ms"] is None and row["images_per_second"] is None and "note" in row["buckets"]
+    text = processes.format_markdown(result)
+    assert "not timed" in text and f"{len(layers)} buckets" in text
