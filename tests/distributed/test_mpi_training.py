@@ -104,6 +104,8 @@ def test_ctrl_c_on_the_launcher_saves_at_a_step_boundary_and_the_run_resumes_bit
 
 
 def _after_first_epoch(tmp_path, cifar, marker, timeout):
+    """A 3-process run (the kernels already compiled by the one_process fixture: a short peer
+    timeout must not meet a rank that is compiling) once its first epoch is written."""
     out = tmp_path / "run"
     args = train_args(cifar, out, "--epochs", 1000, "--shards", SHARDS, "--peer-timeout", timeout)
     proc = start(3, args, env=marked_env(marker))
@@ -111,7 +113,7 @@ def _after_first_epoch(tmp_path, cifar, marker, timeout):
     return out, proc
 
 
-def test_a_hung_rank_stops_every_other_rank_naming_it_within_the_timeout(cifar, tmp_path):
+def test_a_hung_rank_stops_every_other_rank_naming_it_within_the_timeout(cifar, one_process, tmp_path):
     out, proc = _after_first_epoch(tmp_path, cifar, "ALEXNET_RAW_TEST_HANG", 3)
     try:
         pids = rank_pids(3, "ALEXNET_RAW_TEST_HANG")
@@ -130,7 +132,7 @@ def test_a_hung_rank_stops_every_other_rank_naming_it_within_the_timeout(cifar, 
     state(out)  # the checkpoint on disk is whole (rank 0 writes atomically)
 
 
-def test_a_killed_rank_ends_the_job_at_once_and_leaves_the_checkpoint_whole(cifar, tmp_path):
+def test_a_killed_rank_ends_the_job_at_once_and_leaves_the_checkpoint_whole(cifar, one_process, tmp_path):
     out, proc = _after_first_epoch(tmp_path, cifar, "ALEXNET_RAW_TEST_KILL", 300)
     try:
         pids = rank_pids(3, "ALEXNET_RAW_TEST_KILL")
