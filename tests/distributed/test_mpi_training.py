@@ -184,3 +184,16 @@ def test_a_launch_without_mpi4py_is_refused_saying_what_to_install(cifar, tmp_pa
     assert done.stderr.count("started as one of 2 MPI processes, but mpi4py is not installed: "
                              "pip install \".[distributed]\"") == 2, done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_ranks_given_different_data_are_refused_at_start_up(cifar, tmp_path):
+    other = tmp_path / "other"  # the same layout and labels' count, other pixels
+    write_cifar_directory(other, np.random.default_rng(6), train_sizes=(8, 8, 8, 8, 4), test_size=8)
+    out = tmp_path / "run"
+    common = ["--batch-size", str(BATCH), "--epochs", "1", "--out", str(out), "--no-progress"]
+    rank0 = mpi_command(1, ["--data", str(cifar), *common])
+    rank1 = mpi_command(1, ["--data", str(other), *common])[3:]
+    done = subprocess.run([*rank0, ":", "-n", "1", *rank1], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "rank 1's training data differ from rank 0's" in done.stderr, done.stderr[-3000:]
+    assert not (out / "checkpoint.safetensors").exists()
