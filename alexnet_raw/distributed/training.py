@@ -10,9 +10,6 @@ evaluates its rows of every test batch and the hit counts are summed (integers: 
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 
 from ..engine import param_schedules
@@ -42,16 +39,13 @@ def _agree_stop(stop, said):
 
 def train_epoch(run, stop, progress=True):
     """The rest of epoch run.epoch from batch run.step, this rank's shards of every batch."""
-    from tqdm import tqdm
+    from ..training.train import EpochTally
 
-    model, epoch, p, plan, world = run.model, run.epoch, run.partial, run.plan, run.world
+    model, epoch, plan, world = run.model, run.epoch, run.plan, run.world
     batches = run.data_module.Batches(run.train_set, run.batch_size, run.pre, run.statistics, train=True,
                                       seed=run.seed, epoch=epoch, start=run.step, workers=run.args.workers,
                                       shard_rows=_shard_ranges(plan))
-    bar = tqdm(total=len(batches), initial=run.step, desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch",
-               disable=not progress or world.rank != 0, leave=False, dynamic_ncols=True, file=sys.stderr)
-    session_images, started = 0, time.perf_counter()
-    last = started
+    tally = EpochTally(run, len(batches), show=progress and world.rank == 0)
     run.sharded.reset_counters()  # this epoch's, for its metrics record
     run.sharded_steps = 0
     try:
@@ -69,26 +63,11 @@ def train_epoch(run, stop, progress=True):
                 loss, correct = run.sharded.train_step(
                     pieces, counts, label, epoch=epoch, progress=param_schedules.progress(done, run.epochs * len(batches)))
                 divergence.check_step(model, loss, epoch + 1, run.step + 1)
-                now = time.perf_counter()
-                seen = int(sum(counts))
-                p["loss_sum"] += loss
-                p["correct"] += correct
-                p["seen"] += seen
-                p["batches"] += 1
-                p["seconds"] += now - last
-                run.step += 1
+                tally.add(loss, correct, int(sum(counts)))
                 run.sharded_steps += 1
-            last = now
-            session_images += seen
-            rate = session_images / max(now - started, 1e-9)
-            bar.set_postfix_str(f"loss {p['loss_sum'] / p['batches']:.3f}, acc {p['correct'] / p['seen']:.3f}, "
-                                f"{rate:.0f} img/s", refresh=False)
-            bar.update(1)
+            tally.shown()
     finally:
-        bar.close()
-        close = getattr(batches, "close", None)
-        if close:
-            close()
+        tally.close(batches)
 
 
 def evaluate(run, stop, k=5):

@@ -482,16 +482,51 @@ def _host_logits_correct(model, logits, labels):
     return count_correct(model, logits, labels, 1)[0]
 
 
+class EpochTally:
+    """An epoch's running sums (run.partial, which checkpoints keep) and its progress bar (rank 0's
+    only: `show`); add() inside a step's critical section, shown() after it. images/s counts the
+    wait for data too."""
+
+    def __init__(self, run, total, show=True):
+        from tqdm import tqdm
+
+        self.run, self.p = run, run.partial
+        self.bar = tqdm(total=total, initial=run.step, desc=f"epoch {run.epoch + 1}/{run.epochs}", unit="batch",
+                        disable=not show, leave=False, dynamic_ncols=True, file=sys.stderr)
+        self.session_images, self.started = 0, time.perf_counter()
+        self.last = self.now = self.started
+
+    def add(self, loss, correct, seen):
+        p, self.now, self.seen = self.p, time.perf_counter(), seen
+        p["loss_sum"] += loss
+        p["correct"] += correct
+        p["seen"] += seen
+        p["batches"] += 1
+        p["seconds"] += self.now - self.last
+        self.run.step += 1
+
+    def shown(self):
+        p = self.p
+        self.last = self.now
+        self.session_images += self.seen
+        rate = self.session_images / max(self.now - self.started, 1e-9)
+        self.bar.set_postfix_str(f"loss {p['loss_sum'] / p['batches']:.3f}, acc {p['correct'] / p['seen']:.3f}, "
+                                 f"{rate:.0f} img/s", refresh=False)
+        self.bar.update(1)
+
+    def close(self, batches):
+        """The bar, and the epoch's batches (their background workers)."""
+        self.bar.close()
+        close = getattr(batches, "close", None)
+        if close:
+            close()
+
+
 def train_epoch(run, stop, progress=True):
     """The rest of epoch run.epoch from batch run.step; updates run.partial as it goes."""
-    from tqdm import tqdm
-
-    model, epoch, p = run.model, run.epoch, run.partial
+    model, epoch = run.model, run.epoch
     batches = run.train_batches(epoch, run.step)
-    bar = tqdm(total=len(batches), initial=run.step, desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch",
-               disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
-    session_images, started = 0, time.perf_counter()
-    last = started  # images/s counts the wait for data too
+    tally = EpochTally(run, len(batches), show=progress)
     try:
         for x, labels in batches:
             if x.dtype != model.dtype:
@@ -502,25 +537,10 @@ def train_epoch(run, stop, progress=True):
                                                 progress=param_schedules.progress(done, run.epochs * len(batches)))
                 loss = float(loss)  # on a GPU: the step's wait, for the progress bar and the check
                 divergence.check_step(model, loss, epoch + 1, run.step + 1)  # what it checks: divergence.py
-                correct = _host_logits_correct(model, logits, labels)
-                now = time.perf_counter()
-                p["loss_sum"] += loss
-                p["correct"] += correct
-                p["seen"] += len(labels)
-                p["batches"] += 1
-                p["seconds"] += now - last
-                run.step += 1
-            last = now
-            session_images += len(labels)
-            rate = session_images / max(now - started, 1e-9)
-            bar.set_postfix_str(f"loss {p['loss_sum'] / p['batches']:.3f}, acc {p['correct'] / p['seen']:.3f}, "
-                                f"{rate:.0f} img/s", refresh=False)
-            bar.update(1)
+                tally.add(loss, _host_logits_correct(model, logits, labels), len(labels))
+            tally.shown()
     finally:
-        bar.close()
-        close = getattr(batches, "close", None)
-        if close:
-            close()
+        tally.close(batches)
 
 
 def evaluate_test(run):
@@ -604,10 +624,17 @@ ABORT_GRACE_SECONDS = 1.0  # a failing rank waits this long before it ends the j
 
 def main(argv=None) -> int:
     ap = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
     if args.plateau is not None and args.lr_gamma == 1.0:
         ap.error("argument --lr-gamma: expected a number in (0, 1) with --plateau (1 would never lower the "
                  "rate), got '1'")
+    from ..distributed import supervisor
+
+    if world_mod.launched_size() > 1 and not supervisor.is_supervised_child():
+        # one of several ranks: the training runs in a child process, so that if it is killed this
+        # process can say so while the others stop (distributed/supervisor.py)
+        return supervisor.supervise(argv, args.peer_timeout, PROG)
     try:
         world = world_mod.current(args.peer_timeout)
     except world_mod.DistributedError as e:

@@ -50,7 +50,11 @@ def wait_for_file(path, proc, seconds=120):
 
 
 def rank_pids(processes, marker):
-    """{rank: pid} of the alexnet-raw processes whose environment has PMI_RANK and `marker`=1."""
+    """{rank: pid} of the ranks' training processes (each is the child of the process the launcher
+    started: alexnet_raw/distributed/supervisor.py): those whose environment has PMI_RANK, the
+    supervisor's child marker and `marker`=1."""
+    from alexnet_raw.distributed.supervisor import CHILD_VARIABLE
+
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -60,7 +64,7 @@ def rank_pids(processes, marker):
                        if "=" in v)
         except OSError:
             continue
-        if env.get(marker) == "1" and "PMI_RANK" in env and "alexnet_raw.cli" in (entry / "cmdline").read_bytes().decode(
+        if env.get(marker) == "1" and env.get(CHILD_VARIABLE) == "1" and "PMI_RANK" in env and "alexnet_raw.cli" in (entry / "cmdline").read_bytes().decode(
                 errors="replace"):
             found[int(env["PMI_RANK"])] = int(entry.name)
     if sorted(found) != list(range(processes)):

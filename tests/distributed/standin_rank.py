@@ -25,8 +25,10 @@ def main():
 
             status = process_worker.main(sys.argv[2:])
         else:
+            from alexnet_raw.distributed.supervisor import CHILD_VARIABLE
             from alexnet_raw.training import train
 
+            os.environ[CHILD_VARIABLE] = "1"  # this process is the rank (its supervisor would not have the stand-in)
             status = train.main(sys.argv[1:])
         log = os.environ.get("ALEXNET_RAW_TEST_NCCL_LOG")
         if log:

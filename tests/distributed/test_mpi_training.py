@@ -26,13 +26,6 @@ EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_cifar_directory(root, np.random.default_rng(5), train_sizes=(8, 8, 8, 8, 4), test_size=8)
-    return root
-
-
-@pytest.fixture(scope="module")
 def one_process(cifar, tmp_path_factory):
     """The reference: one process (no launcher, no MPI) computing the 6 shards of every batch."""
     out = tmp_path_factory.mktemp("one") / "run"
@@ -103,52 +96,44 @@ def test_ctrl_c_on_the_launcher_saves_at_a_step_boundary_and_the_run_resumes_bit
     assert_same_state(out, reference)
 
 
-def _after_first_epoch(tmp_path, cifar, marker, timeout):
+def _signal_rank_1_after_first_epoch(tmp_path, cifar, signum, timeout):
     """A 3-process run (the kernels already compiled by the one_process fixture: a short peer
-    timeout must not meet a rank that is compiling) once its first epoch is written."""
-    out = tmp_path / "run"
+    timeout must not meet a rank that is compiling): once its first epoch is written, rank 1 gets
+    `signum`. Returns (run directory, rank 1's pid, status, stdout, stderr, seconds to the end)."""
+    import os
+
+    out, marker = tmp_path / "run", f"ALEXNET_RAW_TEST_SIGNAL_{signum}"
     args = train_args(cifar, out, "--epochs", 1000, "--shards", SHARDS, "--peer-timeout", timeout)
     proc = start(3, args, env=marked_env(marker))
-    wait_for_file(out / "metrics.jsonl", proc)
-    return out, proc
+    try:
+        wait_for_file(out / "metrics.jsonl", proc)
+        pid = rank_pids(3, marker)[1]
+        os.kill(pid, signum)
+        sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=60)
+        return out, pid, proc.returncode, stdout, stderr, time.monotonic() - sent
+    finally:
+        stop_group(proc)
 
 
 def test_a_hung_rank_stops_every_other_rank_naming_it_within_the_timeout(cifar, one_process, tmp_path):
-    out, proc = _after_first_epoch(tmp_path, cifar, "ALEXNET_RAW_TEST_HANG", 3)
-    try:
-        pids = rank_pids(3, "ALEXNET_RAW_TEST_HANG")
-        import os
-
-        os.kill(pids[1], signal.SIGSTOP)
-        stopped = time.monotonic()
-        _, stderr = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - stopped
-    finally:
-        stop_group(proc)
-    assert proc.returncode != 0
+    out, _, status, _, stderr, elapsed = _signal_rank_1_after_first_epoch(tmp_path, cifar, signal.SIGSTOP, 3)
+    assert status != 0
     assert elapsed < 30, f"the other ranks took {elapsed:.0f} s to stop"
     for rank in (0, 2):
         assert f"rank {rank}: rank 1 did not answer within 3 s" in stderr, stderr[-3000:]
     state(out)  # the checkpoint on disk is whole (rank 0 writes atomically)
 
 
-def test_a_killed_rank_ends_the_job_at_once_and_leaves_the_checkpoint_whole(cifar, one_process, tmp_path):
-    out, proc = _after_first_epoch(tmp_path, cifar, "ALEXNET_RAW_TEST_KILL", 300)
-    try:
-        pids = rank_pids(3, "ALEXNET_RAW_TEST_KILL")
-        import os
-
-        os.kill(pids[1], signal.SIGKILL)
-        killed = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - killed
-    finally:
-        stop_group(proc)
-    assert proc.returncode != 0
+def test_a_killed_rank_is_named_by_every_other_rank_within_the_timeout(cifar, one_process, tmp_path):
+    out, pid, status, stdout, stderr, elapsed = _signal_rank_1_after_first_epoch(tmp_path, cifar, signal.SIGKILL, 3)
+    assert status != 0
     assert elapsed < 30, f"the job took {elapsed:.0f} s to end"
-    # MPICH's launcher names the process by pid; rank 0's first line maps pids to ranks
-    assert f"PID {pids[1]} " in stdout + stderr, (stdout + stderr)[-3000:]
-    assert pid_of_rank(stdout, 1) == pids[1]
+    # its supervisor says what happened to it; the others stop naming it
+    assert f"rank 1: its training process (pid {pid}) was killed by SIGKILL" in stderr, stderr[-3000:]
+    for rank in (0, 2):
+        assert f"rank {rank}: rank 1 did not answer within 3 s" in stderr, stderr[-3000:]
+    assert pid_of_rank(stdout, 1) == pid  # rank 0's first line maps ranks to hosts and pids
     state(out)
 
 

@@ -17,18 +17,10 @@ import numpy as np
 import pytest
 
 from alexnet_raw import Model
-from cifar_files import write_cifar_directory
 from mpi_runs import BATCH, MPIEXEC, metrics, run, state, train_args
 
 RANK = Path(__file__).with_name("standin_rank.py")
 EPOCHS, STEPS = 2, 6
-
-
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_cifar_directory(root, np.random.default_rng(5), train_sizes=(8, 8, 8, 8, 4), test_size=8)
-    return root
 
 
 @pytest.fixture(scope="module")
