@@ -23,6 +23,9 @@ from mpi_runs import (BATCH, SHARDS, assert_same_state, learning_columns, marked
                       pid_of_rank, rank_pids, run, start, state, stop_group, train_args, wait_for_file)
 
 EPOCHS = 2
+# the peer timeout of the fault tests: above what a rank may take between two exchanges on a loaded
+# machine (rank 0 plotting curves.png at an epoch's end, a step while the other test worker runs)
+TIMEOUT = 10
 
 
 @pytest.fixture(scope="module")
@@ -117,22 +120,23 @@ def _signal_rank_1_after_first_epoch(tmp_path, cifar, signum, timeout):
 
 
 def test_a_hung_rank_stops_every_other_rank_naming_it_within_the_timeout(cifar, one_process, tmp_path):
-    out, _, status, _, stderr, elapsed = _signal_rank_1_after_first_epoch(tmp_path, cifar, signal.SIGSTOP, 3)
+    out, _, status, _, stderr, elapsed = _signal_rank_1_after_first_epoch(tmp_path, cifar, signal.SIGSTOP, TIMEOUT)
     assert status != 0
     assert elapsed < 30, f"the other ranks took {elapsed:.0f} s to stop"
     for rank in (0, 2):
-        assert f"rank {rank}: rank 1 did not answer within 3 s" in stderr, stderr[-3000:]
+        assert f"rank {rank}: rank 1 did not answer within {TIMEOUT} s" in stderr, stderr[-3000:]
     state(out)  # the checkpoint on disk is whole (rank 0 writes atomically)
 
 
 def test_a_killed_rank_is_named_by_every_other_rank_within_the_timeout(cifar, one_process, tmp_path):
-    out, pid, status, stdout, stderr, elapsed = _signal_rank_1_after_first_epoch(tmp_path, cifar, signal.SIGKILL, 3)
+    out, pid, status, stdout, stderr, elapsed = _signal_rank_1_after_first_epoch(tmp_path, cifar, signal.SIGKILL,
+                                                                                TIMEOUT)
     assert status != 0
     assert elapsed < 30, f"the job took {elapsed:.0f} s to end"
     # its supervisor says what happened to it; the others stop naming it
     assert f"rank 1: its training process (pid {pid}) was killed by SIGKILL" in stderr, stderr[-3000:]
     for rank in (0, 2):
-        assert f"rank {rank}: rank 1 did not answer within 3 s" in stderr, stderr[-3000:]
+        assert f"rank {rank}: rank 1 did not answer within {TIMEOUT} s" in stderr, stderr[-3000:]
     assert pid_of_rank(stdout, 1) == pid  # rank 0's first line maps ranks to hosts and pids
     state(out)
 
