@@ -77,7 +77,8 @@ class ShardReducer:
 
     def __init__(self, world, plan, elements, dtype):
         if plan.processes != world.size or plan.rank != world.rank:
-            raise ValueError(f"plan for rank {plan.rank} of {plan.processes} in a world of {world.size} (rank {world.rank})")
+            raise ValueError(f"plan for rank {plan.rank} of {plan.processes} in a world of {world.size} "
+                             f"(rank {world.rank})")
         self.world, self.plan, self.elements, self.dtype = world, plan, int(elements), np.dtype(dtype)
         self.segments = segments(self.elements, plan.processes)
         self.bytes_sent = 0

@@ -60,8 +60,8 @@ def train_epoch(run, stop, progress=True):
                 for c in local_counts:
                     pieces.append((np.ascontiguousarray(x[offset:offset + c]), labels[offset:offset + c]))
                     offset += c
-                loss, correct = run.sharded.train_step(
-                    pieces, counts, label, epoch=epoch, progress=param_schedules.progress(done, run.epochs * len(batches)))
+                progress_done = param_schedules.progress(done, run.epochs * len(batches))
+                loss, correct = run.sharded.train_step(pieces, counts, label, epoch=epoch, progress=progress_done)
                 divergence.check_step(model, loss, epoch + 1, run.step + 1)
                 tally.add(loss, correct, int(sum(counts)))
                 run.sharded_steps += 1

@@ -62,10 +62,10 @@ def rank_pids(processes, marker):
         try:
             env = dict(v.split("=", 1) for v in (entry / "environ").read_bytes().decode(errors="replace").split("\0")
                        if "=" in v)
-        except OSError:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:  # a process that ended meanwhile
             continue
-        if env.get(marker) == "1" and env.get(CHILD_VARIABLE) == "1" and "PMI_RANK" in env and "alexnet_raw.cli" in (entry / "cmdline").read_bytes().decode(
-                errors="replace"):
+        if env.get(marker) == "1" and env.get(CHILD_VARIABLE) == "1" and "PMI_RANK" in env and "alexnet_raw.cli" in command:
             found[int(env["PMI_RANK"])] = int(entry.name)
     if sorted(found) != list(range(processes)):
         raise AssertionError(f"expected ranks 0..{processes - 1} of the run, found {found}")

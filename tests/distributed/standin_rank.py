@@ -1,9 +1,9 @@
 """One rank of `mpiexec -n N python standin_rank.py TRAIN-ARGS...` (or `--bench-worker ARGS`: the
-worker of `alexnet-raw bench --processes`): `alexnet-raw train` with the
-CuPy stand-in installed (tests/cupy_standin: GPUs simulated on the CPU runtime, and its NCCL, whose
-collectives cross the MPI processes), ALEXNET_RAW_TEST_GPUS simulated GPUs per process (ALEXNET_RAW_TEST_SEED: the seed of the order in
-which it runs queued work that nothing orders). Writes the
-NCCL collectives it issued to $ALEXNET_RAW_TEST_NCCL_LOG/rank<r>.json when that is set."""
+worker of `alexnet-raw bench --processes`): `alexnet-raw train` with the CuPy stand-in installed
+(tests/cupy_standin: GPUs simulated on the CPU runtime, and its NCCL, whose collectives cross the
+MPI processes), ALEXNET_RAW_TEST_GPUS simulated GPUs per process (ALEXNET_RAW_TEST_SEED: the seed
+of the order in which it runs queued work that nothing orders). Writes the NCCL collectives it
+issued to $ALEXNET_RAW_TEST_NCCL_LOG/rank<r>.json when that is set."""
 
 import json
 import os

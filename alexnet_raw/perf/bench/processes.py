@@ -50,7 +50,8 @@ def measure(processes, network, batch, warmup, repeats, threads, timeout=3600):
                                 f"{done.stderr.strip()[-1500:]}")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if len(lines) != 1:
-        raise ProcessBenchError(f"{processes} process(es): expected one JSON line from rank 0, got {done.stdout[-1500:]!r}")
+        raise ProcessBenchError(f"{processes} process(es): expected one JSON line from rank 0, got "
+                                f"{done.stdout[-1500:]!r}")
     return json.loads(lines[0])
 
 
@@ -121,7 +122,8 @@ def format_markdown(result):
     where = f"{m['name']}, {m['cores']} cores" if m.get("kind") == "cpu" else m.get("name", "GPU")
     lines = [f"{result['label']}; {where}; {result['network']}, global batch "
              f"{result['batch']}, median of {result['repeats']} steps", "",
-             "| processes | threads each | step ms (median, IQR) | images/s | efficiency | gradient MiB sent per rank per step |",
+             "| processes | threads each | step ms (median, IQR) | images/s | efficiency "
+             "| gradient MiB sent per rank per step |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         eff = f"{100 * r['efficiency']:.0f}%" if r["efficiency"] is not None else "n/a"
