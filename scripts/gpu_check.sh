@@ -11,6 +11,8 @@
 #   4. runs `alexnet-raw bench --quick`;
 #   5. runs compute-sanitizer's memcheck, racecheck and synccheck over one launch of every kernel
 #      (scripts/gpu_workloads.py every-kernel);
+#   5b. queues every layer's gradient all-reduce through real NCCL as `mpirun` training does, on
+#      communicators of one rank (scripts/gpu_workloads.py nccl-one-rank);
 #   6. reads achieved occupancy and FP32 (FMA) pipe utilisation of the conv and GEMM kernels of one
 #      AlexNet training step with ncu (scripts/gpu_workloads.py training-step);
 # and writes OUTDIR/gpu_check.json and OUTDIR/gpu_check.md (each step's log in OUTDIR/logs/). A step
@@ -139,6 +141,9 @@ for tool in memcheck racecheck synccheck; do
   step "sanitizer-$tool" 60 compute-sanitizer --tool "$tool" --error-exitcode 3 --print-limit 20 \
     "$PYTHON" -P scripts/gpu_workloads.py every-kernel --backend cuda --batch 2
 done
+
+# -- 5b. NCCL: the all-reduce calls of training across processes, on a communicator of one rank -----
+step nccl 60 "$PYTHON" -P scripts/gpu_workloads.py nccl-one-rank --backend cuda --network krizhevsky2012 --batch 4
 
 # -- 6. ncu: the conv and GEMM kernels of one training step --------------------------------------
 METRICS=sm__warps_active.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active,gpu__time_duration.sum

@@ -60,6 +60,41 @@ def training_step(backend_name: str, network: str = "torchvision", batch: int = 
     return seconds
 
 
+def nccl_one_rank(backend_name: str, network: str = "mini", batch: int = 4, log=print):
+    """A backward with every layer's gradient all-reduced by NCCL as `mpirun` training queues it
+    (alexnet_raw/distributed/nccl_reduce.py: a communicator per logical device, a communication
+    stream per GPU, each bucket after its layer's backward), on communicators of one rank (what one
+    GPU allows: NCCL refuses two ranks on one GPU): real NCCL's argument rules and stream order, and
+    a sum over one rank is the gradient itself, compared bit for bit with a plain backward.
+    Returns the number of all-reduces."""
+    import numpy as np
+
+    from alexnet_raw.distributed.nccl_reduce import NcclReducer
+    from alexnet_raw.distributed.world import LocalWorld
+    from alexnet_raw.engine.model import Model
+
+    model = Model.named(network, backend=backend_name)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, model.input_channels, model.image_size, model.image_size)).astype(np.float32)
+    labels = rng.integers(0, model.num_classes, batch)
+    model.forward(x, train=True)
+    model.backward(labels)
+    plain = model.gradient_dict()
+    reducer = NcclReducer(model, LocalWorld())
+    calls = []
+    model.forward(x, train=True)
+    model.backward(labels, on_gradients=lambda layer: (calls.append(layer), reducer.layer_ready(layer)))
+    reducer.finish()
+    summed = model.gradient_dict()
+    reducer.close()
+    different = [k for k in plain if not np.array_equal(plain[k], summed[k])]
+    if different or calls != model.gradient_order():
+        raise AssertionError(f"NCCL over one rank changed the gradients of {different[:5]} or missed layers "
+                             f"({len(calls)} all-reduces for {len(model.gradient_order())} layers)")
+    log(f"nccl-one-rank: {len(calls)} all-reduces of {network}'s layers on {backend_name}, gradients unchanged")
+    return len(calls)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="gpu_workloads.py", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -72,6 +107,10 @@ def main(argv=None) -> int:
     ts.add_argument("--batch", type=int, default=32)
     ts.add_argument("--warmup", type=int, default=1, help="untimed steps first (0 under a profiler: nvcc's kernels "
                                                           "need no run-time compilation)")
+    nc = sub.add_parser("nccl-one-rank", help="a backward with NCCL's all-reduce of every layer, one rank")
+    nc.add_argument("--backend", choices=("cupy", "cuda"), default="cuda")
+    nc.add_argument("--network", choices=("torchvision", "krizhevsky2012", "mini"), default="mini")
+    nc.add_argument("--batch", type=int, default=4)
     args = ap.parse_args(argv)
     if args.batch < 1:
         ap.error(f"--batch must be positive, got {args.batch}")
@@ -87,6 +126,8 @@ def main(argv=None) -> int:
         names = every_kernel(args.backend, args.batch)
         print(f"every-kernel: {len(names)} kernels launched once on {args.backend} in "
               f"{time.perf_counter() - started:.1f} s")
+    elif args.command == "nccl-one-rank":
+        nccl_one_rank(args.backend, args.network, args.batch)
     else:
         training_step(args.backend, args.network, args.batch, max(0, args.warmup))
         print(f"training-step: done on {args.backend} in {time.perf_counter() - started:.1f} s")

@@ -129,3 +129,20 @@ def test_the_workloads_refuse_a_backend_that_cannot_run(capsys):
     workloads = _load("gpu_workloads")
     assert workloads.main(["every-kernel", "--backend", "cuda"]) == 1
     assert "error: cuda:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["cupy", "cuda"])
+def test_nccl_over_one_rank_runs_every_layers_all_reduce_and_leaves_the_gradients(backend, capsys):
+    workloads = _load("gpu_workloads")
+    with strict_standin(2):  # mini's two towers on two GPUs: a communicator and a stream on each
+        assert workloads.main(["nccl-one-rank", "--backend", backend, "--batch", "2"]) == 0
+        from cupy_standin import nccl
+
+        issued = list(nccl.issued)
+    from alexnet_raw import Model
+
+    mini = Model.named("mini")
+    assert len(issued) == len(mini.gradient_order())
+    assert {gpu for gpu, *_ in issued} == {0, 1}
+    assert f"nccl-one-rank: {len(issued)} all-reduces of mini's layers on {backend}, gradients unchanged" in \
+        capsys.readouterr().out
