@@ -38,15 +38,27 @@ def rank_label():
     return "this rank"
 
 
+def _die_with_parent():
+    """In the child before it runs: SIGKILL when its parent dies (Linux's PR_SET_PDEATHSIG; a no-op
+    elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def supervise(argv, timeout=None, prog="alexnet-raw train"):
     """Run `alexnet-raw train ARGV` as this rank's training process; return the exit status."""
     isolated = ["-P"] if sys.version_info >= (3, 11) else []  # the same installation, not the cwd's
     command = [sys.executable, *isolated, "-m", "alexnet_raw.cli", "train", *argv]
     env = dict(os.environ, **{CHILD_VARIABLE: "1"})
     fds = tuple(int(v) for v in (os.environ.get("PMI_FD"),) if v and v.isdigit())
-    # its own session: a terminal's Ctrl-C reaches it once, passed on from here, not twice (a second
-    # one would abort the checkpoint it is saving)
-    child = subprocess.Popen(command, env=env, pass_fds=fds, start_new_session=True)
+    # in this process's group, so that whatever ends the group ends it; and should this process be
+    # killed (the launcher ends a job by killing what it started), the kernel kills the child too.
+    # A Ctrl-C that reaches both (a terminal's) is harmless twice: a rank of several only notes it
+    child = subprocess.Popen(command, env=env, pass_fds=fds, preexec_fn=_die_with_parent)
     previous = {s: signal.signal(s, lambda signum, frame: child.send_signal(signum)) for s in FORWARDED}
     try:
         status = child.wait()

@@ -110,13 +110,30 @@ def _signal_rank_1_after_first_epoch(tmp_path, cifar, signum, timeout):
     proc = start(3, args, env=marked_env(marker))
     try:
         wait_for_file(out / "metrics.jsonl", proc)
-        pid = rank_pids(3, marker)[1]
-        os.kill(pid, signum)
+        pids = rank_pids(3, marker)
+        os.kill(pids[1], signum)
         sent = time.monotonic()
         stdout, stderr = proc.communicate(timeout=60)
-        return out, pid, proc.returncode, stdout, stderr, time.monotonic() - sent
+        elapsed = time.monotonic() - sent
+        # no training process outlives the job (the hung one included: it dies with its supervisor)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids.values() if _alive(p)], f"training processes left running: {pids}"
+        return out, pids[1], proc.returncode, stdout, stderr, elapsed
     finally:
         stop_group(proc)
+        for p in pids.values() if "pids" in locals() else ():
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_a_hung_rank_stops_every_other_rank_naming_it_within_the_timeout(cifar, one_process, tmp_path):
