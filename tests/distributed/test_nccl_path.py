@@ -83,3 +83,20 @@ def test_shards_other_than_the_process_count_are_refused_on_gpus(cifar, tmp_path
     assert done.returncode != 0
     assert "on GPUs each of the 2 processes computes one shard of every batch" in done.stderr
     assert "pass --shards 2 (got 4)" in done.stderr
+
+
+def test_one_process_on_simulated_gpus_sums_its_shards_on_the_host_as_the_cpu_runtime(cifar, tmp_path):
+    """--shards 2 in one process on a GPU backend (no NCCL: the shards' gradients are read back and
+    folded in shard order on the host) trains as the CPU runtime with the same shards."""
+    from alexnet_raw.training import train
+    from gpu_paths import strict_standin
+
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    assert train.main(train_args(cifar, cpu, "--epochs", 1, "--shards", 2)) == 0
+    with strict_standin(2):
+        assert train.main(train_args(cifar, gpu, "--epochs", 1, "--shards", 2, "--backend", "cupy")) == 0
+    ours, _ = state(gpu)
+    theirs, _ = state(cpu)
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=2e-5, atol=2e-7, err_msg=key)
+    assert metrics(gpu)[0]["shards"] == 2 and metrics(gpu)[0]["sent_bytes_per_step"] == [0]
