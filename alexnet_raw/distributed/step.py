@@ -67,63 +67,63 @@ class ShardedStep:
         """shards: [(x, labels)] of this rank's shards in order; counts: every shard's rows (all
         ranks', from the step's exchange). Returns (loss, top-1 hits) of the global batch, the
         same on every rank: the loss the sum of the shards' weighted losses in shard order."""
-        from ..training.evaluate import count_correct
-
-        model, plan = self.model, self.plan
         n = int(sum(counts))
         if n == 0:
             raise ValueError("a global batch with no rows")
-        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-        if self.nccl is not None:
-            return self._nccl_step(shards[0], counts, starts, n, step_label, epoch, progress)
-        grads, results = {}, {}
-        for s, (x, labels) in zip(plan.mine, shards):
+        for s, (_, labels) in zip(self.plan.mine, shards):
             if counts[s] != len(labels):
                 raise ValueError(f"shard {s} has {len(labels)} rows, the step's exchange says {counts[s]}")
-            if counts[s] == 0:  # the tail of an epoch or unreadable images: nothing to add
-                grads[s] = np.zeros(self.elements, model.dtype)
-                results[s] = (0.0, 0)
-                continue
-            if x.dtype != model.dtype:
-                x = x.astype(model.dtype)
-            logits = model.forward(x, train=True, row_start=int(starts[s]))
-            loss = model.backward(labels, loss_scale=counts[s] / n)
-            grads[s] = self._flat_gradient()
-            results[s] = (float(loss), int(count_correct(model, logits, labels, 1)[0]))
-        self._set_gradient(self.reducer.sum_shards(grads, f"the gradient sum of {step_label}"))
-        model.step(epoch, progress)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        step = self._nccl_shard if self.nccl is not None else self._host_shards
+        results = step(shards, counts, starts, n, step_label)  # {shard: (its weighted loss, its hits)}
+        self.model.step(epoch, progress)
         gathered = {}
         for part in self.world.allgather(results, f"the losses of {step_label}"):
             gathered.update(part)
         loss = 0.0
-        for s in range(plan.shards):  # in shard order: the same float on every rank
+        for s in range(self.plan.shards):  # in shard order: the same float on every rank
             loss += gathered[s][0]
         return loss, sum(hits for _, hits in gathered.values())
 
-    def _nccl_step(self, shard, counts, starts, n, step_label, epoch, progress):
+    def _forward_backward(self, x, labels, start, share, on_gradients=None):
+        """One shard's forward and backward: (its weighted loss, its logits), on the device."""
+        model = self.model
+        if x.dtype != model.dtype:
+            x = x.astype(model.dtype)
+        logits = model.forward(x, train=True, row_start=int(start))
+        loss = model.backward(labels, loss_scale=share, on_gradients=on_gradients)
+        return loss, logits
+
+    def _host_shards(self, shards, counts, starts, n, step_label):
+        """Every shard's gradient read back and summed in shard order on the host (shards.py)."""
+        from ..training.evaluate import count_correct
+
+        grads, results = {}, {}
+        for s, (x, labels) in zip(self.plan.mine, shards):
+            if counts[s] == 0:  # the tail of an epoch or unreadable images: nothing to add
+                grads[s] = np.zeros(self.elements, self.model.dtype)
+                results[s] = (0.0, 0)
+                continue
+            loss, logits = self._forward_backward(x, labels, starts[s], counts[s] / n)
+            grads[s] = self._flat_gradient()
+            results[s] = (float(loss), int(count_correct(self.model, logits, labels, 1)[0]))
+        self._set_gradient(self.reducer.sum_shards(grads, f"the gradient sum of {step_label}"))
+        return results
+
+    def _nccl_shard(self, shards, counts, starts, n, step_label):
+        """This process's one shard, each layer's gradient all-reduced by NCCL as backward goes."""
         from ..training.evaluate import count_correct
 
         model, s = self.model, self.plan.rank  # one shard per process
-        x, labels = shard
+        (x, labels), = shards
         if counts[s] == 0:  # no rows here this step: a zero gradient joins the sums
             for block in self.blocks:
                 with model.devices.context(block.device):
                     block.flat_grads.fill(0)
             for layer in model.gradient_order():
                 self.nccl.layer_ready(layer)
-            result = (0.0, 0)
-        else:
-            if x.dtype != model.dtype:
-                x = x.astype(model.dtype)
-            logits = model.forward(x, train=True, row_start=int(starts[s]))
-            loss = model.backward(labels, loss_scale=counts[s] / n, on_gradients=self.nccl.layer_ready)
-            result = None
-        self.nccl.finish()
-        model.step(epoch, progress)
-        if result is None:
-            result = (float(loss), int(count_correct(model, logits, labels, 1)[0]))
-        said = self.world.allgather(result, f"the losses of {step_label}")
-        loss = 0.0
-        for part_loss, _ in said:  # in rank order: the same float on every rank
-            loss += part_loss
-        return loss, sum(hits for _, hits in said)
+            self.nccl.finish()
+            return {s: (0.0, 0)}
+        loss, logits = self._forward_backward(x, labels, starts[s], counts[s] / n, self.nccl.layer_ready)
+        self.nccl.finish()  # queued: the update that follows waits for the sums on the GPU
+        return {s: (float(loss), int(count_correct(model, logits, labels, 1)[0]))}

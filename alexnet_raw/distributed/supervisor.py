@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from .world import peer_timeout
+from .world import LAUNCHER_VARIABLES, peer_timeout
 
 CHILD_VARIABLE = "ALEXNET_RAW_RANK_PROCESS"  # set in the training process of a supervised rank
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -31,8 +31,7 @@ def is_supervised_child():
 
 
 def rank_label():
-    for size, rank in (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
-                       ("PMIX_SIZE", "PMIX_RANK")):
+    for _size, rank in LAUNCHER_VARIABLES:
         if os.environ.get(rank) is not None:
             return f"rank {os.environ[rank]}"
     return "this rank"

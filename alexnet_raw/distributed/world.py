@@ -84,7 +84,6 @@ class LocalWorld:
 
     rank, size, timeout = 0, 1, None
     local_rank = 0
-    bytes_sent = 0
 
     def allgather(self, obj, what):
         return [obj]
@@ -109,7 +108,6 @@ class MpiWorld:
         self.comm.Set_errhandler(MPI.ERRORS_RETURN)  # an MPI failure is an exception, not an abort
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.timeout = timeout
-        self.bytes_sent = 0  # payload bytes this rank has sent (arrays and objects)
         # where every rank runs: a launcher that reports a failed process by host and pid (MPICH's
         # "BAD TERMINATION ... PID n RUNNING AT host") is read against this line of rank 0's log
         self.places = self.allgather(host_and_pid(), "the start-up: every rank's host and pid")
@@ -151,7 +149,6 @@ class MpiWorld:
         for peer, tag, buffer in sends:
             requests.append(self.comm.Isend(buffer, dest=peer, tag=tag))
             peers.append(peer)
-            self.bytes_sent += buffer.nbytes
         self._wait(requests, peers, what)
 
     def allgather(self, obj, what):

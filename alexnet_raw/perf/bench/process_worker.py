@@ -54,12 +54,9 @@ def main(argv=None) -> int:
         took = max(world.allgather(time.perf_counter() - started, "the step times"))
         if r >= warmup:
             seconds.append(took)
-    if step is not None and step.nccl is not None:
-        sent = None  # NCCL's business
-        buckets = time_buckets(step, world, warmup, repeats)
-    else:
-        sent = world.allgather(step.reducer.bytes_sent // (warmup + repeats) if step else 0, "the traffic count")
-        buckets = None
+    sent = step.counters()[1] if step is not None else 0  # None: NCCL's business
+    sent = None if sent is None else world.allgather(sent // (warmup + repeats), "the traffic count")
+    buckets = time_buckets(step, world, warmup, repeats) if step is not None and step.nccl is not None else None
     if world.rank == 0:
         print(json.dumps({"processes": world.size, "step_seconds": seconds, "sent_bytes_per_step": sent,
                           "world": world.describe(), "backend": model.devices.backend, "buckets": buckets,
